@@ -1,0 +1,74 @@
+"""The aiohttp application: routes for every transport plus the transcript API."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from importlib import resources
+
+from aiohttp import web
+
+from ivr.runtime import Runtime
+from ivr.transports import text
+from ivr.transports.browser import BrowserSerializer
+from ivr.transports.twilio import TwilioSerializer
+from ivr.transports.websocket import media_socket
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def make_app(runtime: Runtime) -> web.Application:
+    app = web.Application()
+    app[RUNTIME] = runtime
+    app[text.CONVERSATIONS] = {}
+
+    async def twilio_media(request: web.Request) -> web.StreamResponse:
+        return await media_socket(request, runtime, TwilioSerializer)
+
+    async def browser_media(request: web.Request) -> web.StreamResponse:
+        return await media_socket(request, runtime, BrowserSerializer)
+
+    async def phone_page(request: web.Request) -> web.Response:
+        page = resources.files("ivr.web").joinpath("phone.html").read_text(encoding="utf-8")
+        return web.Response(text=page, content_type="text/html")
+
+    async def call_detail(request: web.Request) -> web.Response:
+        call_id = request.match_info["call_id"]
+        call = await runtime.storage.get_call(call_id)
+        if call is None:
+            raise web.HTTPNotFound(text=f"no call {call_id!r}")
+        transcript = [asdict(u) for u in await runtime.storage.transcript(call_id)]
+        return web.json_response({"call": asdict(call), "transcript": transcript})
+
+    async def tenants(request: web.Request) -> web.Response:
+        listing = [
+            {"number": number, "company": t.company, "language": t.language}
+            for number, t in runtime.settings.tenants.items()
+        ]
+        return web.json_response(listing)
+
+    async def health(request: web.Request) -> web.Response:
+        stats = runtime.pacing
+        return web.json_response(
+            {
+                "status": "ok",
+                "active_calls": runtime.active_calls,
+                "frames_sent": stats.frames,
+                "late_frames": stats.late_frames,
+                "max_lateness_ms": round(stats.max_lateness_ms, 1),
+                "underruns": stats.underruns,
+            }
+        )
+
+    app.add_routes(
+        [
+            web.get("/media", twilio_media),
+            web.get("/phone/ws", browser_media),
+            web.get("/", phone_page),
+            web.get("/phone", phone_page),
+            web.get("/api/tenants", tenants),
+            web.get("/api/calls/{call_id}", call_detail),
+            web.get("/healthz", health),
+            *text.routes(runtime),
+        ]
+    )
+    return app

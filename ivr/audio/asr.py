@@ -1,0 +1,117 @@
+"""Streaming speech recognition with Vosk.
+
+One `vosk.Model` per model path is shared by all calls (it is read-only and
+hundreds of MB); each call owns one `KaldiRecognizer`, reused across turns.
+Recognizer work runs in a thread pool: Vosk's C calls release the GIL, so the
+event loop keeps its 20 ms pacing while Kaldi decodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import vosk
+
+from ivr.audio.codecs import ASR_RATE
+from ivr.errors import ModelMissing
+
+vosk.SetLogLevel(-1)
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    confidence: float
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class AsrResult:
+    """A final result: text, per-word confidences and their mean."""
+
+    text: str
+    words: tuple[Word, ...] = ()
+    confidence: float = 0.0
+
+    @classmethod
+    def from_vosk(cls, raw: str) -> "AsrResult":
+        data = json.loads(raw)
+        words = tuple(
+            Word(w["word"], float(w.get("conf", 1.0)), float(w.get("start", 0)), float(w.get("end", 0)))
+            for w in data.get("result", [])
+        )
+        confidence = sum(w.confidence for w in words) / len(words) if words else 0.0
+        return cls(data.get("text", "").strip(), words, round(confidence, 3))
+
+
+class VoskModels:
+    """Loads each Vosk model once per process; thread-safe."""
+
+    def __init__(self) -> None:
+        self._models: dict[Path, vosk.Model] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: Path) -> vosk.Model:
+        path = Path(path).resolve()
+        with self._lock:
+            if path not in self._models:
+                if not (path / "am").is_dir() or not (path / "conf").is_dir():
+                    raise ModelMissing(f"{path} is not a Vosk model directory (needs am/ and conf/)")
+                self._models[path] = vosk.Model(str(path))
+            return self._models[path]
+
+
+@dataclass
+class Recognizer:
+    """One call's recognizer. Calls are serialized by the owning session."""
+
+    model: vosk.Model
+    executor: Optional[Executor] = None
+    sample_rate: int = ASR_RATE
+    _rec: vosk.KaldiRecognizer = field(init=False)
+    _grammar: Optional[tuple[str, ...]] = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._rec = vosk.KaldiRecognizer(self.model, self.sample_rate)
+        self._rec.SetWords(True)
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def accept(self, pcm: bytes) -> str:
+        """Feed audio; returns the current partial hypothesis."""
+        return await self._run(self._accept_sync, pcm)
+
+    def _accept_sync(self, pcm: bytes) -> str:
+        self._rec.AcceptWaveform(pcm)
+        return json.loads(self._rec.PartialResult()).get("partial", "")
+
+    async def finish(self) -> AsrResult:
+        """End of turn: the final result; the recognizer is ready for the next turn."""
+        return AsrResult.from_vosk(await self._run(self._rec.FinalResult))
+
+    def reset(self) -> None:
+        self._rec.Reset()
+
+    def set_grammar(self, phrases: Optional[Sequence[str]]) -> None:
+        """Restrict recognition to `phrases` (Vosk grammar mode); None lifts it.
+
+        `[unk]` is always allowed so out-of-grammar speech is reported as such
+        instead of being forced onto the nearest phrase.
+        """
+        wanted = tuple(phrases) if phrases else None
+        if wanted == self._grammar:
+            return
+        self._grammar = wanted
+        if wanted is None:
+            self._rec = vosk.KaldiRecognizer(self.model, self.sample_rate)
+        else:
+            self._rec = vosk.KaldiRecognizer(self.model, self.sample_rate, json.dumps([*wanted, "[unk]"]))
+        self._rec.SetWords(True)

@@ -1,0 +1,1 @@
+"""Dialog: Rasa runs the conversation; this package talks to it."""

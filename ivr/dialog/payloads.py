@@ -1,0 +1,79 @@
+"""What the dialog returns per turn, as typed values.
+
+Rasa responses may carry `custom: {ivr: {...}}` next to their text; those keys
+tell the voice front end to hang up, hand off, restrict recognition to a
+grammar, forbid barge-in or replay the last prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+EXPECT_GRAMMARS = ("yes_no", "digits")
+
+
+@dataclass(frozen=True)
+class Handoff:
+    reason: str
+
+
+@dataclass(frozen=True)
+class BotReply:
+    """One turn's worth of bot output, merged from Rasa's messages."""
+
+    text: str = ""
+    barge_in: bool = True
+    hangup: bool = False
+    handoff: Optional[Handoff] = None
+    expect: Optional[str] = None
+    repeat_last: bool = False
+
+    @classmethod
+    def from_messages(cls, messages: list[dict[str, Any]]) -> "BotReply":
+        texts: list[str] = []
+        flags: dict[str, Any] = {}
+        for message in messages:
+            if message.get("text"):
+                texts.append(str(message["text"]).strip())
+            custom = message.get("custom")
+            if isinstance(custom, dict) and isinstance(custom.get("ivr"), dict):
+                flags.update(custom["ivr"])
+        handoff = flags.get("handoff")
+        expect = flags.get("expect")
+        return cls(
+            text=" ".join(texts),
+            barge_in=bool(flags.get("barge_in", True)),
+            hangup=bool(flags.get("hangup", False)),
+            handoff=Handoff(str(handoff.get("reason", "unspecified"))) if isinstance(handoff, dict) else None,
+            expect=expect if expect in EXPECT_GRAMMARS else None,
+            repeat_last=bool(flags.get("repeat_last", False)),
+        )
+
+
+@dataclass(frozen=True)
+class DialogTurn:
+    """A bot reply plus what Rasa understood, for transcripts and the text endpoint."""
+
+    reply: BotReply
+    intent: Optional[str] = None
+    confidence: Optional[float] = None
+    entities: list[dict[str, Any]] = field(default_factory=list)
+    slots: dict[str, Any] = field(default_factory=dict)
+    active_loop: Optional[str] = None
+    requested_slot: Optional[str] = None
+    latency_s: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], latency_s: float = 0.0) -> "DialogTurn":
+        intent = data.get("intent") or {}
+        return cls(
+            reply=BotReply.from_messages(data.get("messages") or []),
+            intent=intent.get("name"),
+            confidence=intent.get("confidence"),
+            entities=list(data.get("entities") or []),
+            slots=dict(data.get("slots") or {}),
+            active_loop=data.get("active_loop"),
+            requested_slot=(data.get("slots") or {}).get("requested_slot"),
+            latency_s=latency_s,
+        )

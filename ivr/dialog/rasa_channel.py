@@ -1,0 +1,85 @@
+"""A Rasa input channel for the IVR, loaded by `rasa run` (see credentials).
+
+Rasa's REST channel returns only the bot's messages; the IVR also needs what
+Rasa understood (intent, confidence, entities, slots, active form) for the
+transcript and for grammar choice, and it must set per-call slots (tenant
+company, language, caller number) before the first message. One POST does all
+of that, so a turn costs one local HTTP round trip.
+
+This module runs inside the Rasa process: it imports only Rasa and Sanic.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Dict, Text
+
+from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
+from rasa.shared.core.events import SlotSet
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+CHANNEL_NAME = "ivr"
+
+
+class IvrInput(InputChannel):
+    @classmethod
+    def name(cls) -> Text:
+        return CHANNEL_NAME
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        hook = Blueprint("ivr_webhook", __name__)
+
+        @hook.route("/", methods=["GET"])
+        async def health(request: Request) -> HTTPResponse:
+            """Ready only with a loaded model: a broken model file must not look healthy."""
+            agent = request.app.ctx.agent
+            if agent is None or not agent.is_ready():
+                return response.json({"status": "no model loaded"}, status=503)
+            return response.json({"status": "ok"})
+
+        @hook.route("/turn", methods=["POST"])
+        async def turn(request: Request) -> HTTPResponse:
+            body: Dict[Text, Any] = request.json or {}
+            sender = body.get("sender")
+            text = body.get("text")
+            if not isinstance(sender, str) or not isinstance(text, str) or not text:
+                return response.json({"error": "sender and text are required strings"}, status=400)
+            agent = request.app.ctx.agent
+            if agent is None or not agent.is_ready():
+                return response.json({"error": "no model loaded"}, status=503)
+            collector = CollectingOutputChannel()
+            slots = body.get("slots") or {}
+            if slots:
+                tracker = await agent.processor.fetch_tracker_and_update_session(sender, collector)
+                for name, value in slots.items():
+                    tracker.update(SlotSet(name, value))
+                await agent.processor.save_tracker(tracker)
+            await on_new_message(
+                UserMessage(text, collector, sender, input_channel=CHANNEL_NAME, metadata=body.get("metadata"))
+            )
+            tracker = await agent.processor.get_tracker(sender)
+            latest = tracker.latest_message
+            return response.json(
+                {
+                    "messages": collector.messages,
+                    "intent": latest.intent if latest else None,
+                    "entities": latest.entities if latest else [],
+                    "slots": tracker.current_slot_values(),
+                    "active_loop": tracker.active_loop_name,
+                }
+            )
+
+        @hook.route("/end", methods=["POST"])
+        async def end(request: Request) -> HTTPResponse:
+            """Forget a finished call's tracker (the IVR keeps the transcript)."""
+            sender = (request.json or {}).get("sender")
+            agent = request.app.ctx.agent
+            store = agent.tracker_store if agent else None
+            while hasattr(store, "_tracker_store"):  # unwrap Rasa's fail-safe/awaitable wrappers
+                store = store._tracker_store
+            if isinstance(sender, str) and isinstance(getattr(store, "store", None), dict):
+                store.store.pop(sender, None)
+            return response.json({"status": "ok"})
+
+        return hook

@@ -1,0 +1,68 @@
+"""Process-wide engines and services shared by all calls.
+
+Loaded once at start-up, before the first call is accepted: Vosk models and
+Piper voices for every language and voice the tenants use (a missing model
+fails start-up with the command that fixes it, not the first caller), the
+storage backend and the dialog client. Inference runs in two bounded thread
+pools so that ASR and TTS cannot starve each other.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ivr.audio.asr import Recognizer, VoskModels
+from ivr.audio.playback import PacingStats
+from ivr.audio.tts import Synthesizer, load_voice
+from ivr.dialog.rasa_client import RasaClient
+from ivr.models.catalogue import locate
+from ivr.settings import Settings
+from ivr.storage import Storage, open_storage
+
+log = logging.getLogger("ivr.runtime")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    storage: Storage
+    dialog: RasaClient
+    asr_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="asr"))
+    tts_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="tts"))
+    vosk: VoskModels = field(default_factory=VoskModels)
+    synthesizers: dict[Path, Synthesizer] = field(default_factory=dict)
+    pacing: PacingStats = field(default_factory=PacingStats)
+    active_calls: int = 0
+
+    @classmethod
+    def create(cls, settings: Settings, dialog_url: str) -> "Runtime":
+        return cls(settings, open_storage(settings.storage.url), RasaClient(dialog_url, settings.dialog.timeout_s))
+
+    def asr_path(self, language: str) -> Path:
+        return locate("vosk", self.settings.models.asr[language], self.settings.cache_dir)
+
+    def recognizer(self, language: str) -> Recognizer:
+        return Recognizer(self.vosk.get(self.asr_path(language)), self.asr_pool)
+
+    def synthesizer(self, voice: str) -> Synthesizer:
+        path = locate("piper", voice, self.settings.cache_dir)
+        if path not in self.synthesizers:
+            model = load_voice(path, self.settings.models.onnx_threads)
+            self.synthesizers[path] = Synthesizer(model, self.tts_pool, self.settings.models.tts_cache_entries)
+        return self.synthesizers[path]
+
+    def preload(self) -> None:
+        """Load every model the tenants need; raises ModelMissing naming the fix."""
+        for number, tenant in self.settings.tenants.items():
+            self.vosk.get(self.asr_path(tenant.language))
+            self.synthesizer(self.settings.voice_for(tenant))
+            log.info("tenant.ready", extra={"tenant": number, "language": tenant.language})
+
+    async def close(self) -> None:
+        await self.dialog.close()
+        await self.storage.close()
+        self.asr_pool.shutdown(wait=False, cancel_futures=True)
+        self.tts_pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,95 @@
+"""`ivr serve`: everything on one machine with the embedded defaults.
+
+Order matters for a good first call: settings are validated, the Rasa model is
+trained if the project changed, every speech model is loaded (a missing one
+stops start-up with the command that fixes it), Rasa is started and answers,
+and only then does the HTTP server accept calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Optional
+
+from aiohttp import web
+
+from ivr.app import make_app
+from ivr.dialog.project import RasaProject, latest_model
+from ivr.dialog.rasa_server import RasaServer
+from ivr.runtime import Runtime
+from ivr.settings import Settings
+
+log = logging.getLogger("ivr.server")
+
+
+def model_is_stale(project: RasaProject, model: Optional[Path]) -> bool:
+    """True when there is no model or a project file is newer than it."""
+    if model is None:
+        return True
+    built = model.stat().st_mtime
+    sources = [project.config, *project.root.glob("dialogs/**/*.yml"), *project.root.glob("nlu/**/*.yml")]
+    return any(path.stat().st_mtime > built for path in sources if path.is_file())
+
+
+class Server:
+    """The running product: Rasa (supervised or external), runtime, HTTP app."""
+
+    def __init__(self, settings: Settings, project_root: Path):
+        self.settings = settings
+        self.project = RasaProject(project_root)
+        self.rasa: Optional[RasaServer] = None
+        self.runtime: Optional[Runtime] = None
+        self.runner: Optional[web.AppRunner] = None
+        self.port: Optional[int] = None
+
+    async def start(self, train: bool = True) -> None:
+        dialog = self.settings.dialog
+        url = dialog.url
+        if url is None:
+            model_dir = self.project.root / dialog.model_dir
+            if train and model_is_stale(self.project, latest_model(model_dir)):
+                log.info("rasa.training", extra={"out": str(model_dir)})
+                code = await asyncio.to_thread(self.project.train, model_dir)
+                if code != 0:
+                    raise SystemExit(f"rasa train failed with exit code {code}; run `ivr check` for details")
+            model = latest_model(model_dir)
+            if model is None:
+                raise SystemExit(f"no trained Rasa model in {model_dir}: run `ivr train`")
+            self.rasa = RasaServer(model, dialog.port, self.project.root, dialog.startup_timeout_s)
+            url = self.rasa.url
+        self.runtime = Runtime.create(self.settings, url)
+        await asyncio.to_thread(self.runtime.preload)
+        if self.rasa is not None:
+            await self.rasa.start()
+        self.runner = web.AppRunner(make_app(self.runtime), handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.settings.server.host, self.settings.server.port)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        log.info("server.listening", extra={"host": self.settings.server.host, "port": self.port})
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.runtime is not None:
+            await self.runtime.close()
+        if self.rasa is not None:
+            await self.rasa.stop()
+
+
+async def serve_forever(settings: Settings, project_root: Path) -> None:
+    server = Server(settings, project_root)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+        print(f"IVR ready: http://{settings.server.host}:{server.port}/phone (browser phone), "
+              f"ws://{settings.server.host}:{server.port}/media (Media Streams)", flush=True)
+        await stop.wait()
+    finally:
+        await server.stop()

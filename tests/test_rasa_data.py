@@ -1,0 +1,157 @@
+"""Static checks of the Rasa dialog project (config.yml, dialogs/, nlu/).
+
+No model is trained here. The held-out NLU accuracy is measured with
+`rasa test nlu` (see tests/data/nlu_heldout_*.yml).
+"""
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Set
+
+import pytest
+from ruamel.yaml import YAML
+
+from ivr.dialog.project import RasaProject
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config.yml"
+DOMAIN = ROOT / "dialogs" / "domain.yml"
+PROJECT = RasaProject(ROOT)  # the same paths `ivr train` / `ivr check` use
+LANGUAGES = ("de", "en")
+HELDOUT = {lang: ROOT / "tests" / "data" / f"nlu_heldout_{lang}.yml" for lang in LANGUAGES}
+
+# Intents the IVR sends only as "/start_call", "/no_input": no NLU examples.
+IVR_ONLY_INTENTS = {"start_call", "no_input"}
+MIN_EXAMPLES_PER_INTENT = 15
+MIN_EXAMPLES_PER_FAQ = 12
+
+# Rasa UserWarnings `rasa data validate` is allowed to print. Everything else
+# (unused responses, intents missing from the domain, ...) fails the test.
+ALLOWED_WARNINGS = [
+    # Rasa 3.6 merges retrieval intents found in the NLU data into the domain and
+    # then reports the domain's own declaration of them as a duplicate.
+    re.compile(r"The following duplicated intents have been found across multiple domain files: faq$"),
+    # IVR-only intents without NLU examples
+    re.compile(r"The intent '(start_call|no_input)' is listed in the domain file, "
+               r"but is not found in the NLU training data\."),
+]
+
+EN_CONDITION = [{"type": "slot", "name": "language", "value": "en"}]
+
+
+def _load_yaml(path: Path):
+    return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+
+
+def _domain_responses() -> Dict[str, List[dict]]:
+    return _load_yaml(DOMAIN).get("responses") or {}
+
+
+def _is_en_variation(variation: dict) -> bool:
+    return variation.get("condition") == EN_CONDITION
+
+
+def _is_default_variation(variation: dict) -> bool:
+    return not variation.get("condition")
+
+
+def _nlu_examples(path: Path) -> Dict[str, List[str]]:
+    """intent (incl. retrieval sub-intent) -> examples of one NLU yaml file."""
+    result: Dict[str, List[str]] = defaultdict(list)
+    for block in _load_yaml(path).get("nlu") or []:
+        if "intent" not in block:
+            continue
+        for line in str(block.get("examples", "")).splitlines():
+            line = line.strip()
+            if line.startswith("- "):
+                result[block["intent"]].append(line[2:].strip())
+    return result
+
+
+def _training_examples(lang: str) -> Dict[str, List[str]]:
+    result: Dict[str, List[str]] = defaultdict(list)
+    for path in sorted((ROOT / "nlu" / lang).glob("*.yml")):
+        for intent, examples in _nlu_examples(path).items():
+            result[intent].extend(examples)
+    return result
+
+
+def test_rasa_data_validate():
+    proc = PROJECT.validate()
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+
+    warnings = re.findall(r"rasa/[\w/]+\.py:\d+: UserWarning: (.*)", output)
+    unexpected = [w for w in warnings if not any(p.search(w) for p in ALLOWED_WARNINGS)]
+    assert not unexpected, "unexpected warnings from rasa data validate:\n" + "\n".join(unexpected)
+    assert "No story structure conflicts found" in output, output[-5000:]
+
+
+def test_every_response_is_bilingual():
+    missing = []
+    for name, variations in _domain_responses().items():
+        variations = variations or []
+        if not any(_is_default_variation(v) for v in variations):
+            missing.append(f"{name}: no default (German) variation")
+        if not any(_is_en_variation(v) for v in variations):
+            missing.append(f"{name}: no variation with condition language == en")
+    assert not missing, "responses lacking a language variation:\n" + "\n".join(missing)
+
+
+def test_custom_payload_on_every_language_variation():
+    """If one variation carries an IVR payload, all must carry the same one."""
+    mismatched = []
+    for name, variations in _domain_responses().items():
+        payloads = [v.get("custom") for v in variations or []]
+        if any(payloads) and any(p != payloads[0] for p in payloads):
+            mismatched.append(f"{name}: {payloads}")
+    assert not mismatched, "custom payload differs between variations:\n" + "\n".join(mismatched)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_training_data_covers_all_intents(lang):
+    domain = _load_yaml(DOMAIN)
+    domain_intents = {i if isinstance(i, str) else next(iter(i)) for i in domain["intents"]}
+    examples = _training_examples(lang)
+    trained_intents = {intent.split("/")[0] for intent in examples}
+
+    assert trained_intents <= domain_intents, trained_intents - domain_intents
+    assert domain_intents - IVR_ONLY_INTENTS <= trained_intents, (
+        domain_intents - IVR_ONLY_INTENTS - trained_intents
+    )
+    too_few = {
+        intent: len(ex)
+        for intent, ex in examples.items()
+        if len(set(ex)) < (MIN_EXAMPLES_PER_FAQ if "/" in intent else MIN_EXAMPLES_PER_INTENT)
+    }
+    assert not too_few, f"intents with too few examples ({lang}): {too_few}"
+
+
+def test_faq_responses_match_faq_sub_intents():
+    sub_intents: Set[str] = set()
+    for lang in LANGUAGES:
+        sub_intents |= {i for i in _training_examples(lang) if i.startswith("faq/")}
+    responses = {r[len("utter_"):] for r in _domain_responses() if r.startswith("utter_faq/")}
+    assert sub_intents == responses
+
+
+def test_no_example_in_two_intents():
+    owner: Dict[str, Set[str]] = defaultdict(set)
+    for lang in LANGUAGES:
+        for intent, examples in _training_examples(lang).items():
+            for ex in examples:
+                owner[ex].add(intent)
+    clashes = {ex: intents for ex, intents in owner.items() if len(intents) > 1}
+    assert not clashes, clashes
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_heldout_set_is_not_trained(lang):
+    trained = {ex for lang_ in LANGUAGES for exs in _training_examples(lang_).values() for ex in exs}
+    heldout = _nlu_examples(HELDOUT[lang])
+    assert heldout, f"{HELDOUT[lang]} is empty"
+    leaked = sorted(ex for exs in heldout.values() for ex in exs if ex in trained)
+    assert not leaked, f"held-out examples also in training data: {leaked}"
+    known = set(_training_examples(lang))
+    assert set(heldout) <= known, set(heldout) - known
