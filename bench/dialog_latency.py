@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from ivr.dialog.project import latest_model  # noqa: E402
 from ivr.dialog.rasa_client import RasaClient  # noqa: E402
-from ivr.dialog.rasa_server import CREDENTIALS  # noqa: E402
+from ivr.dialog.supervisor import actions_command, actions_env, rasa_command  # noqa: E402
 
 MESSAGES = [
     "wann haben sie geöffnet",
@@ -39,6 +41,26 @@ MESSAGES = [
     "thank you",
     "ähm ja also ich wollte fragen wie lange die lieferung dauert",
 ]
+
+
+SLOTS = {"language": "de", "company": "Muster Versand GmbH", "tenant": "+4930123456"}
+ACTIONS_PORT = 5898
+
+
+def start_actions() -> subprocess.Popen:
+    """The action server on the test tenants; FAQ answers and forms need it in both variants."""
+    db = Path(tempfile.mkdtemp(prefix="bench-actions-")) / "ivr.db"
+    env = dict(os.environ, **actions_env(ROOT / "tests" / "data" / "ivr.test.yml", f"sqlite:///{db}"))
+    proc = subprocess.Popen(actions_command(ACTIONS_PORT), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    for _ in range(240):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ACTIONS_PORT}/health", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("the action server did not start")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -83,20 +105,21 @@ def summary(latencies: list[float], lag: LoopLag) -> dict:
     }
 
 
-async def in_process(model: Path, turns: int) -> dict:
+async def in_process(model: Path, turns: int, actions_url: str) -> dict:
     from rasa.core.agent import Agent
     from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
     from rasa.shared.core.events import SlotSet
+    from rasa.utils.endpoints import EndpointConfig
 
-    agent = Agent.load(str(model))
+    agent = Agent.load(str(model), action_endpoint=EndpointConfig(f"{actions_url}/webhook"))
     latencies = []
     with LoopLag() as lag:
         for i in range(turns):
             sender = f"bench-{i // len(MESSAGES)}"
             if i % len(MESSAGES) == 0:
                 tracker = await agent.processor.fetch_tracker_and_update_session(sender)
-                tracker.update(SlotSet("language", "de"))
-                tracker.update(SlotSet("company", "Muster GmbH"))
+                for name, value in SLOTS.items():
+                    tracker.update(SlotSet(name, value))
                 await agent.processor.save_tracker(tracker)
             start = time.perf_counter()
             await agent.handle_message(UserMessage(MESSAGES[i % len(MESSAGES)], CollectingOutputChannel(), sender))
@@ -105,11 +128,9 @@ async def in_process(model: Path, turns: int) -> dict:
     return summary(latencies[3:], lag)  # the first turns warm TensorFlow up
 
 
-async def out_of_process(model: Path, turns: int, port: int = 5897) -> dict:
+async def out_of_process(model: Path, turns: int, actions_url: str, port: int = 5897) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-rasa-"))
-    (work / "credentials.yml").write_text(CREDENTIALS)
-    cmd = [sys.executable, "-m", "rasa", "run", "--model", str(model), "--port", str(port),
-           "--interface", "127.0.0.1", "--credentials", str(work / "credentials.yml")]  # fmt: skip
+    cmd = rasa_command(model, port, work, actions_url)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = RasaClient(f"http://127.0.0.1:{port}", timeout_s=30)
     try:
@@ -121,7 +142,7 @@ async def out_of_process(model: Path, turns: int, port: int = 5897) -> dict:
         with LoopLag() as lag:
             for i in range(turns):
                 sender = f"bench-{i // len(MESSAGES)}"
-                slots = {"language": "de", "company": "Muster GmbH"} if i % len(MESSAGES) == 0 else None
+                slots = SLOTS if i % len(MESSAGES) == 0 else None
                 start = time.perf_counter()
                 await client.turn(sender, MESSAGES[i % len(MESSAGES)], slots=slots)
                 latencies.append((time.perf_counter() - start) * 1000)
@@ -141,12 +162,18 @@ def main() -> None:
     model = latest_model(ROOT / "models" / "rasa")
     if model is None:
         raise SystemExit("no trained model in models/rasa: run `ivr train`")
-    results = {
-        "model": model.name,
-        "command": " ".join(sys.argv),
-        "out_of_process": asyncio.run(out_of_process(model, args.turns)),
-        "in_process": asyncio.run(in_process(model, args.turns)),
-    }
+    actions = start_actions()
+    actions_url = f"http://127.0.0.1:{ACTIONS_PORT}"
+    try:
+        results = {
+            "model": model.name,
+            "command": " ".join(sys.argv),
+            "out_of_process": asyncio.run(out_of_process(model, args.turns, actions_url)),
+            "in_process": asyncio.run(in_process(model, args.turns, actions_url)),
+        }
+    finally:
+        actions.terminate()
+        actions.wait(30)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"{'variant':<16}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'loop lag p99':>14}{'loop lag max':>14}")

@@ -129,23 +129,29 @@ def rasa_model() -> Path:
     return model
 
 
-def start_rasa(model: Path, work: Path) -> tuple[subprocess.Popen, str, Path]:
-    from ivr.dialog.rasa_server import CREDENTIALS
+def start_dialog(model: Path, work: Path, settings: Path) -> tuple[list[subprocess.Popen], str]:
+    """The action server, then `rasa run` pointing at it; both stopped again if either fails to start."""
+    from ivr.dialog.supervisor import actions_command, actions_env, rasa_command
 
-    (work / "credentials.yml").write_text(CREDENTIALS)
-    port = free_port()
-    log = work / "rasa.log"
-    cmd = [sys.executable, "-m", "rasa", "run", "--model", str(model), "--port", str(port),
-           "--interface", "127.0.0.1", "--credentials", str(work / "credentials.yml")]  # fmt: skip
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    procs: list[subprocess.Popen] = []
     try:
-        wait_http(f"{url}/webhooks/ivr/", proc, 300, log)
+        port = free_port()
+        env = dict(os.environ, **actions_env(settings, f"sqlite:///{work / 'ivr-actions.db'}"))
+        with (work / "actions.log").open("w") as out:
+            procs.append(subprocess.Popen(actions_command(port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+        actions_url = f"http://127.0.0.1:{port}"
+        wait_http(f"{actions_url}/health", procs[-1], 120, work / "actions.log")
+        port = free_port()
+        with (work / "rasa.log").open("w") as out:
+            procs.append(subprocess.Popen(rasa_command(model, port, work, actions_url), cwd=ROOT, stdout=out,
+                                          stderr=subprocess.STDOUT))  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/webhooks/ivr/", procs[-1], 300, work / "rasa.log")
     except BaseException:
-        stop(proc)
+        for proc in procs:
+            stop(proc)
         raise
-    return proc, url, log
+    return procs, url
 
 
 def start_ivr(rasa_url: str, settings: Path, work: Path, tag: str) -> tuple[subprocess.Popen, str, Path]:
@@ -518,10 +524,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         "stagger_ms": [s * 1000 for s in stagger],
         "levels": [],
     }
-    rasa_proc = ivr_proc = None
+    dialog_procs: list[subprocess.Popen] = []
+    ivr_proc = None
     try:
-        print(f"starting rasa run ({model.name}) ...", flush=True)
-        rasa_proc, rasa_url, _ = start_rasa(model, work)
+        print(f"starting the action server and rasa run ({model.name}) ...", flush=True)
+        dialog_procs, rasa_url = start_dialog(model, work, settings)
+        rasa_proc = dialog_procs[-1]
         for n in levels_n:
             print(f"\n== N={n}: starting ivr serve ...", flush=True)
             ivr_proc, ivr_url, ivr_log = start_ivr(rasa_url, settings, work, f"n{n}")
@@ -575,7 +583,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"   errors: {[c['error'] for c in calls if c['error']]}; see {ivr_log}", flush=True)
     finally:
         stop(ivr_proc)
-        stop(rasa_proc)
+        for proc in dialog_procs:
+            stop(proc)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")

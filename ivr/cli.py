@@ -34,7 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.pull:
         _pull(sorted({t.language for t in settings.tenants.values()}), settings)
     try:
-        asyncio.run(serve_forever(settings, Path(args.project).resolve()))
+        asyncio.run(serve_forever(settings, Path(args.project).resolve(), Path(args.settings).resolve()))
     except IvrError as exc:
         print(f"ivr serve: {exc}", file=sys.stderr)
         return 1
@@ -63,7 +63,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         load_catalogue()
     except ConfigError as exc:
         problems += exc.problems
-    result = RasaProject(Path(args.project).resolve()).validate()
+    project = RasaProject(Path(args.project).resolve())
+    problems += faq_topic_problems(project)
+    result = project.validate()
     if result.returncode != 0:
         lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
         problems += [f"rasa data validate: {line}" for line in lines[-20:]]
@@ -72,6 +74,116 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not problems:
         print("settings, model catalogue and Rasa data are valid")
     return 1 if problems else 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """Migrate the database to the current schema (opening it does that), and optionally load seed data."""
+    from ivr.storage import open_storage
+    from ivr.storage.seed import seed
+
+    settings = _settings(args)
+
+    async def run() -> int:
+        storage = open_storage(settings.storage.url)
+        try:
+            return await seed(storage, args.file) if args.action == "seed" else 0
+        finally:
+            await storage.close()
+
+    try:
+        count = asyncio.run(run())
+    except ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 2
+    print(f"database at {settings.storage.url} is up to date" + (f"; {count} seed records loaded" if count else ""))
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Rasa's story tests, then the conversation tests in tests/conversations/ against the whole stack."""
+    import subprocess
+    import tempfile
+
+    from ivr.conversation_tests import main_sync
+    from ivr.dialog.project import RasaProject, latest_model
+    from ivr.logs import setup_logging
+    from ivr.server import Server
+    from ivr.settings import DialogSettings, ServerSettings, StorageSettings
+    from ivr.storage import open_storage
+    from ivr.storage.seed import seed
+
+    root = Path(args.project).resolve()
+    settings = _settings(args)
+    project = RasaProject(root)
+    code = project.train(root / settings.dialog.model_dir)
+    if code != 0:
+        return code
+    model = latest_model(root / settings.dialog.model_dir)
+    stories = root / "tests" / "stories"
+    if stories.is_dir():
+        out = Path(tempfile.mkdtemp(prefix="ivr-rasa-test-"))
+        cmd = [sys.executable, "-m", "rasa", "test", "core", "--model", str(model), "--stories", str(stories),
+               "--out", str(out), "--fail-on-prediction-errors"]  # fmt: skip
+        print(f"rasa story tests: {stories}", flush=True)
+        if subprocess.call(cmd, cwd=root) != 0:
+            print(f"rasa story tests failed; details in {out}", file=sys.stderr)
+            return 1
+    setup_logging("WARNING")
+    work = Path(tempfile.mkdtemp(prefix="ivr-test-"))
+    db_url = f"sqlite:///{work / 'ivr.db'}"
+    settings = replace(
+        settings,
+        server=ServerSettings("127.0.0.1", 0),
+        storage=StorageSettings(db_url),
+        dialog=DialogSettings(model_dir=settings.dialog.model_dir, port=_free_port(), actions_port=_free_port()),
+    )
+
+    async def run() -> Server:
+        storage = open_storage(db_url)
+        await seed(storage)
+        await storage.close()
+        server = Server(settings, root, Path(args.settings).resolve())
+        await server.start(train=False)
+        return server
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(run())
+    try:
+        storage = open_storage(db_url)
+        folder = Path(args.conversations) if args.conversations else root / "tests" / "conversations"
+        # The scripts run in a worker thread with their own event loop, while this loop serves the calls.
+        return loop.run_until_complete(
+            loop.run_in_executor(None, main_sync, f"http://127.0.0.1:{server.port}", folder, storage)
+        )
+    finally:
+        loop.run_until_complete(server.stop())
+        loop.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def faq_topic_problems(project) -> list[str]:
+    """The topics tenants may answer (ivr/tenants.py) and the ones Rasa can recognize must be the same."""
+    import yaml
+
+    from ivr.tenants import FAQ_TOPICS
+
+    recognized: dict[str, Path] = {}
+    for path in sorted(project.domain.glob("*.yml")) if project.domain.is_dir() else [project.domain]:
+        for name in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("responses") or {}:
+            if name.startswith("utter_faq/"):
+                recognized[name.split("/", 1)[1]] = path
+    problems = [f"{recognized[t]}: responses.utter_faq/{t}: topic is not in ivr.tenants.FAQ_TOPICS, tenants cannot answer it"
+                for t in sorted(set(recognized) - set(FAQ_TOPICS))]  # fmt: skip
+    problems += [f"{project.domain}: no utter_faq/{t} response: Rasa cannot recognize the FAQ topic {t!r}"
+                 for t in FAQ_TOPICS if t not in recognized]  # fmt: skip
+    return problems
 
 
 def _pull(languages: list[str], settings) -> None:
@@ -128,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate settings, catalogue and Rasa data")
     check.set_defaults(func=cmd_check)
+
+    db = sub.add_parser("db", help="database: upgrade (migrate), seed (load demo or given seed data)")
+    db.add_argument("action", choices=["upgrade", "seed"])
+    db.add_argument("file", nargs="?", type=Path, help="seed file (default: the demo tenants' data)")
+    db.set_defaults(func=cmd_db)
+
+    test = sub.add_parser("test", help="Rasa story tests and conversation tests against the whole stack")
+    test.add_argument("--conversations", help="folder of conversation scripts (default: tests/conversations)")
+    test.set_defaults(func=cmd_test)
 
     models = sub.add_parser("models", help="speech models: pull, list")
     models.add_argument("action", choices=["pull", "list"])

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ivr.app import make_app
 from ivr.dialog.project import RasaProject, latest_model
-from ivr.dialog.rasa_server import RasaServer
+from ivr.dialog.supervisor import ActionServer, RasaServer
 from ivr.runtime import Runtime
 from ivr.settings import Settings
 
@@ -35,12 +35,14 @@ def model_is_stale(project: RasaProject, model: Optional[Path]) -> bool:
 
 
 class Server:
-    """The running product: Rasa (supervised or external), runtime, HTTP app."""
+    """The running product: Rasa and its action server (supervised or external), runtime, HTTP app."""
 
-    def __init__(self, settings: Settings, project_root: Path):
+    def __init__(self, settings: Settings, project_root: Path, settings_file: Path):
         self.settings = settings
+        self.settings_file = settings_file
         self.project = RasaProject(project_root)
         self.rasa: Optional[RasaServer] = None
+        self.actions: Optional[ActionServer] = None
         self.runtime: Optional[Runtime] = None
         self.runner: Optional[web.AppRunner] = None
         self.port: Optional[int] = None
@@ -58,10 +60,17 @@ class Server:
             model = latest_model(model_dir)
             if model is None:
                 raise SystemExit(f"no trained Rasa model in {model_dir}: run `ivr train`")
-            self.rasa = RasaServer(model, dialog.port, self.project.root, dialog.startup_timeout_s)
+            actions_url = dialog.actions_url
+            if actions_url is None:
+                self.actions = ActionServer(dialog.actions_port, self.project.root, self.settings_file,
+                                            self.settings.storage.url, dialog.startup_timeout_s)  # fmt: skip
+                actions_url = self.actions.url
+            self.rasa = RasaServer(model, dialog.port, self.project.root, actions_url, dialog.startup_timeout_s)
             url = self.rasa.url
         self.runtime = Runtime.create(self.settings, url)
         await asyncio.to_thread(self.runtime.preload)
+        if self.actions is not None:
+            await self.actions.start()
         if self.rasa is not None:
             await self.rasa.start()
         self.runner = web.AppRunner(make_app(self.runtime), handle_signals=False)
@@ -78,10 +87,12 @@ class Server:
             await self.runtime.close()
         if self.rasa is not None:
             await self.rasa.stop()
+        if self.actions is not None:
+            await self.actions.stop()
 
 
-async def serve_forever(settings: Settings, project_root: Path) -> None:
-    server = Server(settings, project_root)
+async def serve_forever(settings: Settings, project_root: Path, settings_file: Path) -> None:
+    server = Server(settings, project_root, settings_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -7,6 +7,8 @@ without reading code. Model choices can be overridden from the environment
 (`IVR_ASR_MODEL`, `IVR_ASR_MODEL_DE`, `IVR_TTS_VOICE`, `IVR_TTS_VOICE_EN`, …)
 and so can storage and dialog locations (`IVR_DATABASE_URL`, `IVR_DIALOG_URL`),
 which is how tests point every language at the models available offline.
+Tenants (business hours, catalogue, FAQ answers, queues) are described by the
+schema here and built and further checked by `ivr.tenants`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,6 +26,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from ivr.errors import ConfigError
+from ivr.tenants import WEEKDAYS, Tenant, tenant_from_dict, tenant_problems  # Tenant: `from ivr.settings` still works
 
 LANGUAGES: tuple[str, ...] = ("de", "en")
 DEFAULT_SETTINGS_FILE = "ivr.yml"
@@ -37,6 +41,58 @@ _NUM = {"type": "number", "exclusiveMinimum": 0}
 _STR = {"type": "string", "minLength": 1}
 _FRAME_MS = {"type": "integer", "multipleOf": 20, "minimum": 0}
 _PER_LANGUAGE = _obj({lang: _STR for lang in LANGUAGES}, LANGUAGES)
+_SOME_LANGUAGES = {"type": "object", "propertyNames": {"enum": list(LANGUAGES)}, "minProperties": 1}
+_TEXT_PER_LANGUAGE = {**_SOME_LANGUAGES, "additionalProperties": _STR}
+_KEY = {"type": "string", "pattern": r"^[a-z][a-z0-9_]*$"}
+_STRINGS = {"type": "array", "items": _STR}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """An empty YAML key (`catalogue:`) means the same as leaving it out."""
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+# Times, time zones, holiday regions, duplicate SKUs, FAQ topics and texts in
+# the tenant's language are checked by ivr.tenants.tenant_problems, with
+# messages that say what would be valid.
+_TENANT = _obj(
+    {
+        "company": _STR,
+        "language": {"enum": list(LANGUAGES)},
+        "voice": {"type": ["string", "null"]},
+        "greeting": {"type": ["string", "null"]},
+        "currency": {"enum": ["EUR", "GBP", "CHF", "USD"]},
+        "hours": _nullable(
+            _obj(
+                {
+                    "timezone": _STR,
+                    "weekly": _obj({day: _STRINGS for day in WEEKDAYS}),
+                    "holidays": _obj({"country": _STR, "subdivision": {"type": ["string", "null"]}}, ("country",)),
+                    "closed": _STRINGS,
+                },
+                ("timezone",),
+            )
+        ),
+        "catalogue": _nullable(
+            {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "sku": _STR,
+                        "name": _TEXT_PER_LANGUAGE,
+                        "synonyms": {**_SOME_LANGUAGES, "additionalProperties": _STRINGS},
+                        "price": {"type": "number", "minimum": 0},
+                        "max_quantity": {**_INT, "minimum": 1},
+                    },
+                    ("sku", "name", "price"),
+                ),
+            }
+        ),
+        "faq": _nullable({"type": "object", "propertyNames": _KEY, "additionalProperties": _TEXT_PER_LANGUAGE}),
+        "queues": _nullable({"type": "object", "propertyNames": _KEY, "additionalProperties": _STR}),
+    },
+    ("company",),
+)
 
 SCHEMA: dict[str, Any] = _obj(
     {
@@ -49,6 +105,8 @@ SCHEMA: dict[str, Any] = _obj(
                 "model_dir": _STR,
                 "timeout_s": _NUM,
                 "startup_timeout_s": _NUM,
+                "actions_url": {"type": ["string", "null"]},
+                "actions_port": {**_INT, "minimum": 1, "maximum": 65535},
             }
         ),
         "vad": _obj(
@@ -62,7 +120,9 @@ SCHEMA: dict[str, Any] = _obj(
             }
         ),
         "barge_in": _obj({"enabled": {"type": "boolean"}, "min_words": {**_INT, "minimum": 0}}),
-        "timeouts": _obj({"no_input_s": _NUM, "max_no_input": {**_INT, "minimum": 1}, "max_call_s": _NUM}),
+        "timeouts": _obj(
+            {"no_input_s": _NUM, "max_no_input": {**_INT, "minimum": 1}, "max_call_s": _NUM, "inter_digit_s": _NUM}
+        ),
         "models": _obj(
             {
                 "cache_dir": _STR,
@@ -77,15 +137,7 @@ SCHEMA: dict[str, Any] = _obj(
             "type": "object",
             "minProperties": 1,
             "propertyNames": {"pattern": r"^\+?[0-9*#]{2,20}$"},
-            "additionalProperties": _obj(
-                {
-                    "company": _STR,
-                    "language": {"enum": list(LANGUAGES)},
-                    "voice": {"type": ["string", "null"]},
-                    "greeting": {"type": ["string", "null"]},
-                },
-                ("company",),
-            ),
+            "additionalProperties": _TENANT,
         },
     },
     ("tenants",),
@@ -105,13 +157,19 @@ class StorageSettings:
 
 @dataclass(frozen=True)
 class DialogSettings:
-    """Where Rasa runs. With `url` unset, `ivr serve` starts and supervises `rasa run`."""
+    """Where Rasa and its action server run.
+
+    With `url` unset, `ivr serve` starts and supervises `rasa run`, and with
+    `actions_url` unset also the action server (`dialogs/actions`).
+    """
 
     url: Optional[str] = None
     port: int = 5005
     model_dir: str = "models/rasa"
     timeout_s: float = 8.0
     startup_timeout_s: float = 240.0
+    actions_url: Optional[str] = None
+    actions_port: int = 5055
 
 
 @dataclass(frozen=True)
@@ -137,6 +195,7 @@ class TimeoutSettings:
     no_input_s: float = 7.0
     max_no_input: int = 2
     max_call_s: float = 1800.0
+    inter_digit_s: float = 3.0  # keypad: a pause this long ends a number typed without #
 
 
 @dataclass(frozen=True)
@@ -150,16 +209,6 @@ class ModelSettings:
     tts: dict[str, str] = field(default_factory=lambda: {"de": "de_DE-thorsten-medium", "en": "en_US-lessac-medium"})
     onnx_threads: int = 1
     tts_cache_entries: int = 256
-
-
-@dataclass(frozen=True)
-class Tenant:
-    """A company served by this center, selected by the dialled number."""
-
-    company: str
-    language: str = "de"
-    voice: Optional[str] = None
-    greeting: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -215,12 +264,12 @@ _SECTIONS = {
 def settings_from_dict(data: dict[str, Any]) -> Settings:
     """Build settings from an already validated mapping (defaults fill the gaps)."""
     kwargs: dict[str, Any] = {name: cls(**(data.get(name) or {})) for name, cls in _SECTIONS.items()}
-    kwargs["tenants"] = {number: Tenant(**t) for number, t in data["tenants"].items()}
+    kwargs["tenants"] = {number: tenant_from_dict(t) for number, t in data["tenants"].items()}
     kwargs["default_tenant"] = data.get("default_tenant")
     return Settings(**kwargs)
 
 
-def _line_of(data: Any, path: list[Any]) -> Optional[int]:
+def line_of(data: Any, path: list[Any]) -> Optional[int]:
     """1-based line of the deepest node of `path` that the YAML source has."""
     line = None
     node = data
@@ -261,28 +310,45 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
         data.setdefault("dialog", {})["url"] = env["IVR_DIALOG_URL"]
 
 
-def _to_plain(node: Any) -> Any:
+def to_plain(node: Any) -> Any:
     if isinstance(node, dict):
-        return {str(k): _to_plain(v) for k, v in node.items()}
+        return {str(k): to_plain(v) for k, v in node.items()}
     if isinstance(node, list):
-        return [_to_plain(v) for v in node]
+        return [to_plain(v) for v in node]
+    if isinstance(node, date):  # an unquoted `2026-12-24` is a YAML timestamp
+        return node.isoformat()
     return node
 
 
 def validate(data: Any, source: Any = None, path: str = "settings") -> list[str]:
-    """Schema problems as `file:line: dotted.path: message` lines (empty when valid)."""
+    """Problems as `file:line: dotted.path: message` lines (empty when valid).
+
+    Besides the schema, each tenant section the schema accepts is checked for
+    what a schema cannot say (see ivr.tenants.tenant_problems), so one run
+    reports both kinds.
+    """
+    source = source if source is not None else data
     validator = jsonschema.Draft202012Validator(SCHEMA)
-    problems = []
-    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        loc = list(err.absolute_path)
-        line = _line_of(source if source is not None else data, loc)
-        where = f"{path}:{line}" if line else path
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        problems.append(f"{where}: {dotted}: {err.message}")
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    problems = [_problem(path, source, list(err.absolute_path), err.message) for err in errors]
+    error_paths = [list(err.absolute_path) for err in errors]
+    tenants = data.get("tenants")
+    for number, tenant in tenants.items() if isinstance(tenants, dict) else ():
+        # Sections the schema rejected are left out; without a valid language nothing can be checked.
+        broken = {p[2] for p in error_paths if len(p) > 2 and p[:2] == ["tenants", number]}
+        if isinstance(tenant, dict) and "language" not in broken:
+            valid = {key: value for key, value in tenant.items() if key not in broken}
+            problems += [_problem(path, source, ["tenants", number, *loc], msg) for loc, msg in tenant_problems(valid)]
     if not problems and data.get("default_tenant") and data["default_tenant"] not in data["tenants"]:
-        line = _line_of(source, ["default_tenant"])
-        problems.append(f"{path}:{line}: default_tenant: {data['default_tenant']!r} is not one of the tenants")
+        message = f"{data['default_tenant']!r} is not one of the tenants"
+        problems.append(_problem(path, source, ["default_tenant"], message))
     return problems
+
+
+def _problem(path: str, source: Any, loc: list[Any], message: str) -> str:
+    line = line_of(source, loc)
+    where = f"{path}:{line}" if line else path
+    return f"{where}: {'.'.join(str(p) for p in loc) or '(top level)'}: {message}"
 
 
 def load_settings(path: str | Path = DEFAULT_SETTINGS_FILE, env: Optional[dict[str, str]] = None) -> Settings:
@@ -301,7 +367,7 @@ def load_settings(path: str | Path = DEFAULT_SETTINGS_FILE, env: Optional[dict[s
         raise ConfigError([f"{where}: invalid YAML: {exc.problem}"]) from exc
     if not isinstance(source, dict):
         raise ConfigError([f"{path}:1: the settings file must be a mapping of sections"])
-    data = _to_plain(source)
+    data = to_plain(source)
     _apply_env(data, env)
     problems = validate(data, source, str(path))
     if problems:

@@ -64,24 +64,60 @@ def rasa_model() -> Path:
 
 
 @pytest.fixture(scope="session")
-def rasa_url(rasa_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    from ivr.dialog.rasa_server import CREDENTIALS
+def dialog_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The database the action server and the shared `ivr serve` write to, seeded with the demo data."""
+    import asyncio
+
+    from ivr.storage import open_storage
+    from ivr.storage.seed import seed
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'ivr.db'}"
+    storage = open_storage(url)
+    asyncio.run(seed(storage))
+    asyncio.run(storage.close())
+    return url
+
+
+def _serve(cmd: list[str], env: dict, log: Path, ready_url: str, timeout: float):
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(ready_url, proc, timeout, log)
+    except Exception:
+        proc.kill()
+        raise
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.fixture(scope="session")
+def actions_url(dialog_db: str, tmp_path_factory: pytest.TempPathFactory):
+    """The Rasa action server (dialogs/actions) on the test tenants and the shared database."""
+    from ivr.dialog.supervisor import actions_command, actions_env
+
+    port = free_port()
+    env = dict(os.environ, **actions_env(TEST_SETTINGS, dialog_db))
+    url = f"http://127.0.0.1:{port}"
+    proc = _serve(actions_command(port), env, tmp_path_factory.mktemp("actions") / "actions.log", f"{url}/health", 120)
+    yield url
+    _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def rasa_url(rasa_model: Path, actions_url: str, tmp_path_factory: pytest.TempPathFactory):
+    from ivr.dialog.supervisor import rasa_command
 
     work = tmp_path_factory.mktemp("rasa")
-    (work / "credentials.yml").write_text(CREDENTIALS)
     port = free_port()
-    log = work / "rasa.log"
-    cmd = [sys.executable, "-m", "rasa", "run", "--model", str(rasa_model), "--port", str(port),
-           "--interface", "127.0.0.1", "--credentials", str(work / "credentials.yml")]  # fmt: skip
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/webhooks/ivr/", proc, 300, log)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    proc = _serve(rasa_command(rasa_model, port, work, actions_url), dict(os.environ), work / "rasa.log",
+                  f"{url}/webhooks/ivr/", 300)  # fmt: skip
+    yield url
+    _stop(proc)
 
 
 class IvrServer:
@@ -93,9 +129,11 @@ class IvrServer:
         self.proc = proc
 
 
-def start_ivr(rasa_url: str, work: Path, settings: Path = TEST_SETTINGS, extra_env: dict | None = None) -> IvrServer:
+def start_ivr(
+    rasa_url: str, work: Path, settings: Path = TEST_SETTINGS, extra_env: dict | None = None, db_url: str | None = None
+) -> IvrServer:
     port = free_port()
-    db = work / "ivr.db"
+    db = Path(db_url[len("sqlite:///") :]) if db_url else work / "ivr.db"
     log = work / "ivr.log"
     env = dict(os.environ, **MODEL_ENV, IVR_DATABASE_URL=f"sqlite:///{db}", IVR_DIALOG_URL=rasa_url)
     env.update(extra_env or {})
@@ -108,8 +146,8 @@ def start_ivr(rasa_url: str, work: Path, settings: Path = TEST_SETTINGS, extra_e
 
 
 @pytest.fixture(scope="session")
-def ivr_server(rasa_url: str, tmp_path_factory: pytest.TempPathFactory):
-    server = start_ivr(rasa_url, tmp_path_factory.mktemp("ivr"))
+def ivr_server(rasa_url: str, dialog_db: str, tmp_path_factory: pytest.TempPathFactory):
+    server = start_ivr(rasa_url, tmp_path_factory.mktemp("ivr"), db_url=dialog_db)
     try:
         yield server
     finally:

@@ -57,7 +57,33 @@ async def test_dtmf_zero_hands_off_and_the_server_hangs_up(ivr_server):
     texts = [(l["speaker"], l["text"]) for l in result["transcript"]]
     assert ("caller", "[DTMF 0]") in texts
     row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_sid,)).fetchone()
-    assert row == ("handoff:caller_request",)
+    assert row == ("handoff:dtmf_agent",)
+    handoff = sqlite3.connect(ivr_server.db).execute("select reason, package from handoffs where call_id=?", (call.call_sid,)).fetchone()
+    assert handoff[0] == "dtmf_agent"
+    package = json.loads(handoff[1])
+    assert package["company"] == "Muster Versand GmbH" and package["transcript"][0]["speaker"] == "bot"
+
+
+def bot_lines(result) -> list[str]:
+    return [line["text"] for line in result["transcript"] if line["speaker"] == "bot"]
+
+
+async def test_keypad_menu_and_a_number_finished_with_hash(ivr_server):
+    """Key 2 on the main menu asks for an order number; its digits are collected into one answer."""
+    call = caller(ivr_server, to="+4930123456")
+    result = await call.run(parse_steps(["dtmf:2", "dtmf:271828#"]), None)
+    caller_lines = [line["text"] for line in result["transcript"] if line["speaker"] == "caller"]
+    assert caller_lines == ["[DTMF 2]", "[DTMF 271828#]"]
+    assert "Bestellnummer" in bot_lines(result)[1]
+    assert "2 7 1, 8 2 8 ist unterwegs" in bot_lines(result)[2]
+
+
+async def test_keypad_number_ends_after_the_inter_digit_timeout(ivr_server):
+    call = caller(ivr_server, to="+4930123456")
+    result = await call.run(parse_steps(["dtmf:2", "dtmf:271828"]), None)
+    caller_lines = [line["text"] for line in result["transcript"] if line["speaker"] == "caller"]
+    assert caller_lines == ["[DTMF 2]", "[DTMF 271828]"]
+    assert "unterwegs" in bot_lines(result)[2]
 
 
 async def test_silence_gets_reprompts_then_a_person(ivr_server):

@@ -4,6 +4,7 @@ import pytest
 
 from ivr.errors import ConfigError
 from ivr.settings import load_settings, normalize_number
+from ivr.tenants import DEFAULT_MAX_QUANTITY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,3 +68,178 @@ def test_dialled_number_selects_tenant():
     assert settings.tenant_for("+44 20 7123 4567")[1].language == "en"
     assert settings.tenant_for("+1555")[0] == settings.default_tenant  # unknown number → default tenant
     assert normalize_number("0049-30-1") == "+49301"
+
+
+# --- tenants: hours, catalogue, FAQ, queues -------------------------------------------------------------------
+
+TENANT_HEAD = 'tenants:\n  "+4930111":\n    company: Beispiel AG\n    language: de\n'
+
+
+def problems_of(tmp_path, tenant_body: str, head: str = TENANT_HEAD) -> str:
+    """The error text for a settings file with one tenant (head: lines 1-4, body from line 5)."""
+    path = tmp_path / "ivr.yml"
+    path.write_text(head + tenant_body)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    return str(err.value).replace(f"{path}:", "ivr.yml:")
+
+
+def test_test_settings_are_valid():
+    settings = load_settings(ROOT / "tests" / "data" / "ivr.test.yml", env={})
+    companies = {t.company for t in settings.tenants.values()}
+    assert companies == {"Muster Versand GmbH", "Nordlicht Energie AG", "Acme Supplies Ltd", "Spät GmbH",
+                         "Ohne Katalog AG"}  # fmt: skip
+    assert settings.tenants["+4930999999"].hours.weekly == {}
+    assert settings.tenants["+4930888888"].catalogue == () and len(settings.tenants["+4930888888"].faq) == 2
+
+
+def test_shipped_tenants_have_hours_catalogues_and_queues():
+    tenants = load_settings(ROOT / "ivr.yml", env={}).tenants
+    muster, nordlicht, acme = tenants["+4930123456"], tenants["+4940987654"], tenants["+442071234567"]
+    assert muster.hours.holiday_region == ("DE", "BE") and nordlicht.hours.holiday_region == ("DE", "HH")
+    assert acme.hours.holiday_region == ("GB", "ENG") and acme.hours.timezone == "Europe/London"
+    assert 6 <= len(muster.catalogue) <= 10 and 6 <= len(acme.catalogue) <= 10 and nordlicht.catalogue == ()
+    assert muster.catalogue[0].sku == "KM-100" and muster.catalogue[0].synonyms["en"] == ("coffee maker",)
+    assert muster.queues["default"] == "muster-general"
+
+
+def test_full_tenant_is_parsed(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text(
+        TENANT_HEAD + "    hours:\n"
+        "      timezone: Europe/Berlin\n"
+        '      weekly: {mon: ["13:00-18:00", "08:00-12:00"], sat: ["09:00-13:00"]}\n'
+        "      holidays: {country: DE, subdivision: BE}\n"
+        "      closed: [2026-12-24, \"2026-12-31\"]\n"  # an unquoted date is a YAML timestamp: accepted too
+        "    catalogue:\n"
+        "      - sku: KM-100\n"
+        "        name: {de: Kaffeemaschine}\n"
+        "        price: 89.90\n"
+        "    faq:\n"
+        "      returns: {de: Dreißig Tage Rückgabe.}\n"
+        "    queues: {default: general}\n"
+    )
+    tenant = load_settings(path, env={}).tenants["+4930111"]
+    assert tenant.hours.weekly == {"mon": ((480, 720), (780, 1080)), "sat": ((540, 780),)}  # sorted
+    assert {d.isoformat() for d in tenant.hours.closed} == {"2026-12-24", "2026-12-31"}
+    assert tenant.catalogue[0].max_quantity == DEFAULT_MAX_QUANTITY
+    assert tenant.faq == {"returns": {"de": "Dreißig Tage Rückgabe."}}
+
+
+def test_empty_tenant_sections_mean_none(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text(TENANT_HEAD + "    hours:\n    catalogue:\n    faq:\n    queues:\n")
+    tenant = load_settings(path, env={}).tenants["+4930111"]
+    assert tenant.hours is None and tenant.catalogue == () and tenant.faq == {} and tenant.queues == {}
+
+
+def test_hours_errors_name_line_and_field(tmp_path):
+    text = problems_of(
+        tmp_path,
+        "    hours:\n"  # 5
+        "      timezone: Europe/Berlinn\n"  # 6
+        "      weekly:\n"  # 7
+        '        mon: ["08:00-18:00", "18:00-08:00"]\n'  # 8
+        '        tue: ["25:00-26:00"]\n'  # 9
+        '        wed:\n          - "08:00-12:00"\n          - "11:00-14:00"\n'  # 10-12
+        '        thu: ["8-18"]\n'  # 13
+        "      holidays: {country: DE, subdivision: XY}\n"  # 14
+        '      closed: ["2026-02-30"]\n',  # 15
+    )
+    assert "ivr.yml:6: tenants.+4930111.hours.timezone: unknown time zone 'Europe/Berlinn'" in text
+    assert "ivr.yml:8: tenants.+4930111.hours.weekly.mon.1: '18:00-08:00' must start before it ends" in text
+    assert "ivr.yml:9: tenants.+4930111.hours.weekly.tue.0: '25:00-26:00' has a time outside 00:00-24:00" in text
+    assert "ivr.yml:12: tenants.+4930111.hours.weekly.wed.1: '11:00-14:00' overlaps another range on wed" in text
+    assert "ivr.yml:13: tenants.+4930111.hours.weekly.thu.0: '8-18' is not a time range like '08:00-18:00'" in text
+    assert "ivr.yml:14: tenants.+4930111.hours.holidays.subdivision: unknown subdivision 'XY' of DE; known: BB" in text
+    assert "ivr.yml:15: tenants.+4930111.hours.closed.0: '2026-02-30' is not a date like '2026-12-24'" in text
+
+
+def test_unknown_holiday_country(tmp_path):
+    text = problems_of(tmp_path, "    hours:\n      timezone: Europe/Berlin\n      holidays: {country: XX}\n")
+    assert "ivr.yml:7: tenants.+4930111.hours.holidays.country: no public holidays known for country 'XX'" in text
+
+
+def test_hours_schema_errors(tmp_path):
+    text = problems_of(
+        tmp_path,
+        "    hours:\n"  # 5
+        "      weekly:\n"  # 6
+        '        monday: ["08:00-18:00"]\n'  # 7
+        '        tue: "08:00-18:00"\n',  # 8
+    )
+    assert "ivr.yml:5: tenants.+4930111.hours: 'timezone' is a required property" in text
+    assert "ivr.yml:6: tenants.+4930111.hours.weekly: Additional properties are not allowed ('monday' was" in text
+    assert "ivr.yml:8: tenants.+4930111.hours.weekly.tue: '08:00-18:00' is not of type 'array'" in text
+
+
+def test_catalogue_errors(tmp_path):
+    text = problems_of(
+        tmp_path,
+        "    catalogue:\n"  # 5
+        "      - {sku: KM-100, name: {de: Kaffeemaschine}, price: 89.90}\n"  # 6
+        "      - sku: KM-100\n"  # 7
+        "        name: {en: kettle}\n"  # 8
+        "        price: 34.90\n",  # 9
+    )
+    assert "ivr.yml:7: tenants.+4930111.catalogue.1.sku: duplicate SKU 'KM-100' (also catalogue.0)" in text
+    assert "ivr.yml:8: tenants.+4930111.catalogue.1.name: no name in the tenant's language 'de'" in text
+
+
+def test_catalogue_schema_errors(tmp_path):
+    text = problems_of(
+        tmp_path,
+        "    catalogue:\n"  # 5
+        "      - sku: TO-300\n"  # 6
+        "        name: {de: Toaster, fr: Grille-pain}\n"  # 7
+        "        price: -1\n"  # 8
+        "        max_quantity: 0\n"  # 9
+        "      - name: {de: Ohne SKU}\n",  # 10
+    )
+    assert "ivr.yml:7: tenants.+4930111.catalogue.0.name: 'fr' is not one of ['de', 'en']" in text
+    assert "ivr.yml:8: tenants.+4930111.catalogue.0.price: -1 is less than the minimum of 0" in text
+    assert "ivr.yml:9: tenants.+4930111.catalogue.0.max_quantity: 0 is less than the minimum of 1" in text
+    assert "ivr.yml:10: tenants.+4930111.catalogue.1: 'price' is a required property" in text
+    assert "ivr.yml:10: tenants.+4930111.catalogue.1: 'sku' is a required property" in text
+
+
+def test_faq_errors(tmp_path):
+    text = problems_of(
+        tmp_path,
+        "    faq:\n"  # 5
+        "      opening_hours:\n"  # 6
+        "        en: Nine to five.\n"  # 7
+        "      parking: {de: Hinter dem Haus.}\n",  # 8
+    )
+    assert "ivr.yml:6: tenants.+4930111.faq.opening_hours: no answer in the tenant's language 'de'" in text
+    assert "ivr.yml:8: tenants.+4930111.faq.parking: unknown FAQ topic 'parking'; known: opening_hours, ship" in text
+    assert text.endswith("account_password, store_locations")
+
+
+def test_faq_topic_and_queue_names_must_be_keys(tmp_path):
+    text = problems_of(tmp_path, "    faq:\n      Opening-Hours: {de: Immer.}\n    queues: {Orders: x}\n")
+    assert "ivr.yml:5: tenants.+4930111.faq: 'Opening-Hours' does not match" in text
+    assert "ivr.yml:7: tenants.+4930111.queues: 'Orders' does not match" in text
+
+
+def test_own_language_defaults_to_german(tmp_path):
+    head = 'tenants:\n  "+4930111":\n    company: Beispiel AG\n    # no language: German\n'
+    text = problems_of(tmp_path, "    faq:\n      returns: {en: Thirty days.}\n", head=head)
+    assert "ivr.yml:6: tenants.+4930111.faq.returns: no answer in the tenant's language 'de'" in text
+
+
+def test_tenant_checks_skip_only_sections_the_schema_rejects(tmp_path):
+    text = problems_of(
+        tmp_path,
+        '    hours: {timezone: 5, weekly: {mon: ["18:00-08:00"]}}\n'  # 5
+        "    faq:\n      parking: {de: Hinten.}\n",  # 6-7
+    )
+    assert "ivr.yml:5: tenants.+4930111.hours.timezone: 5 is not of type 'string'" in text
+    assert "must start before it ends" not in text  # checked once the schema error is fixed
+    assert "ivr.yml:7: tenants.+4930111.faq.parking: unknown FAQ topic 'parking'" in text
+
+
+def test_tenant_checks_need_a_valid_language(tmp_path):
+    head = 'tenants:\n  "+4930111":\n    company: Beispiel AG\n    language: fr\n'
+    text = problems_of(tmp_path, "    faq:\n      returns: {de: Dreißig Tage.}\n", head=head)
+    assert text == "ivr.yml:4: tenants.+4930111.language: 'fr' is not one of ['de', 'en']"

@@ -46,7 +46,8 @@ async def test_asking_for_a_person_hands_off_and_is_stored(ivr_server):
         cid = start["conversation_id"]
         _, turn = await post(http, f"{ivr_server.url}/api/conversations/{cid}/messages", {"text": "ich möchte mit einem mitarbeiter sprechen"})
         assert turn["intent"] == "request_human"
-        assert turn["handoff"] == {"reason": "caller_request"} and turn["ended"]
+        assert turn["handoff"]["reason"] == "caller_request" and turn["ended"]
+        assert turn["handoff"]["queue"] == "muster-general" and turn["handoff"]["handoff_id"]
         status, _ = await post(http, f"{ivr_server.url}/api/conversations/{cid}/messages", {"text": "hallo"})
         assert status == 404  # the conversation is over
         async with http.get(f"{ivr_server.url}/api/calls/{cid}") as resp:
@@ -63,7 +64,7 @@ async def test_keypad_zero_reaches_a_person_and_star_repeats(ivr_server):
         _, repeated = await post(http, f"{ivr_server.url}/api/conversations/{cid}/messages", {"dtmf": "*"})
         assert repeated["replies"] == start["replies"]
         _, turn = await post(http, f"{ivr_server.url}/api/conversations/{cid}/messages", {"dtmf": "0"})
-    assert turn["handoff"] == {"reason": "caller_request"}
+    assert turn["handoff"]["reason"] == "dtmf_agent"
 
 
 async def test_no_input_reprompts_then_hands_off(ivr_server):
@@ -73,7 +74,7 @@ async def test_no_input_reprompts_then_hands_off(ivr_server):
         turns = [(await post(http, url, {"no_input": True}))[1] for _ in range(3)]
     assert [t["ended"] for t in turns] == [False, False, True]  # max_no_input = 2 in the test settings
     assert turns[0]["replies"] and turns[0]["intent"] == "no_input"
-    assert turns[2]["handoff"] == {"reason": "no_input"}
+    assert turns[2]["handoff"]["reason"] == "no_input"
 
 
 async def test_bad_requests_are_refused_clearly(ivr_server):

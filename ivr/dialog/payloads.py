@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-EXPECT_GRAMMARS = ("yes_no", "digits")
+EXPECT = ("yes_no", "digits", "menu")
 
 
 @dataclass(frozen=True)
 class Handoff:
     reason: str
+    queue: str = "default"
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class BotReply:
     barge_in: bool = True
     hangup: bool = False
     handoff: Optional[Handoff] = None
-    expect: Optional[str] = None
+    expect: Optional[str] = None  # yes_no | digits | menu: restricts ASR, tells how keys are read
+    dtmf: dict[str, str] = field(default_factory=dict)  # menu key -> message for the dialog ("1" -> "/place_order")
     repeat_last: bool = False
 
     @classmethod
@@ -45,8 +47,11 @@ class BotReply:
             text=" ".join(texts),
             barge_in=bool(flags.get("barge_in", True)),
             hangup=bool(flags.get("hangup", False)),
-            handoff=Handoff(str(handoff.get("reason", "unspecified"))) if isinstance(handoff, dict) else None,
-            expect=expect if expect in EXPECT_GRAMMARS else None,
+            handoff=Handoff(str(handoff.get("reason", "unspecified")), str(handoff.get("queue") or "default"))
+            if isinstance(handoff, dict)
+            else None,
+            expect=expect if expect in EXPECT else None,
+            dtmf={str(k): str(v) for k, v in (flags.get("dtmf") or {}).items()} if isinstance(flags.get("dtmf"), dict) else {},
             repeat_last=bool(flags.get("repeat_last", False)),
         )
 

@@ -65,8 +65,11 @@ class CallSession:
         self._turn_started_wall: Optional[float] = None
         self._barged: Optional[dict[str, Any]] = None
         self._hangup_after: Optional[Prompt] = None
+        self._handoff: Optional[asyncio.Task] = None  # storing the context package for the agent
         self._no_input: Optional[asyncio.TimerHandle] = None
         self._busy = 0  # turns in progress (ASR finalization or dialog)
+        self._digits = ""  # keypad digits collected for a prompt that expects a number
+        self._digit_timer: Optional[asyncio.TimerHandle] = None
         self._tasks: set[asyncio.Task] = set()
         self._max_call = asyncio.get_running_loop().call_later(
             settings.timeouts.max_call_s, lambda: self._spawn(self.close("max_duration", hangup=True))
@@ -101,6 +104,8 @@ class CallSession:
             return
         self.closed = True
         self._cancel_no_input()
+        if self._digit_timer is not None:
+            self._digit_timer.cancel()
         self._max_call.cancel()
         for prompt, heard in await self.player.stop():
             await self._store_prompt(prompt, heard=heard)
@@ -233,13 +238,36 @@ class CallSession:
 
     # ---- DTMF, no-input ---------------------------------------------------
 
-    async def _on_dtmf(self, digit: str) -> None:
+    async def _on_dtmf(self, key: str) -> None:
+        """Keys go to the dialog one by one, except on a prompt that expects digits:
+        those are collected until # or the inter-digit timeout."""
         self._cancel_no_input()
         if self.player.speaking and self.player.barge_in_allowed:
-            await self._barge_in(f"[dtmf {digit}]")
+            await self._barge_in(f"[dtmf {key}]")
+        last = self.conversation.last_reply
+        if last is not None and last.expect == "digits" and key != "*":
+            self._digits += key
+            if self._digit_timer is not None:
+                self._digit_timer.cancel()
+                self._digit_timer = None
+            if key == "#":
+                await self._submit_keys()
+            else:
+                timeout = self.runtime.settings.timeouts.inter_digit_s
+                self._digit_timer = asyncio.get_running_loop().call_later(timeout, lambda: self._spawn(self._submit_keys()))
+            return
+        await self._send_keys(key)
+
+    async def _submit_keys(self) -> None:
+        self._digit_timer = None
+        keys, self._digits = self._digits, ""
+        if keys:
+            await self._send_keys(keys)
+
+    async def _send_keys(self, keys: str) -> None:
         self._busy += 1
         try:
-            turn = await self.conversation.dtmf(digit)
+            turn = await self.conversation.dtmf(keys)
         finally:
             self._busy -= 1
         self._speak(turn)
@@ -271,7 +299,10 @@ class CallSession:
 
     def _speak(self, turn: DialogTurn, barge_in: Optional[bool] = None, latency: Optional[dict[str, Any]] = None) -> None:
         reply = turn.reply
-        self.recognizer.set_grammar(GRAMMARS[reply.expect][self.tenant.language] if reply.expect else None)
+        self.recognizer.set_grammar(GRAMMARS.get(reply.expect or "", {}).get(self.tenant.language))
+        if reply.handoff:
+            # Not one of the call's tasks: a caller hanging up now must not cancel storing the package.
+            self._handoff = asyncio.create_task(self.conversation.hand_off(turn))
         if not reply.text:
             if reply.hangup or reply.handoff:
                 self._spawn(self._end_after_reply(reply))
@@ -302,7 +333,9 @@ class CallSession:
         if reply.handoff:
             # No agent queue in this process yet: hand the call back to the telephony side,
             # which continues its own routing (e.g. the next TwiML verb after <Stream>).
-            await self.conversation.note("[handoff]", {"reason": reply.handoff.reason})
+            handoff_id = await self._handoff if self._handoff else None
+            await self.sink.send_event({"type": "handoff", "handoff_id": handoff_id, "reason": reply.handoff.reason})
+            await self.conversation.note("[handoff]", {"reason": reply.handoff.reason, "handoff_id": handoff_id})
             await self.close(f"handoff:{reply.handoff.reason}", hangup=True)
         else:
             await self.close("bot_hangup", hangup=True)

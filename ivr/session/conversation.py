@@ -1,9 +1,11 @@
 """A conversation with the dialog engine, independent of audio.
 
 The voice call session and the text endpoint both drive one of these, so a
-text test exercises exactly the dialog logic a caller meets: DTMF mapping,
-no-input escalation, repeat, and the fallback when Rasa is unreachable. Every
-line is written to storage as it happens.
+text test exercises exactly the dialog logic a caller meets: keypad input,
+no-input escalation, repeat, spoken numbers turned into digits, the handoff
+context package, and the fallback when Rasa is unreachable. Every line of the
+transcript and every event of the call-event log is written to storage as it
+happens.
 """
 
 from __future__ import annotations
@@ -11,15 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
+import uuid
+from dataclasses import asdict, replace
 from typing import Any, Optional
 
+from ivr.dialog import numbers
 from ivr.dialog.payloads import BotReply, DialogTurn, Handoff
 from ivr.dialog.rasa_client import RasaClient
 from ivr.errors import DialogUnavailable
 from ivr.session.prompts import DTMF_AGENT, DTMF_REPEAT, TECHNICAL_PROBLEM
 from ivr.settings import Tenant
-from ivr.storage import CallRecord, Storage, Utterance
+from ivr.storage import CallEvent, CallRecord, Storage, Utterance
+from ivr.storage import Handoff as HandoffRecord
+from ivr.storage import base as events
+
+# Slots that are bookkeeping of the dialog, not something an agent needs to see.
+INTERNAL_SLOTS = frozenset({"requested_slot", "no_match_count", "session_started_metadata", "language", "company", "tenant"})
 
 log = logging.getLogger("ivr.session")
 
@@ -41,6 +50,9 @@ class Conversation:
         self.no_input_count = 0
         self.last_reply: Optional[BotReply] = None
         self.ended = False
+        self.last_slots: dict[str, Any] = {}
+        self.last_form: Optional[str] = None
+        self.last_requested_slot: Optional[str] = None
         self._lock = asyncio.Lock()  # one dialog turn at a time per call
 
     @property
@@ -49,7 +61,15 @@ class Conversation:
 
     async def start(self) -> DialogTurn:
         await self.storage.start_call(self.call)
-        slots = {"language": self.tenant.language, "company": self.tenant.company, "caller_number": self.call.caller}
+        await self.event(events.CALL_START, channel=self.call.channel)
+        caller = self.call.caller or ""
+        slots = {
+            "tenant": self.call.tenant,
+            "language": self.tenant.language,
+            "company": self.tenant.company,
+            "caller_number": self.call.caller,
+            "caller_number_spoken": numbers.spoken_digits(caller) if any(ch.isdigit() for ch in caller) else None,
+        }
         return await self._turn("/start_call", slots=slots)
 
     async def caller_said(
@@ -67,36 +87,80 @@ class Conversation:
             # Noise or speech the recognizer could not turn into words: a no-match.
             await self._store("caller", "", start, end, asr_confidence, meta=meta)
             return await self._turn("/nlu_fallback", metadata=meta)
-        turn = await self._turn(text, metadata=meta)
+        # Rasa sees spoken numbers as digits ("drei Stück" -> "3 Stück"); the transcript, and
+        # free-text answers such as a ticket's description, keep the caller's words.
+        normalized = numbers.normalize(text, self.language)
+        turn = await self._turn(normalized, metadata={**meta, "said": text} if normalized != text else meta)
         await self._store("caller", text, start, end, asr_confidence, turn.intent, turn.confidence, meta)
+        await self.event(events.INTENT, intent=turn.intent, confidence=turn.confidence)
         return turn
 
-    async def dtmf(self, digits: str) -> DialogTurn:
-        """Keypad input: 0 is always a person, * repeats; digits go to the dialog when it asked for them.
+    async def dtmf(self, keys: str) -> DialogTurn:
+        """Keypad input, complete (a single key, or digits finished with # or the inter-digit timeout).
 
-        Any other key on a prompt that expects no digits is a no-match, answered
-        like speech that was not understood.
+        `*` always repeats. On a prompt that expects digits every key, 0 too, is
+        part of the number. Elsewhere 0 is a person, a menu maps its keys to
+        dialog messages, a yes/no prompt reads 1 as yes and 2 as no, and any
+        other key is a no-match, answered like speech that was not understood.
         """
         self.no_input_count = 0
         now = time.time()
-        await self._store("caller", f"[DTMF {digits}]", now, now, meta={"dtmf": digits})
-        if digits == DTMF_AGENT:
-            return await self._turn("/request_human", metadata={"dtmf": digits})
-        if digits == DTMF_REPEAT and self.last_reply is not None:
+        await self._store("caller", f"[DTMF {keys}]", now, now, meta={"dtmf": keys})
+        expected = self.last_reply.expect if self.last_reply else None
+        if keys == DTMF_REPEAT and self.last_reply is not None:
             return DialogTurn(reply=self.last_reply, intent="repeat")
-        if self.last_reply is not None and self.last_reply.expect == "digits":
-            return await self._turn(digits, metadata={"dtmf": digits})
-        return await self._turn("/nlu_fallback", metadata={"dtmf": digits})
+        if expected == "digits" and keys.rstrip("#"):
+            return await self._turn(keys.rstrip("#"), metadata={"dtmf": keys})
+        if keys == DTMF_AGENT:
+            return await self._turn("/request_human", metadata={"dtmf": keys})
+        menu = self.last_reply.dtmf if self.last_reply else {}
+        if keys in menu:
+            return await self._turn(menu[keys], metadata={"dtmf": keys})
+        if expected in ("yes_no", "menu") and keys.isdigit():
+            return await self._turn(keys, metadata={"dtmf": keys})
+        return await self._turn("/nlu_fallback", metadata={"dtmf": keys})
 
     async def no_input(self) -> DialogTurn:
-        """The caller said nothing after a prompt: reprompt, then hand to a person."""
+        """The caller said nothing after a prompt: reprompt, then help, then a person."""
         self.no_input_count += 1
         now = time.time()
         await self._store("system", "[no input]", now, now, meta={"count": self.no_input_count})
+        await self.event(events.NO_INPUT, count=self.no_input_count)
         if self.no_input_count <= self.max_no_input:
-            return await self._turn("/no_input")
+            return await self._turn("/no_input", metadata={"count": self.no_input_count})
         turn = await self._turn("/request_human", metadata={"reason": "no_input"})
-        return replace(turn, reply=replace(turn.reply, handoff=Handoff("no_input")))
+        if turn.reply.handoff is None and not turn.reply.hangup and turn.active_loop != "callback_form":
+            turn = replace(turn, reply=replace(turn.reply, handoff=Handoff("no_input")))
+        return turn
+
+    async def hand_off(self, turn: DialogTurn) -> str:
+        """Store the context package an agent needs (reason, intents, slots, form, transcript); returns its id."""
+        assert turn.reply.handoff is not None
+        transcript = await self.storage.transcript(self.call.call_id)
+        package = {
+            "call_id": self.call.call_id,
+            "tenant": self.call.tenant,
+            "company": self.tenant.company,
+            "language": self.language,
+            "caller": self.call.caller,
+            "dialled": self.call.dialled,
+            "reason": turn.reply.handoff.reason,
+            "queue": turn.reply.handoff.queue,
+            "intents": [
+                {"intent": u.intent, "confidence": u.intent_confidence, "at": u.start}
+                for u in transcript
+                if u.speaker == "caller" and u.intent
+            ],
+            "slots": {k: v for k, v in self.last_slots.items() if k not in INTERNAL_SLOTS and v is not None},
+            "form": {"name": self.last_form, "requested_slot": self.last_requested_slot},
+            "transcript": [asdict(u) for u in transcript],
+        }
+        handoff_id = uuid.uuid4().hex
+        await self.storage.save_handoff(
+            HandoffRecord(handoff_id, self.call.call_id, self.call.tenant, package["reason"], time.time(), package)
+        )
+        await self.event(events.HANDOFF, handoff_id=handoff_id, reason=package["reason"], queue=package["queue"])
+        return handoff_id
 
     async def bot_said(self, reply: BotReply, start: float, end: float, meta: Optional[dict[str, Any]] = None) -> None:
         await self._store("bot", reply.text, start, end, meta=meta or {})
@@ -109,6 +173,7 @@ class Conversation:
         if self.ended:
             return
         self.ended = True
+        await self.event(events.HANGUP, reason=reason)
         await self.storage.end_call(self.call.call_id, time.time(), reason)
         await self.dialog.end(self.call.call_id)
 
@@ -123,11 +188,19 @@ class Conversation:
                 await self.note("[dialog unavailable]", {"error": str(exc)})
                 reply = BotReply(text=TECHNICAL_PROBLEM[self.language], hangup=True, barge_in=False)
                 return DialogTurn(reply=reply, intent=None)
+        # What an agent gets if the call is handed over: the dialog state before the handoff reset it.
+        if turn.active_loop or turn.requested_slot:
+            self.last_form, self.last_requested_slot = turn.active_loop, turn.requested_slot
+        self.last_slots = {**self.last_slots, **{k: v for k, v in turn.slots.items() if v is not None}}
         if turn.reply.repeat_last and self.last_reply is not None:
             turn = replace(turn, reply=self.last_reply)
         elif turn.reply.text:
             self.last_reply = turn.reply
         return turn
+
+    async def event(self, name: str, **data: Any) -> None:
+        """One row of the call-event log (KPIs are computed from these later)."""
+        await self.storage.log_event(CallEvent(self.call.call_id, self.call.tenant, time.time(), name, data))
 
     async def _store(
         self,

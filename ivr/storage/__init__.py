@@ -1,9 +1,67 @@
-"""Storage: calls and transcripts (SQLite by default, any SQLAlchemy URL)."""
+"""Storage: calls and transcripts, business records and the call-event log (SQLite by default, any SQLAlchemy URL)."""
 
-from ivr.storage.base import CallRecord, Storage, Utterance
+from ivr.storage.base import (
+    CALL_START,
+    CALLBACK_REQUESTED,
+    CANCELLABLE_STATUSES,
+    CLOSED_HOURS,
+    FORM_CANCELLED,
+    FORM_COMPLETED,
+    FORM_STARTED,
+    HANDOFF,
+    HANGUP,
+    INTENT,
+    NO_INPUT,
+    NO_MATCH,
+    ORDER_CANCELLED,
+    ORDER_PLACED,
+    ORDER_STATUSES,
+    TICKET_CREATED,
+    CallbackRequest,
+    CallEvent,
+    CallRecord,
+    CancelResult,
+    Customer,
+    Handoff,
+    Order,
+    OrderLine,
+    Storage,
+    Ticket,
+    Utterance,
+)
 from ivr.storage.sql import SqlStorage
 
-__all__ = ["CallRecord", "Storage", "Utterance", "SqlStorage", "open_storage"]
+__all__ = [
+    "CALL_START",
+    "CALLBACK_REQUESTED",
+    "CANCELLABLE_STATUSES",
+    "CLOSED_HOURS",
+    "FORM_CANCELLED",
+    "FORM_COMPLETED",
+    "FORM_STARTED",
+    "HANDOFF",
+    "HANGUP",
+    "INTENT",
+    "NO_INPUT",
+    "NO_MATCH",
+    "ORDER_CANCELLED",
+    "ORDER_PLACED",
+    "ORDER_STATUSES",
+    "TICKET_CREATED",
+    "CallbackRequest",
+    "CallEvent",
+    "CallRecord",
+    "CancelResult",
+    "Customer",
+    "Handoff",
+    "Order",
+    "OrderLine",
+    "Storage",
+    "Ticket",
+    "Utterance",
+    "SqlStorage",
+    "open_storage",
+]
 
 
 def open_storage(url: str) -> Storage:

@@ -1,15 +1,21 @@
-"""The storage interface the sessions write through.
+"""The storage interface the sessions and the dialog actions write through.
 
-It is deliberately small (append-only utterances, call start/end) so that a
+Call transcripts are append-only (call start/end, one row per utterance) so a
 backend can write each line as it happens: a crash mid-call loses nothing
-already said.
+already said. Business records (customers, orders, tickets, callbacks,
+handoffs) and the flat call-event log live behind the same interface so that
+the IVR process and the Rasa action server share one database. Lookups take
+the tenant: one center serves several companies, and a caller of one must
+never reach another's data. Only handoffs (by their random id) and the event
+log (for center-wide KPIs) can also be read across tenants.
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from decimal import Decimal
+from typing import Any, Literal, Optional, Sequence, Union
 
 
 @dataclass(frozen=True)
@@ -41,8 +47,151 @@ class Utterance:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Customer:
+    """A tenant's customer, found by number or by name and postcode when the caller has no number at hand."""
+
+    tenant: str
+    customer_number: str
+    name: str
+    postcode: str
+    street: str
+    city: str
+    phone: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    """One article of an order. Prices are kept as exact cents: a float price is rounded to cents once, here."""
+
+    sku: str
+    name: str
+    quantity: int
+    unit_price: Union[Decimal, float]
+
+    def __post_init__(self) -> None:
+        price = Decimal(str(self.unit_price)).quantize(Decimal("0.01"))
+        object.__setattr__(self, "unit_price", price)
+
+
+ORDER_STATUSES: tuple[str, ...] = ("placed", "packed", "shipped", "delivered", "cancelled")
+# The one place that says when an order may still be cancelled: before it left the warehouse.
+CANCELLABLE_STATUSES: tuple[str, ...] = ("placed", "packed")
+
+
+@dataclass(frozen=True)
+class Order:
+    """An order with its lines; `order_number` is what callers read out (6 digits, unique per tenant)."""
+
+    order_number: str
+    tenant: str
+    customer_number: str
+    lines: list[OrderLine]
+    status: str
+    created_at: float
+    call_id: Optional[str]
+    delivery_address: str
+
+    @property
+    def cancellable(self) -> bool:
+        return self.status in CANCELLABLE_STATUSES
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """What a cancel attempt did; `status` is the order's status afterwards (None when there is no such order)."""
+
+    outcome: Literal["cancelled", "not_found", "not_cancellable"]
+    status: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A service ticket; `ticket_number` (8 digits, unique per tenant) is read out to the caller for follow-ups."""
+
+    ticket_number: str
+    tenant: str
+    category: str
+    description: str
+    callback_number: Optional[str]
+    urgency: str
+    status: str
+    created_at: float
+    call_id: Optional[str]
+    caller: Optional[str]
+
+
+@dataclass(frozen=True)
+class CallbackRequest:
+    """A caller asked to be called back (e.g. outside opening hours); `id` is None until stored."""
+
+    id: Optional[int]
+    tenant: str
+    number: str
+    reason: str
+    language: str
+    created_at: float
+    call_id: Optional[str]
+    status: str
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """The context an agent gets with a transferred call, so the caller need not repeat anything.
+
+    `package` holds the reason, intent history, slots, form state and transcript
+    as JSON data; it comes back as stored (values JSON cannot hold are stored
+    as their text).
+    """
+
+    handoff_id: str
+    call_id: str
+    tenant: str
+    reason: str
+    created_at: float
+    package: dict[str, Any]
+
+
+# Event names of the call-event log. Queue events (ENTERQUEUE, CONNECT, ABANDON,
+# COMPLETE, TRANSFER, RINGNOANSWER) join these when the agent queue exists; the
+# log itself takes any name.
+CALL_START = "CALL_START"
+INTENT = "INTENT"
+NO_INPUT = "NO_INPUT"
+NO_MATCH = "NO_MATCH"
+FORM_STARTED = "FORM_STARTED"
+FORM_COMPLETED = "FORM_COMPLETED"
+FORM_CANCELLED = "FORM_CANCELLED"
+ORDER_PLACED = "ORDER_PLACED"
+ORDER_CANCELLED = "ORDER_CANCELLED"
+TICKET_CREATED = "TICKET_CREATED"
+CALLBACK_REQUESTED = "CALLBACK_REQUESTED"
+CLOSED_HOURS = "CLOSED_HOURS"
+HANDOFF = "HANDOFF"
+HANGUP = "HANGUP"
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """One row of the flat call-event log (in the style of Asterisk's queue_log).
+
+    Nothing is aggregated when it is written: KPIs (containment, handoff rate,
+    form completion, …) are computed from these rows later, so new KPIs work on
+    old calls too.
+    """
+
+    call_id: str
+    tenant: str
+    ts: float
+    event: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
 class Storage(abc.ABC):
-    """What sessions need from storage; every method is safe to call from the event loop."""
+    """What sessions and dialog actions need from storage; every method is safe to call from the event loop.
+
+    Every write is one transaction: it is stored completely or not at all.
+    """
 
     @abc.abstractmethod
     async def start_call(self, call: CallRecord) -> None: ...
@@ -58,6 +207,92 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def transcript(self, call_id: str) -> list[Utterance]: ...
+
+    @abc.abstractmethod
+    async def upsert_customer(self, customer: Customer) -> None:
+        """Insert the customer or replace the one with the same tenant and number."""
+
+    @abc.abstractmethod
+    async def find_customer(self, tenant: str, customer_number: str) -> Optional[Customer]: ...
+
+    @abc.abstractmethod
+    async def find_customer_by_name(self, tenant: str, name: str, postcode: str) -> Optional[Customer]:
+        """The one customer with this full name or surname (any case and spacing) in this postcode.
+
+        None when there is none or more than one: the dialog then asks for the
+        customer number instead of guessing.
+        """
+
+    @abc.abstractmethod
+    async def place_order(
+        self,
+        tenant: str,
+        customer_number: str,
+        lines: Sequence[OrderLine],
+        delivery_address: str,
+        call_id: Optional[str] = None,
+    ) -> Order:
+        """Store a new `placed` order with a fresh order number and its lines."""
+
+    @abc.abstractmethod
+    async def upsert_order(self, order: Order) -> None:
+        """Store an order exactly as given (number, status, lines), replacing one with the same number.
+
+        For orders that come from elsewhere: the shop system, the demo seed.
+        """
+
+    @abc.abstractmethod
+    async def get_order(self, tenant: str, order_number: str) -> Optional[Order]: ...
+
+    @abc.abstractmethod
+    async def orders_for_customer(self, tenant: str, customer_number: str) -> list[Order]:
+        """The customer's orders, oldest first (for callers who do not know the order number)."""
+
+    @abc.abstractmethod
+    async def cancel_order(self, tenant: str, order_number: str) -> CancelResult:
+        """Cancel if still cancellable; checked and changed atomically, so of two concurrent cancels one wins."""
+
+    @abc.abstractmethod
+    async def create_ticket(
+        self,
+        tenant: str,
+        category: str,
+        description: str,
+        callback_number: Optional[str],
+        urgency: str,
+        call_id: Optional[str] = None,
+        caller: Optional[str] = None,
+    ) -> Ticket:
+        """Store a new `open` ticket with a fresh ticket number."""
+
+    @abc.abstractmethod
+    async def get_ticket(self, tenant: str, ticket_number: str) -> Optional[Ticket]: ...
+
+    @abc.abstractmethod
+    async def add_callback(
+        self, tenant: str, number: str, reason: str, language: str, call_id: Optional[str] = None
+    ) -> CallbackRequest:
+        """Store a `pending` callback request."""
+
+    @abc.abstractmethod
+    async def callbacks(self, tenant: str) -> list[CallbackRequest]:
+        """The tenant's callback requests, oldest first."""
+
+    @abc.abstractmethod
+    async def save_handoff(self, handoff: Handoff) -> None: ...
+
+    @abc.abstractmethod
+    async def get_handoff(self, handoff_id: str, tenant: Optional[str] = None) -> Optional[Handoff]:
+        """The handoff by its (globally unique) id; with `tenant`, only if it belongs to that tenant."""
+
+    @abc.abstractmethod
+    async def log_event(self, event: CallEvent) -> None: ...
+
+    @abc.abstractmethod
+    async def events(
+        self, call_id: Optional[str] = None, tenant: Optional[str] = None, since: Optional[float] = None
+    ) -> list[CallEvent]:
+        """Logged events matching all given filters (`since` inclusive), in time order, then in logging order."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

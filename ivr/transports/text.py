@@ -26,9 +26,10 @@ from ivr.storage import CallRecord
 CONVERSATIONS = web.AppKey("text_conversations", dict)
 
 
-def _turn_json(conversation: Conversation, turn: DialogTurn) -> dict[str, Any]:
+async def _turn_json(conversation: Conversation, turn: DialogTurn) -> dict[str, Any]:
     reply = turn.reply
     ended = reply.hangup or reply.handoff is not None
+    handoff_id = await conversation.hand_off(turn) if reply.handoff else None
     return {
         "conversation_id": conversation.call.call_id,
         "replies": [reply.text] if reply.text else [],
@@ -38,7 +39,8 @@ def _turn_json(conversation: Conversation, turn: DialogTurn) -> dict[str, Any]:
         "requested_slot": turn.requested_slot,
         "active_loop": turn.active_loop,
         "expect": reply.expect,
-        "handoff": asdict(reply.handoff) if reply.handoff else None,
+        "handoff": dict(asdict(reply.handoff), handoff_id=handoff_id) if reply.handoff else None,
+        "slots": {k: v for k, v in turn.slots.items() if v is not None},
         "hangup": reply.hangup,
         "ended": ended,
     }
@@ -76,7 +78,7 @@ def routes(runtime: Runtime) -> list[web.RouteDef]:
         turn = await conversation.start()
         now = time.time()
         await conversation.bot_said(turn.reply, now, now)
-        return web.json_response(_turn_json(conversation, turn))
+        return web.json_response(await _turn_json(conversation, turn))
 
     def _get(request: web.Request) -> Conversation:
         conversation = request.app[CONVERSATIONS].get(request.match_info["cid"])
@@ -98,7 +100,7 @@ def routes(runtime: Runtime) -> list[web.RouteDef]:
             raise web.HTTPBadRequest(text='send {"text": "..."}, {"dtmf": "1"} or {"no_input": true}')
         now = time.time()
         await conversation.bot_said(turn.reply, now, now)
-        result = _turn_json(conversation, turn)
+        result = await _turn_json(conversation, turn)
         if result["ended"]:
             await _end(request.app, conversation, "handoff" if turn.reply.handoff else "bot_hangup")
         return web.json_response(result)
