@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,6 +12,9 @@ A file in `tests/conversations/` is one call:
       - dtmf: "48213#"
       - no_input: true
         expect: {reply: ["nicht gehört"], intent: null}
+      - say: "zwei sieben eins acht zwei acht"
+        asr_confidence: 0.4      # how sure the recognizer was: numbers below
+                                 # dialog.confirm_below_confidence are read back
     stored:                    # checked in the database after the call
       orders: {count: 1, status: placed, quantity: 2}
 
@@ -40,7 +43,7 @@ import yaml
 from ivr.errors import ConfigError
 from ivr.storage import Storage
 
-TURN_KEYS = {"say", "dtmf", "no_input", "expect"}
+TURN_KEYS = {"say", "dtmf", "no_input", "expect", "asr_confidence"}
 EXPECT_KEYS = {"reply", "not_reply", "intent", "active_loop", "requested_slot", "slots", "handoff", "hangup", "ended"}
 STORED_KEYS = {"orders", "tickets", "callbacks", "handoffs", "events"}
 
@@ -135,6 +138,8 @@ async def run_script(base_url: str, script: Script, storage: Optional[Storage] =
                     problems.append(f"{where}: the call already ended (reply: {result.get('replies')!r})")
                     break
                 body = {"text": turn["say"]} if "say" in turn else {"dtmf": str(turn["dtmf"])} if "dtmf" in turn else {"no_input": True}
+                if "asr_confidence" in turn:
+                    body["asr_confidence"] = turn["asr_confidence"]
                 result = await post(f"{base_url}/api/conversations/{cid}/messages", body)
             if "error" in result:
                 problems.append(f"{where}: {result['error']}")

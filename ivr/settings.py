@@ -106,6 +106,7 @@ SCHEMA: dict[str, Any] = _obj(
                 "timeout_s": _NUM,
                 "startup_timeout_s": _NUM,
                 "actions_url": {"type": ["string", "null"]},
+                "confirm_below_confidence": {"type": "number", "minimum": 0, "maximum": 1},
                 "actions_port": {**_INT, "minimum": 1, "maximum": 65535},
             }
         ),
@@ -170,6 +171,8 @@ class DialogSettings:
     startup_timeout_s: float = 240.0
     actions_url: Optional[str] = None
     actions_port: int = 5055
+    # A number recognized from speech with less ASR confidence than this is read back for a yes/no.
+    confirm_below_confidence: float = 0.6
 
 
 @dataclass(frozen=True)

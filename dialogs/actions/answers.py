@@ -9,13 +9,23 @@ yes/no when the words alone do not.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Any, Optional
 
 from rasa_sdk import Tracker
 
 from dialogs.actions.context import language_of, latest_intent, latest_text
-from dialogs.actions.forms import Invalid
 from ivr.dialog import numbers
+
+
+class Invalid(Exception):
+    """The caller's words do not answer the question; `response` says why (or None: just reprompt)."""
+
+    def __init__(self, response: Optional[str] = None, reset: tuple[str, ...] = (), **values: Any):
+        super().__init__(response)
+        self.response = response
+        self.reset = reset  # slots to ask again (e.g. name and postcode that matched no customer)
+        self.values = values
+
 
 YES = {"de": ("ja", "jawohl", "genau", "richtig", "stimmt", "korrekt", "gerne", "gern", "okay", "ok", "passt"),
        "en": ("yes", "yeah", "yep", "correct", "right", "sure", "okay", "ok", "please do")}  # fmt: skip
@@ -44,9 +54,14 @@ def yes_no(tracker: Tracker) -> bool:
     raise Invalid()
 
 
-def digits(tracker: Tracker, minimum: int, maximum: int) -> str:
+def keyed(tracker: Tracker) -> bool:
+    """The answer came from the keypad (the front end marks DTMF input)."""
+    return bool(((tracker.get_last_event_for("user") or {}).get("metadata") or {}).get("dtmf"))
+
+
+def digits(text: str, tracker: Tracker, minimum: int, maximum: int) -> str:
     """A number said digit by digit or in groups, or typed on the keypad."""
-    found = numbers.digit_string(latest_text(tracker), language_of(tracker))
+    found = numbers.digit_string(text, language_of(tracker))
     if found is None or not minimum <= len(found) <= maximum:
         raise Invalid()
     return found

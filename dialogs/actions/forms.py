@@ -27,30 +27,25 @@ from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.forms import FormValidationAction
 
-from dialogs.actions.context import latest_intent, latest_text
+from dialogs.actions.answers import Invalid, yes_no
+from dialogs.actions.context import language_of, latest_intent, latest_text, settings
 from dialogs.actions.handoff import log_event
+from ivr.dialog.numbers import digit_string, spoken_digits
 
+UNSURE = "unsure_confirmed"
 UNIVERSAL_INTENTS = frozenset(
     {"request_human", "angry", "cancel", "goodbye", "help", "repeat", "faq", "bot_challenge"}
 )
 MAX_TRIES = 3
 
 
-class Invalid(Exception):
-    """The caller's words do not answer the question; `response` says why (or None: just reprompt)."""
-
-    def __init__(self, response: Optional[str] = None, reset: tuple[str, ...] = (), **values: Any):
-        super().__init__(response)
-        self.response = response
-        self.reset = reset  # slots to ask again (e.g. name and postcode that matched no customer)
-        self.values = values
-
-
 class IvrForm(FormValidationAction):
-    """Subclasses define `form` (name), `slots()` (in order) and `parse_<slot>` methods."""
+    """Subclasses define `form` (name), `submit` (action), `slots()` (in order) and `parse_<slot>` methods."""
 
     form = ""
+    submit = ""  # the action that acts on the completed form
     prefillable: tuple[str, ...] = ()
+    confirm_when_unsure: tuple[str, ...] = ()  # slots read back when speech recognition was not sure
 
     def name(self) -> str:
         return f"validate_{self.form}"
@@ -88,11 +83,18 @@ class IvrForm(FormValidationAction):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[EventType]:
         requested = tracker.get_slot("requested_slot")
         intent = latest_intent(tracker)
-        if not tracker.active_loop:
-            # activation: the request itself may already carry answers ("zwei Kaffeemaschinen bitte")
+        if requested is None:
+            # activation (Rasa has already set the active loop, but no slot was asked for yet):
+            # the request itself may already carry answers ("zwei Kaffeemaschinen bitte")
             await log_event(tracker, "FORM_STARTED", form=self.form)
-            return self._next(tracker, await self.prefill(latest_text(tracker), tracker, dispatcher))
-        if intent in UNIVERSAL_INTENTS or requested is None:
+            events = self._next(tracker, await self.prefill(latest_text(tracker), tracker, dispatcher))
+            if events[-1]["value"] is None:
+                # Answered completely by the request itself ("where is order 271828"): the form ends
+                # in the same step that started it, where the rules' `active_loop` condition cannot
+                # match yet, so the submit action is chained here.
+                events.append(FollowupAction(self.submit))
+            return events
+        if intent in UNIVERSAL_INTENTS:
             # Setting only `requested_slot` rejects an answer (the generic rules handle the
             # command) or, when the form resumes after such a command, asks the same slot again.
             return self._next(tracker, [])
@@ -101,6 +103,15 @@ class IvrForm(FormValidationAction):
             # (rejected, the generic no-input rule would answer outside the form).
             same = SlotSet("no_match_count", tracker.get_slot("no_match_count") or 0)
             return [same, *self._retry(dispatcher, tracker, requested, no_input_count(tracker), None)]
+        if requested == UNSURE:
+            return await self._unsure_answered(dispatcher, tracker)
+        if requested in self.confirm_when_unsure and recognition_unsure(tracker):
+            heard = digit_string(latest_text(tracker), language_of(tracker))
+            if heard:
+                # A misheard number would find somebody else's order: read it back before using it.
+                return [SlotSet("no_match_count", tracker.get_slot("no_match_count") or 0), SlotSet(requested, None),
+                        SlotSet("unsure_slot", requested), SlotSet("unsure_value", heard),
+                        SlotSet("unsure_spoken", spoken_digits(heard)), SlotSet("requested_slot", UNSURE)]  # fmt: skip
         try:
             value = await getattr(self, f"parse_{requested}")(latest_text(tracker), tracker)
         except Invalid as problem:
@@ -108,6 +119,25 @@ class IvrForm(FormValidationAction):
             return [SlotSet("no_match_count", count), *self._retry(dispatcher, tracker, requested, count, problem)]
         events = [SlotSet("no_match_count", 0), *await self._fill(requested, value, tracker, dispatcher)]
         return self._next(tracker, events)
+
+    async def _unsure_answered(self, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:
+        slot, value = tracker.get_slot("unsure_slot"), tracker.get_slot("unsure_value")
+        try:
+            right = yes_no(tracker)
+        except Invalid as problem:
+            count = int(tracker.get_slot("no_match_count") or 0) + 1
+            return [SlotSet("no_match_count", count), *self._retry(dispatcher, tracker, UNSURE, count, problem)]
+        clear = [SlotSet(UNSURE, None), SlotSet("unsure_slot", None), SlotSet("unsure_value", None),
+                 SlotSet("unsure_spoken", None), SlotSet("no_match_count", 0)]  # fmt: skip
+        for event in clear:
+            tracker.slots[event["name"]] = event["value"]
+        if not right:
+            return [*clear, SlotSet("requested_slot", slot)]  # ask again
+        try:
+            parsed = await getattr(self, f"parse_{slot}")(str(value), tracker)
+        except Invalid as problem:  # heard right, but e.g. no such order: the caller says it again
+            return [*clear, *self._retry(dispatcher, tracker, slot, 1, problem)]
+        return self._next(tracker, [*clear, *await self._fill(slot, parsed, tracker, dispatcher)])
 
     def _next(self, tracker: Tracker, events: list[EventType]) -> list[EventType]:
         missing = [slot for slot in self.slots(tracker) if tracker.get_slot(slot) is None]
@@ -123,10 +153,18 @@ class IvrForm(FormValidationAction):
             dispatcher.utter_message(response=problem.response or "utter_not_understood_short", **problem.values)
         if count >= 2:
             dispatcher.utter_message(response=f"utter_help_{slot}")
-        for name in problem.reset if problem is not None else ():
-            tracker.slots[name] = None
-        resets = [SlotSet(name, None) for name in (problem.reset if problem is not None else ())]
+        # Rasa has already put the raw words into the asked slot (`from_text`): clear them.
+        resets = [SlotSet(name, None) for name in (slot, *(problem.reset if problem is not None else ()))]
+        for event in resets:
+            tracker.slots[event["name"]] = None
         return self._next(tracker, resets)
+
+
+def recognition_unsure(tracker: Tracker) -> bool:
+    """Speech the recognizer was not sure of (the front end sends its confidence; typed and keyed input has none)."""
+    metadata = (tracker.get_last_event_for("user") or {}).get("metadata") or {}
+    confidence = metadata.get("asr_confidence")
+    return confidence is not None and float(confidence) < settings().dialog.confirm_below_confidence
 
 
 def no_input_count(tracker: Tracker) -> int:

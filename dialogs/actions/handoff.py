@@ -39,7 +39,7 @@ def purpose_of(tracker: Tracker) -> str:
     form = tracker.active_loop.get("name") if tracker.active_loop else None
     if form in ("order_form", "order_status_form", "cancel_order_form"):
         return "orders"
-    if form == "ticket_form" or latest_intent(tracker) == "angry":
+    if form == "ticket_form" or latest_intent(tracker) == "angry" or tracker.get_slot("handoff_reason") == "urgent":
         return "complaints"
     return "default"
 

@@ -16,7 +16,8 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from dialogs.actions import answers
 from dialogs.actions.context import language_of, storage, tenant_of
-from dialogs.actions.forms import Invalid, IvrForm, escalate
+from dialogs.actions.answers import Invalid
+from dialogs.actions.forms import IvrForm, escalate
 from dialogs.actions.handoff import clear_form_slots, log_event
 from ivr.dialog.numbers import spoken_digits
 from ivr.storage import OrderLine
@@ -53,6 +54,8 @@ class ActionStartOrder(Action):
 
 class ValidateOrderForm(IvrForm):
     form = "order_form"
+    submit = "action_place_order"
+    confirm_when_unsure = ("customer_number", "postcode")
     prefillable = ("product", "quantity")
 
     def slots(self, tracker: Tracker) -> list[str]:
@@ -80,7 +83,7 @@ class ValidateOrderForm(IvrForm):
     async def parse_customer_number(self, text: str, tracker: Tracker) -> str:
         if tracker.latest_message.get("intent", {}).get("name") == "dont_know":
             return UNKNOWN
-        number = answers.digits(tracker, *CUSTOMER_NUMBER_DIGITS)
+        number = answers.digits(text, tracker, *CUSTOMER_NUMBER_DIGITS)
         tenant_number, _ = tenant_of(tracker)
         if await storage().find_customer(tenant_number, number) is None:
             raise Invalid("utter_customer_not_found", number=spoken_digits(number))
@@ -92,7 +95,7 @@ class ValidateOrderForm(IvrForm):
     async def parse_postcode(self, text: str, tracker: Tracker) -> str:
         tenant_number, tenant = tenant_of(tracker)
         if tenant.language == "de":
-            postcode = answers.digits(tracker, 5, 5)
+            postcode = answers.digits(text, tracker, 5, 5)
         else:
             postcode = " ".join(text.upper().split())
         customer = await storage().find_customer_by_name(tenant_number, tracker.get_slot("customer_name"), postcode)
@@ -104,7 +107,9 @@ class ValidateOrderForm(IvrForm):
         return answers.yes_no(tracker)
 
     async def parse_order_confirmed(self, text: str, tracker: Tracker) -> bool:
-        """Yes, no, or a correction of product or quantity ("nein, drei Stück")."""
+        """Yes, no, or a correction of product or quantity ("nein, drei Stück"); keys 1 and 2 are yes and no."""
+        if answers.keyed(tracker):
+            return answers.yes_no(tracker)
         correction = answers.quantity(text, tracker)
         _, tenant = tenant_of(tracker)
         product = tenant.find_product(text, language_of(tracker))
@@ -214,13 +219,15 @@ class ActionPlaceOrder(Action):
 
 class ValidateOrderStatusForm(IvrForm):
     form = "order_status_form"
+    submit = "action_order_status"
+    confirm_when_unsure = ("order_number",)
     prefillable = ("order_number",)
 
     def slots(self, tracker: Tracker) -> list[str]:
         return ["order_number"]
 
     async def parse_order_number(self, text: str, tracker: Tracker) -> str:
-        number = answers.digits(tracker, ORDER_NUMBER_DIGITS, ORDER_NUMBER_DIGITS)
+        number = answers.digits(text, tracker, ORDER_NUMBER_DIGITS, ORDER_NUMBER_DIGITS)
         tenant_number, _ = tenant_of(tracker)
         if await storage().get_order(tenant_number, number) is None:
             raise Invalid("utter_order_not_found", number=spoken_digits(number))
@@ -242,6 +249,7 @@ class ActionOrderStatus(Action):
 
 class ValidateCancelOrderForm(ValidateOrderStatusForm):
     form = "cancel_order_form"
+    submit = "action_cancel_order"
 
     def slots(self, tracker: Tracker) -> list[str]:
         return ["order_number", "cancel_confirmed"]

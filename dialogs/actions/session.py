@@ -68,6 +68,7 @@ class ValidateHandoffOfferForm(IvrForm):
     """"Shall I connect you with a person?" after a question the bot cannot answer."""
 
     form = "handoff_offer_form"
+    submit = "action_handoff_offer_done"
 
     def slots(self, tracker: Tracker) -> list[str]:
         return ["handoff_wanted"]

@@ -8,6 +8,7 @@ caller can have them repeated ("repeat" replays the last prompt).
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from rasa_sdk import Action, Tracker
@@ -16,7 +17,8 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from dialogs.actions import answers
 from dialogs.actions.context import language_of, storage, tenant_of
-from dialogs.actions.forms import Invalid, IvrForm
+from dialogs.actions.answers import Invalid
+from dialogs.actions.forms import IvrForm
 from dialogs.actions.handoff import clear_form_slots, log_event
 from ivr.dialog.numbers import spoken_digits
 
@@ -38,6 +40,8 @@ def caller_number(tracker: Tracker) -> str | None:
 class CallbackNumberSlots:
     """`callback_ok` (use the caller ID?) then `callback_number` if not."""
 
+    confirm_when_unsure = ("callback_number",)
+
     def callback_slots(self, tracker: Tracker) -> list[str]:
         if caller_number(tracker) is None:
             return ["callback_number"]
@@ -47,7 +51,7 @@ class CallbackNumberSlots:
         return answers.yes_no(tracker)
 
     async def parse_callback_number(self, text: str, tracker: Tracker) -> str:
-        return answers.digits(tracker, *PHONE_DIGITS)
+        return answers.digits(text, tracker, *PHONE_DIGITS)
 
     async def on_filled(self, slot: str, value: Any, tracker: Tracker, dispatcher: CollectingDispatcher) -> list[EventType]:
         if slot == "callback_ok" and value:
@@ -57,6 +61,7 @@ class CallbackNumberSlots:
 
 class ValidateTicketForm(CallbackNumberSlots, IvrForm):
     form = "ticket_form"
+    submit = "action_create_ticket"
     prefillable = ("ticket_category",)
 
     def slots(self, tracker: Tracker) -> list[str]:
@@ -89,7 +94,7 @@ class ActionCreateTicket(Action):
         return "action_create_ticket"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[EventType]:
-        tenant_number, _ = tenant_of(tracker)
+        tenant_number, tenant = tenant_of(tracker)
         ticket = await storage().create_ticket(
             tenant=tenant_number,
             category=tracker.get_slot("ticket_category"),
@@ -101,13 +106,19 @@ class ActionCreateTicket(Action):
         )
         await log_event(tracker, "FORM_COMPLETED", form="ticket_form")
         await log_event(tracker, "TICKET_CREATED", ticket_number=ticket.ticket_number, category=ticket.category)
-        dispatcher.utter_message(response="utter_ticket_created", ticket_number=spoken_digits(ticket.ticket_number))
-        return [*clear_form_slots(domain, "ticket_form"), SlotSet("last_ticket_number", ticket.ticket_number),
-                FollowupAction("utter_anything_else")]  # fmt: skip
+        spoken = spoken_digits(ticket.ticket_number)
+        done = [*clear_form_slots(domain, "ticket_form"), SlotSet("last_ticket_number", ticket.ticket_number)]
+        if ticket.urgency == "high" and tenant.is_open(datetime.now(timezone.utc)):
+            # Urgent callers get a person now; the agent sees the ticket in the handoff package.
+            dispatcher.utter_message(response="utter_ticket_created_urgent", ticket_number=spoken)
+            return [*done, SlotSet("handoff_reason", "urgent"), FollowupAction("action_handoff")]
+        dispatcher.utter_message(response="utter_ticket_created", ticket_number=spoken)
+        return [*done, FollowupAction("utter_anything_else")]
 
 
 class ValidateCallbackForm(CallbackNumberSlots, IvrForm):
     form = "callback_form"
+    submit = "action_request_callback"
 
     def slots(self, tracker: Tracker) -> list[str]:
         return self.callback_slots(tracker)

@@ -90,7 +90,10 @@ class Conversation:
         # Rasa sees spoken numbers as digits ("drei Stück" -> "3 Stück"); the transcript, and
         # free-text answers such as a ticket's description, keep the caller's words.
         normalized = numbers.normalize(text, self.language)
-        turn = await self._turn(normalized, metadata={**meta, "said": text} if normalized != text else meta)
+        metadata = {**meta, "said": text} if normalized != text else dict(meta)
+        if asr_confidence is not None:
+            metadata["asr_confidence"] = asr_confidence  # the dialog reads unsure numbers back
+        turn = await self._turn(normalized, metadata=metadata)
         await self._store("caller", text, start, end, asr_confidence, turn.intent, turn.confidence, meta)
         await self.event(events.INTENT, intent=turn.intent, confidence=turn.confidence)
         return turn

@@ -5,7 +5,7 @@ returns the bot's replies plus what the dialog understood (intent and
 confidence, entities, requested slot, handoff/hang-up).
 
     POST   /api/conversations                 {"to": "+4930…", "from": "+49171…"}
-    POST   /api/conversations/{id}/messages   {"text": "…"} | {"dtmf": "0"} | {"no_input": true}
+    POST   /api/conversations/{id}/messages   {"text": "…"[, "asr_confidence": 0.4]} | {"dtmf": "0"} | {"no_input": true}
     DELETE /api/conversations/{id}
 """
 
@@ -91,7 +91,11 @@ def routes(runtime: Runtime) -> list[web.RouteDef]:
         body = await _body(request)
         if isinstance(body.get("text"), str) and body["text"].strip():
             now = time.time()
-            turn = await conversation.caller_said(body["text"], now, now, meta={"typed": True})
+            confidence = body.get("asr_confidence")
+            if confidence is not None and not (isinstance(confidence, (int, float)) and 0 <= confidence <= 1):
+                raise web.HTTPBadRequest(text="asr_confidence must be a number from 0 to 1")
+            # `asr_confidence` lets a test say how sure a recognizer would have been of this text.
+            turn = await conversation.caller_said(body["text"], now, now, confidence, meta={"typed": True})
         elif isinstance(body.get("dtmf"), str) and body["dtmf"]:
             turn = await conversation.dtmf(body["dtmf"])
         elif body.get("no_input") is True:

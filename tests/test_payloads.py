@@ -1,0 +1,27 @@
+"""What the voice front end reads from Rasa's messages (custom `ivr` payloads)."""
+
+from ivr.dialog.payloads import BotReply
+
+
+def test_a_menu_prompt_carries_its_keys_and_the_last_expectation_wins():
+    reply = BotReply.from_messages(
+        [
+            {"text": "Willkommen bei Muster Versand GmbH."},
+            {"custom": {"ivr": {"barge_in": False}}},
+            {"text": "Wie kann ich Ihnen helfen?"},
+            {"custom": {"ivr": {"expect": "menu", "dtmf": {"1": "/place_order", 2: "/order_status"}}}},
+        ]
+    )
+    assert reply.text == "Willkommen bei Muster Versand GmbH. Wie kann ich Ihnen helfen?"
+    assert reply.barge_in is False  # the disclosure in the same turn must not be talked over
+    assert reply.expect == "menu" and reply.dtmf == {"1": "/place_order", "2": "/order_status"}
+
+
+def test_a_handoff_names_reason_and_queue_and_unknown_values_are_ignored():
+    reply = BotReply.from_messages(
+        [{"text": "Einen Moment bitte."}, {"custom": {"ivr": {"handoff": {"reason": "angry_caller", "queue": "complaints"}, "expect": "poem", "dtmf": "1"}}}]
+    )
+    assert reply.handoff is not None and (reply.handoff.reason, reply.handoff.queue) == ("angry_caller", "complaints")
+    assert reply.expect is None and reply.dtmf == {}
+    bare = BotReply.from_messages([{"custom": {"ivr": {"handoff": {}}}}])
+    assert bare.handoff is not None and (bare.handoff.reason, bare.handoff.queue) == ("unspecified", "default")
