@@ -1,10 +1,9 @@
 """Static checks of the Rasa dialog project (config.yml, dialogs/, nlu/).
 
-No model is trained here. The held-out NLU accuracy is measured with
-`rasa test nlu` (see tests/data/nlu_heldout_*.yml).
+No model is trained here. The NLU data itself is checked in
+tests/test_nlu_data.py, its held-out accuracy is measured by bench/nlu_eval.py.
 """
 import re
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Set
@@ -19,12 +18,9 @@ CONFIG = ROOT / "config.yml"
 DOMAIN_FILES = sorted((ROOT / "dialogs" / "domain").glob("*.yml"))
 PROJECT = RasaProject(ROOT)  # the same paths `ivr train` / `ivr check` use
 LANGUAGES = ("de", "en")
-HELDOUT = {lang: ROOT / "tests" / "data" / f"nlu_heldout_{lang}.yml" for lang in LANGUAGES}
 
 # Intents the IVR sends only as "/start_call", "/no_input": no NLU examples.
 IVR_ONLY_INTENTS = {"start_call", "no_input"}
-MIN_EXAMPLES_PER_INTENT = 15
-MIN_EXAMPLES_PER_FAQ = 12
 
 # Rasa UserWarnings `rasa data validate` is allowed to print. Everything else
 # (unused responses, intents missing from the domain, ...) fails the test.
@@ -141,47 +137,12 @@ def test_custom_payload_on_every_language_variation():
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
-def test_training_data_covers_all_intents(lang):
+def test_domain_intents_and_training_data_agree(lang):
+    """Every domain intent has training data (but the IVR-only ones), and no trained intent is missing from the domain.
+
+    How much data each intent has is checked in tests/test_nlu_data.py.
+    """
     domain_intents = {i if isinstance(i, str) else next(iter(i)) for p in DOMAIN_FILES for i in _load_yaml(p).get("intents") or []}
-    examples = _training_examples(lang)
-    trained_intents = {intent.split("/")[0] for intent in examples}
-
+    trained_intents = {intent.split("/")[0] for intent in _training_examples(lang)}
     assert trained_intents <= domain_intents, trained_intents - domain_intents
-    assert domain_intents - IVR_ONLY_INTENTS <= trained_intents, (
-        domain_intents - IVR_ONLY_INTENTS - trained_intents
-    )
-    too_few = {
-        intent: len(ex)
-        for intent, ex in examples.items()
-        if len(set(ex)) < (MIN_EXAMPLES_PER_FAQ if "/" in intent else MIN_EXAMPLES_PER_INTENT)
-    }
-    assert not too_few, f"intents with too few examples ({lang}): {too_few}"
-
-
-def test_faq_responses_match_faq_sub_intents():
-    sub_intents: Set[str] = set()
-    for lang in LANGUAGES:
-        sub_intents |= {i for i in _training_examples(lang) if i.startswith("faq/")}
-    responses = {r[len("utter_"):] for r in _domain_responses() if r.startswith("utter_faq/")}
-    assert sub_intents == responses
-
-
-def test_no_example_in_two_intents():
-    owner: Dict[str, Set[str]] = defaultdict(set)
-    for lang in LANGUAGES:
-        for intent, examples in _training_examples(lang).items():
-            for ex in examples:
-                owner[ex].add(intent)
-    clashes = {ex: intents for ex, intents in owner.items() if len(intents) > 1}
-    assert not clashes, clashes
-
-
-@pytest.mark.parametrize("lang", LANGUAGES)
-def test_heldout_set_is_not_trained(lang):
-    trained = {ex for lang_ in LANGUAGES for exs in _training_examples(lang_).values() for ex in exs}
-    heldout = _nlu_examples(HELDOUT[lang])
-    assert heldout, f"{HELDOUT[lang]} is empty"
-    leaked = sorted(ex for exs in heldout.values() for ex in exs if ex in trained)
-    assert not leaked, f"held-out examples also in training data: {leaked}"
-    known = set(_training_examples(lang))
-    assert set(heldout) <= known, set(heldout) - known
+    assert domain_intents - IVR_ONLY_INTENTS <= trained_intents, domain_intents - IVR_ONLY_INTENTS - trained_intents

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Dict, Text
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
-from rasa.shared.core.events import SlotSet
+from rasa.shared.core.events import SlotSet, UserUttered
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -59,7 +59,9 @@ class IvrInput(InputChannel):
                 UserMessage(text, collector, sender, input_channel=CHANNEL_NAME, metadata=body.get("metadata"))
             )
             tracker = await agent.processor.get_tracker(sender)
-            latest = tracker.latest_message
+            # The caller's message as Rasa understood it. Not `tracker.latest_message`: after a
+            # form has run, the tracker store hands that back as the form's trigger message.
+            latest = next((e for e in reversed(tracker.events) if isinstance(e, UserUttered)), None)
             return response.json(
                 {
                     "messages": collector.messages,
