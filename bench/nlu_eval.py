@@ -321,6 +321,10 @@ async def main_async(args) -> int:
         model, results["training"] = train(config, nlu, tmp)
     results["model"] = str(model)
     results["training_data"] = training_counts(nlu)
+    if args.model:
+        results["training_data_note"] = (
+            f"counted in {nlu} when evaluating; --model may have been trained on other data"
+        )
 
     from rasa.core.agent import Agent
 

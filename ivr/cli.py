@@ -107,7 +107,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from ivr.conversation_tests import main_sync
     from ivr.dialog.project import RasaProject, latest_model
     from ivr.logs import setup_logging
-    from ivr.server import Server
+    from ivr.server import Server, model_is_stale
     from ivr.settings import DialogSettings, ServerSettings, StorageSettings
     from ivr.storage import open_storage
     from ivr.storage.seed import seed
@@ -115,10 +115,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     root = Path(args.project).resolve()
     settings = _settings(args)
     project = RasaProject(root)
-    code = project.train(root / settings.dialog.model_dir)
-    if code != 0:
-        return code
-    model = latest_model(root / settings.dialog.model_dir)
+    model_dir = root / settings.dialog.model_dir
+    if model_is_stale(project, latest_model(model_dir)):  # as `ivr serve`: train only what changed
+        code = project.train(model_dir)
+        if code != 0:
+            return code
+    model = latest_model(model_dir)
     stories = root / "tests" / "stories"
     if stories.is_dir():
         out = Path(tempfile.mkdtemp(prefix="ivr-rasa-test-"))
