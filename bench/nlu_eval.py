@@ -96,9 +96,27 @@ def machine_facts() -> Dict[str, Any]:
     return facts
 
 
+def machine_busy_s() -> Optional[float]:
+    """CPU seconds all processes of the machine have used so far (/proc/stat)."""
+    line = (_read("/proc/stat") or "").splitlines()[:1]
+    if not line or not line[0].startswith("cpu "):
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in line[0].split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 # --------------------------------------------------------------------------- training
 
-def train(config: Path, nlu: Path, out_dir: Path) -> Tuple[Path, Dict[str, Any]]:
+def train(config: Path, nlu: Path, out_dir: Path, use_cache: bool = False) -> Tuple[Path, Dict[str, Any]]:
+    """`rasa train nlu` into out_dir, timed.
+
+    Rasa's training cache (.rasa/cache) is off unless use_cache: a cache hit
+    (same data and config as an earlier training) would skip the training and
+    make the time meaningless.
+    """
+    env = dict(os.environ)
+    if not use_cache:
+        env["RASA_MAX_CACHE_SIZE"] = "0"
     cmd = [
         sys.executable, "-m", "rasa", "train", "nlu",
         "--config", str(config), "--nlu", str(nlu), "--out", str(out_dir),
@@ -106,9 +124,11 @@ def train(config: Path, nlu: Path, out_dir: Path) -> Tuple[Path, Dict[str, Any]]
     ]
     print("training:", " ".join(cmd), flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy_before = machine_busy_s()
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.monotonic() - start
+    busy_after = machine_busy_s()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
@@ -117,11 +137,15 @@ def train(config: Path, nlu: Path, out_dir: Path) -> Tuple[Path, Dict[str, Any]]
     if not models:
         raise SystemExit(f"no model written to {out_dir}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    machine = busy_after - busy_before if busy_before is not None and busy_after is not None else None
     return models[-1], {
         "command": cmd,
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
         "cpu_cores_used": round(cpu / wall, 2) if wall else None,
+        # other jobs on the machine during training (they slow it down)
+        "other_processes_cpu_cores": round((machine - cpu) / wall, 2) if machine is not None and wall else None,
+        "rasa_training_cache": "used" if use_cache else "disabled (RASA_MAX_CACHE_SIZE=0)",
     }
 
 
@@ -274,7 +298,8 @@ def print_report(results: Dict[str, Any], verbose: bool) -> None:
         print(f"parse latency: mean {r['parse_ms']['mean']} ms, p95 {r['parse_ms']['p95']} ms")
     if results.get("training"):
         t = results["training"]
-        print(f"\ntraining: {t['wall_s']} s wall, {t['cpu_s']} s CPU ({t['cpu_cores_used']} cores)")
+        print(f"\ntraining: {t['wall_s']} s wall, {t['cpu_s']} s CPU ({t['cpu_cores_used']} cores; "
+              f"other processes meanwhile: {t['other_processes_cpu_cores']} cores)")
 
 
 def training_counts(nlu: Path) -> Dict[str, Any]:
@@ -318,7 +343,7 @@ async def main_async(args) -> int:
         results["training"] = None
     else:
         tmp = Path(tempfile.mkdtemp(prefix="nlu-eval-"))
-        model, results["training"] = train(config, nlu, tmp)
+        model, results["training"] = train(config, nlu, tmp, use_cache=args.use_cache)
     results["model"] = str(model)
     results["training_data"] = training_counts(nlu)
     if args.model:
@@ -367,6 +392,8 @@ def main() -> int:
     parser.add_argument("--heldout", default="tests/data/nlu_heldout_{lang}.yml")
     parser.add_argument("--langs", default=",".join(LANGUAGES))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "nlu_eval.json"))
+    parser.add_argument("--use-cache", action="store_true",
+                        help="let rasa reuse .rasa/cache (faster, but the training time is then meaningless)")
     parser.add_argument("--keep-model", metavar="DIR", help="copy the trained model into DIR")
     parser.add_argument("--min-accuracy", type=float, help="exit 1 if a language's intent accuracy is lower")
     parser.add_argument("-v", "--verbose", action="store_true", help="also list entity errors")
