@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from ivr.caller import Caller, parse_steps  # noqa: E402
+from tests.agents import basic  # noqa: E402  (the test login that sees the English tenant)
 
 TEST_SETTINGS = ROOT / "tests" / "data" / "ivr.test.yml"
 EN_TENANT = "+442071234567"
@@ -341,7 +342,8 @@ def healthz(url: str) -> dict[str, Any]:
 async def one_call(ws_url: str, index: int, wavs: list[Path], turns: int, delay: float, timeout_s: float) -> dict[str, Any]:
     await asyncio.sleep(delay)
     files = [str(wavs[(index + k) % len(wavs)]) for k in range(turns)]
-    caller = Caller(ws_url, EN_TENANT, f"+44770090{index:04d}", io.StringIO(), settle_s=0.8, timeout_s=timeout_s)
+    caller = Caller(ws_url, EN_TENANT, f"+44770090{index:04d}", io.StringIO(), settle_s=0.8, timeout_s=timeout_s,
+                    auth=basic("carl"))  # fmt: skip
     t_start = time.monotonic()
     try:
         result = await caller.run(parse_steps(files), None)

@@ -1,12 +1,14 @@
-"""The aiohttp application: routes for every transport plus the transcript API."""
+"""The aiohttp application: routes for every transport, agent logins and the (authenticated) call data API."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from importlib import resources
 
 from aiohttp import web
 
+from ivr.agents import api as agent_api
+from ivr.agents import auth as agent_auth
+from ivr.agents import desktop as agent_desktop
 from ivr.runtime import Runtime
 from ivr.transports import text
 from ivr.transports.browser import BrowserSerializer
@@ -20,6 +22,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app = web.Application()
     app[RUNTIME] = runtime
     app[text.CONVERSATIONS] = {}
+    agent_auth.setup(app, lambda: runtime.settings.agents)
 
     async def twilio_media(request: web.Request) -> web.StreamResponse:
         return await media_socket(request, runtime, TwilioSerializer)
@@ -30,14 +33,6 @@ def make_app(runtime: Runtime) -> web.Application:
     async def phone_page(request: web.Request) -> web.Response:
         page = resources.files("ivr.web").joinpath("phone.html").read_text(encoding="utf-8")
         return web.Response(text=page, content_type="text/html")
-
-    async def call_detail(request: web.Request) -> web.Response:
-        call_id = request.match_info["call_id"]
-        call = await runtime.storage.get_call(call_id)
-        if call is None:
-            raise web.HTTPNotFound(text=f"no call {call_id!r}")
-        transcript = [asdict(u) for u in await runtime.storage.transcript(call_id)]
-        return web.json_response({"call": asdict(call), "transcript": transcript})
 
     async def tenants(request: web.Request) -> web.Response:
         listing = [
@@ -66,9 +61,12 @@ def make_app(runtime: Runtime) -> web.Application:
             web.get("/", phone_page),
             web.get("/phone", phone_page),
             web.get("/api/tenants", tenants),
-            web.get("/api/calls/{call_id}", call_detail),
             web.get("/healthz", health),
             *text.routes(runtime),
+            *agent_auth.routes(),
+            *agent_api.routes(runtime.storage),
+            *agent_api.supervisor_routes(runtime.acd, runtime.storage),
+            *agent_desktop.routes(runtime),
         ]
     )
     return app

@@ -5,7 +5,9 @@ real time (silence between turns, as a phone line does), plays WAV files as the
 caller's turns once the bot has finished speaking (or barges in on request),
 sends DTMF, echoes marks when the bot audio they follow has "played", and
 records the bot's audio. It prints JSON lines with timings: for each caller
-turn, end of caller speech → first bot audio.
+turn, end of caller speech → first bot audio. The transcript is fetched from
+the call API afterwards, which needs an agent login (`--user`; the password
+comes from IVR_PASSWORD or a prompt).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import getpass
 import json
+import os
 import sys
 import time
 import uuid
@@ -106,8 +110,19 @@ class CallerState:
 
 
 class Caller:
-    def __init__(self, url: str, to: str, caller_id: str, out: TextIO, settle_s: float, timeout_s: float):
+    def __init__(
+        self,
+        url: str,
+        to: str,
+        caller_id: str,
+        out: TextIO,
+        settle_s: float,
+        timeout_s: float,
+        auth: Optional[aiohttp.BasicAuth] = None,
+    ):
+        """`auth`: an agent login that sees the dialled tenant, for reading the transcript afterwards."""
         self.url = url
+        self.auth = auth
         self.to = to
         self.caller_id = caller_id
         self.out = out
@@ -157,9 +172,14 @@ class Caller:
         return {"call_sid": self.call_sid, "turns": self.turns, "hangup": self.state.hung_up, "transcript": transcript}
 
     async def _fetch_transcript(self, http: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        if self.auth is None:
+            return []  # the call API needs a login
         base = self.url.replace("ws://", "http://").replace("wss://", "https://").rsplit("/", 1)[0]
         for _ in range(20):  # the server finishes storing right after the socket closes
-            async with http.get(f"{base}/api/calls/{self.call_sid}") as resp:
+            async with http.get(f"{base}/api/calls/{self.call_sid}", auth=self.auth) as resp:
+                if resp.status in (401, 403, 429):
+                    self.emit("transcript_unavailable", status=resp.status)
+                    return []
                 if resp.status == 200:
                     data = await resp.json()
                     if data["call"]["ended_at"] is not None:
@@ -288,12 +308,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--barge-in", type=float, metavar="SECONDS", help="start each turn this long after the bot starts speaking")
     parser.add_argument("--settle", type=float, default=0.8, help="bot silence (s) that means it finished speaking")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--user", help="agent login for reading the transcript (password: IVR_PASSWORD or a prompt)")
     args = parser.parse_args(argv)
     steps = parse_steps(args.steps)
     for step in steps:
         if step.kind == "wav":
             read_wav(step.value)  # fail before dialling
-    caller = Caller(args.url, args.to, args.caller_id, sys.stdout, args.settle, args.timeout)
+    auth = None
+    if args.user:
+        password = os.environ.get("IVR_PASSWORD") or getpass.getpass(f"password of {args.user}: ")
+        auth = aiohttp.BasicAuth(args.user, password)
+    caller = Caller(args.url, args.to, args.caller_id, sys.stdout, args.settle, args.timeout, auth=auth)
     try:
         result = asyncio.run(caller.run(steps, args.barge_in))
     except aiohttp.ClientError as exc:
@@ -301,4 +326,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     if args.out:
         write_wav(args.out, bytes(caller.state.bot_pcm))
+    if auth is None:
+        print("ivr call: no --user, so the transcript was not fetched", file=sys.stderr)
+        return 0 if caller.state.bot_media_frames else 1
     return 0 if result["transcript"] else 1

@@ -1,4 +1,4 @@
-"""The `ivr` command: serve, call, train, check, test data, models."""
+"""The `ivr` command: serve, call, train, check, test data, models, agent logins."""
 
 from __future__ import annotations
 
@@ -217,6 +217,31 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agents(args: argparse.Namespace) -> int:
+    """`ivr agents hash-password`: the `password_hash:` line of an `agents:` entry in ivr.yml.
+
+    Asks twice on a terminal (a typo would lock the agent out); reads one line
+    from stdin otherwise, so provisioning scripts can pipe the password in
+    without it appearing in the process list.
+    """
+    import getpass
+
+    from ivr.agents.auth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("ivr agents hash-password: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("ivr agents hash-password: the password must not be empty", file=sys.stderr)
+        return 1
+    print(f'password_hash: "{hash_password(password)}"')
+    return 0
+
+
 def call_main(argv: list[str]) -> int:
     from ivr.caller import main
 
@@ -256,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("action", choices=["pull", "list"])
     models.add_argument("languages", nargs="*", help="languages (de, en) or model names; default: all")
     models.set_defaults(func=cmd_models)
+
+    agents = sub.add_parser("agents", help="agent logins: hash-password (for the agents: section of ivr.yml)")
+    agents.add_argument("action", choices=["hash-password"])
+    agents.set_defaults(func=cmd_agents)
 
     sub.add_parser("call", help="call the media stream endpoint with WAV files (see `ivr call --help`)", add_help=False)
     return parser

@@ -13,12 +13,15 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from ivr.audio.asr import Recognizer, VoskModels
 from ivr.audio.playback import PacingStats
 from ivr.audio.tts import Synthesizer, load_voice
 from ivr.dialog.rasa_client import RasaClient
 from ivr.models.catalogue import locate
+from ivr.queue.acd import Acd
+from ivr.queue.hold_music import hold_audio
 from ivr.settings import Settings
 from ivr.storage import Storage, open_storage
 
@@ -36,7 +39,12 @@ class Runtime:
     synthesizers: dict[Path, Synthesizer] = field(default_factory=dict)
     pacing: PacingStats = field(default_factory=PacingStats)
     active_calls: int = 0
+    acd: Optional[Acd] = None  # the agent queue; built from the settings when not given
     _located: dict[tuple[str, str], Path] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.acd is None:
+            self.acd = Acd(self.settings.queue, self.storage.log_event)
 
     @classmethod
     def create(cls, settings: Settings, dialog_url: str) -> "Runtime":
@@ -60,7 +68,9 @@ class Runtime:
         return self.synthesizers[path]
 
     def preload(self) -> None:
-        """Load every model the tenants need; raises ModelMissing naming the fix."""
+        """Load every model the tenants need (raises ModelMissing naming the fix) and the hold music."""
+        if self.settings.queue.hold_music:
+            hold_audio(self.settings.queue.hold_music, 16000)  # a bad file stops start-up, not the first waiting caller
         for number, tenant in self.settings.tenants.items():
             self.recognizer(tenant.language)
             self.synthesizer(self.settings.voice_for(tenant))

@@ -90,8 +90,21 @@ _TENANT = _obj(
         ),
         "faq": _nullable({"type": "object", "propertyNames": _KEY, "additionalProperties": _TEXT_PER_LANGUAGE}),
         "queues": _nullable({"type": "object", "propertyNames": _KEY, "additionalProperties": _STR}),
+        "handoff": {"enum": ["queue", "telephony"]},
     },
     ("company",),
+)
+
+_AGENT = _obj(
+    {
+        "username": {"type": "string", "pattern": r"^[a-z][a-z0-9_.-]{1,31}$"},
+        "name": _STR,
+        "password_hash": {"type": "string", "pattern": r"^scrypt\$"},
+        "role": {"enum": ["agent", "supervisor", "admin"]},
+        "tenants": {"type": "array", "items": _STR, "minItems": 1},
+        "skills": {"type": "array", "items": _STR},  # queue names, as the tenants' `queues` map them
+    },
+    ("username", "password_hash", "role", "tenants"),
 )
 
 SCHEMA: dict[str, Any] = _obj(
@@ -133,6 +146,20 @@ SCHEMA: dict[str, Any] = _obj(
                 "tts_cache_entries": {**_INT, "minimum": 0},
             }
         ),
+        "queue": _obj(
+            {
+                "handoff": {"enum": ["queue", "telephony"]},
+                "ring_timeout_s": _NUM,
+                "announce_every_s": _NUM,
+                "max_wait_s": _NUM,
+                "callback_offer_after_s": {"type": "number", "minimum": 0},
+                "default_handle_time_s": _NUM,
+                "wrap_up_s": {"type": "number", "minimum": 0},
+                "hold_music": {"type": ["string", "null"]},
+                "dispositions": {"type": "array", "items": _KEY, "minItems": 1},
+            }
+        ),
+        "agents": _nullable({"type": "array", "items": _AGENT}),
         "default_tenant": {"type": ["string", "null"]},
         "tenants": {
             "type": "object",
@@ -202,6 +229,45 @@ class TimeoutSettings:
 
 
 @dataclass(frozen=True)
+class QueueSettings:
+    """The agent queue (ACD): how long phones ring, what waiting callers hear, when they get a way out.
+
+    `handoff: telephony` hands calls back to the telephony side with the handoff
+    id instead (providers that transfer to their own ACD); a tenant can set it too.
+    German telecom law: the expected wait is announced when waiting starts, and
+    nobody waits longer than `max_wait_s` (a callback request is taken instead).
+    """
+
+    handoff: str = "queue"
+    ring_timeout_s: float = 15.0  # then the next agent; the one who did not answer is set to not-responding
+    announce_every_s: float = 45.0  # position and expected wait, between hold music
+    max_wait_s: float = 600.0
+    callback_offer_after_s: float = 120.0  # offer a callback when the expected wait is longer
+    default_handle_time_s: float = 180.0  # average handle time until calls of this run have completed
+    wrap_up_s: float = 0.0  # after-call work before the agent is offered calls again; 0 = until they finish it
+    hold_music: Optional[str] = None  # a WAV file; unset = a generated tone loop
+    dispositions: tuple[str, ...] = ("resolved", "follow_up", "callback_needed", "escalated", "wrong_number", "other")
+
+
+@dataclass(frozen=True)
+class AgentUser:
+    """A login of the agent desktop. Only the password's scrypt hash is stored (`ivr agents hash-password`)."""
+
+    username: str
+    password_hash: str
+    role: str  # agent | supervisor | admin
+    tenants: tuple[str, ...]  # tenant numbers this user may see; "*" = all
+    skills: tuple[str, ...] = ()  # queue names the agent takes calls from; empty = every queue of their tenants
+    name: str = ""
+
+    def sees(self, tenant: str) -> bool:
+        return "*" in self.tenants or tenant in self.tenants
+
+    def works(self, queue: str) -> bool:
+        return not self.skills or queue in self.skills
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """Model per language: a catalogue name (see voices/catalogue.yml) or a path."""
 
@@ -224,6 +290,8 @@ class Settings:
     barge_in: BargeInSettings = BargeInSettings()
     timeouts: TimeoutSettings = TimeoutSettings()
     models: ModelSettings = field(default_factory=ModelSettings)
+    queue: QueueSettings = QueueSettings()
+    agents: tuple[AgentUser, ...] = ()
     default_tenant: Optional[str] = None
 
     def tenant_for(self, dialled: Optional[str]) -> tuple[str, Tenant]:
@@ -239,6 +307,10 @@ class Settings:
         if self.default_tenant:
             return self.default_tenant, self.tenants[self.default_tenant]
         raise LookupError(f"no tenant for dialled number {dialled!r} and no default_tenant")
+
+    def handoff_mode(self, tenant: Tenant) -> str:
+        """`queue` (our ACD) or `telephony` (back to the caller's provider with the handoff id)."""
+        return tenant.handoff or self.queue.handoff
 
     def voice_for(self, tenant: Tenant) -> str:
         return tenant.voice or self.models.tts[tenant.language]
@@ -268,6 +340,21 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
     """Build settings from an already validated mapping (defaults fill the gaps)."""
     kwargs: dict[str, Any] = {name: cls(**(data.get(name) or {})) for name, cls in _SECTIONS.items()}
     kwargs["tenants"] = {number: tenant_from_dict(t) for number, t in data["tenants"].items()}
+    queue = dict(data.get("queue") or {})
+    if "dispositions" in queue:
+        queue["dispositions"] = tuple(queue["dispositions"])
+    kwargs["queue"] = QueueSettings(**queue)
+    kwargs["agents"] = tuple(
+        AgentUser(
+            username=a["username"],
+            password_hash=a["password_hash"],
+            role=a["role"],
+            tenants=tuple(a["tenants"]),
+            skills=tuple(a.get("skills") or ()),
+            name=a.get("name") or a["username"],
+        )
+        for a in data.get("agents") or ()
+    )
     kwargs["default_tenant"] = data.get("default_tenant")
     return Settings(**kwargs)
 
@@ -342,9 +429,40 @@ def validate(data: Any, source: Any = None, path: str = "settings") -> list[str]
         if isinstance(tenant, dict) and "language" not in broken:
             valid = {key: value for key, value in tenant.items() if key not in broken}
             problems += [_problem(path, source, ["tenants", number, *loc], msg) for loc, msg in tenant_problems(valid)]
+    problems += _agent_problems(data, source, path)
     if not problems and data.get("default_tenant") and data["default_tenant"] not in data["tenants"]:
         message = f"{data['default_tenant']!r} is not one of the tenants"
         problems.append(_problem(path, source, ["default_tenant"], message))
+    return problems
+
+
+def _agent_problems(data: dict[str, Any], source: Any, path: str) -> list[str]:
+    """Agents must name tenants that exist (or "*") and be unique."""
+    agents = data.get("agents")
+    tenants = data.get("tenants") if isinstance(data.get("tenants"), dict) else {}
+    problems: list[str] = []
+    seen: set[str] = set()
+    for i, agent in enumerate(agents if isinstance(agents, list) else ()):
+        if not isinstance(agent, dict):
+            continue
+        name = agent.get("username")
+        if name in seen:
+            problems.append(_problem(path, source, ["agents", i, "username"], f"{name!r} is listed twice"))
+        seen.add(name)
+        seen_tenants = agent.get("tenants") or ()
+        for j, tenant in enumerate(seen_tenants):
+            if tenant != "*" and tenant not in tenants:
+                message = f"{tenant!r} is not one of the tenants (or \"*\" for all)"
+                problems.append(_problem(path, source, ["agents", i, "tenants", j], message))
+        # A skill is a queue name; a typo would leave the agent waiting for calls that never come.
+        queues = {"default"}
+        for number, tenant in tenants.items():
+            if isinstance(tenant, dict) and ("*" in seen_tenants or number in seen_tenants):
+                queues.update(str(q) for q in (tenant.get("queues") or {}).values())
+        for j, skill in enumerate(agent.get("skills") or ()):
+            if skill not in queues:
+                message = f"{skill!r} is not a queue of the agent's tenants ({', '.join(sorted(queues))})"
+                problems.append(_problem(path, source, ["agents", i, "skills", j], message))
     return problems
 
 

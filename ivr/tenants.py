@@ -195,6 +195,7 @@ class Tenant:
     catalogue: tuple[Product, ...] = ()
     faq: dict[str, dict[str, str]] = field(default_factory=dict)  # topic → language → answer
     queues: dict[str, str] = field(default_factory=dict)  # purpose → queue name
+    handoff: Optional[str] = None  # queue | telephony; None = the center's `queue.handoff`
 
     def is_open(self, at: datetime) -> bool:
         if self.hours is None:
@@ -254,6 +255,7 @@ def tenant_from_dict(data: dict[str, Any]) -> Tenant:
         ),
         faq={topic: dict(answers) for topic, answers in (data.get("faq") or {}).items()},
         queues=dict(data.get("queues") or {}),
+        handoff=data.get("handoff"),
     )
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.agents import basic
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
@@ -162,7 +164,9 @@ def test_browser_call(ivr_server, browser) -> None:
     if hung_up:
         assert call["end_reason"] == "caller_hangup", dict(call)
 
-    with urllib.request.urlopen(f"{ivr_server.url}/api/calls/{call['call_id']}", timeout=10) as resp:
+    request = urllib.request.Request(f"{ivr_server.url}/api/calls/{call['call_id']}")
+    request.add_header("Authorization", basic().encode())
+    with urllib.request.urlopen(request, timeout=10) as resp:
         detail = json.load(resp)
     transcript = detail["transcript"]
     said = [(u["speaker"], u["text"]) for u in transcript]

@@ -8,10 +8,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def ivr(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def ivr(
+    *args: str, env: dict | None = None, timeout: float = 300, stdin: str | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "ivr.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-        env=dict(os.environ, **(env or {})),
+        env=dict(os.environ, **(env or {})), input=stdin,
     )  # fmt: skip
 
 
@@ -48,6 +50,19 @@ def test_call_refuses_a_broken_wav_before_dialling(tmp_path):
     broken.write_bytes(b"RIFF0000WAVEjunk")
     result = ivr("call", "--url", "ws://127.0.0.1:9/media", str(broken))
     assert result.returncode != 0 and f"{broken}: not a readable WAV file" in result.stderr
+
+
+def test_agents_hash_password_prints_a_line_for_ivr_yml_that_verifies():
+    from ivr.agents.auth import verify_password
+
+    result = ivr("agents", "hash-password", stdin="korrekt Pferd Batterie\n")
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith('password_hash: "scrypt$16384$8$1$') and "korrekt" not in result.stdout + result.stderr
+    stored = line.split('"')[1]
+    assert verify_password("korrekt Pferd Batterie", stored) and not verify_password("korrekt Pferd", stored)
+    empty = ivr("agents", "hash-password", stdin="\n")
+    assert empty.returncode == 1 and "must not be empty" in empty.stderr and not empty.stdout
 
 
 def test_check_reports_faq_topics_rasa_and_tenants_disagree_on(tmp_path):

@@ -15,12 +15,13 @@ import aiohttp
 import numpy as np
 
 from ivr.caller import Caller, parse_steps
+from tests.agents import basic
 from tests.conftest import start_ivr
 from tests.speech import silence, speech, write_wav
 
 
 def caller(server, to="+442071234567", settle=0.8, timeout=90.0) -> Caller:
-    return Caller(f"{server.ws_url}/media", to, "+4917012345", io.StringIO(), settle, timeout)
+    return Caller(f"{server.ws_url}/media", to, "+4917012345", io.StringIO(), settle, timeout, auth=basic())
 
 
 def energy(pcm: bytes) -> float:
@@ -50,8 +51,9 @@ async def test_a_whole_call(ivr_server, tmp_path):
     assert row[0] == "caller_hangup" and row[1] and row[2] == "+442071234567"
 
 
-async def test_dtmf_zero_hands_off_and_the_server_hangs_up(ivr_server):
-    call = caller(ivr_server, to="+4930123456")
+async def test_dtmf_zero_hands_back_to_telephony_with_the_handoff_id(ivr_server):
+    """A tenant whose provider has the agents (`handoff: telephony`): the stream ends, the package stays."""
+    call = caller(ivr_server, to="+4930888888")
     result = await call.run(parse_steps(["dtmf:0"]), None)
     assert result["hangup"] and "1000" in result["hangup"]
     texts = [(l["speaker"], l["text"]) for l in result["transcript"]]
@@ -61,7 +63,21 @@ async def test_dtmf_zero_hands_off_and_the_server_hangs_up(ivr_server):
     handoff = sqlite3.connect(ivr_server.db).execute("select reason, package from handoffs where call_id=?", (call.call_sid,)).fetchone()
     assert handoff[0] == "dtmf_agent"
     package = json.loads(handoff[1])
-    assert package["company"] == "Muster Versand GmbH" and package["transcript"][0]["speaker"] == "bot"
+    assert package["company"] == "Ohne Katalog AG" and package["transcript"][0]["speaker"] == "bot"
+    notes = [l for l in result["transcript"] if l["text"] == "[handoff]"]
+    assert notes and notes[0]["meta"]["handoff_id"]  # what the provider gets to fetch the package with
+
+
+async def test_dtmf_zero_with_no_agent_logged_in_takes_a_callback_request(ivr_server):
+    """Our own queue, nobody staffing it: the caller hears so and is called back, never left in silence."""
+    call = caller(ivr_server, to="+4930123456")
+    result = await call.run(parse_steps(["dtmf:0"]), None)
+    assert result["hangup"]
+    row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_sid,)).fetchone()
+    assert row == ("queue_callback:dtmf_agent",)
+    assert any("kein Mitarbeiter" in t for t in bot_lines(result))
+    callback = sqlite3.connect(ivr_server.db).execute("select number, reason from callbacks where call_id=?", (call.call_sid,)).fetchone()
+    assert callback == ("+4917012345", "dtmf_agent")
 
 
 def bot_lines(result) -> list[str]:
@@ -90,7 +106,7 @@ async def test_silence_gets_reprompts_then_a_person(ivr_server):
     call = caller(ivr_server, to="+4930123456", settle=0.5)
     result = await call.run(parse_steps(["wait:60"]), None)
     row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_sid,)).fetchone()
-    assert row == ("handoff:no_input",)
+    assert row == ("queue_callback:no_input",)  # nobody staffs the queue in this test
     no_inputs = [l for l in result["transcript"] if l["text"] == "[no input]"]
     assert len(no_inputs) == 3
 
@@ -156,7 +172,7 @@ async def test_dropped_connection_mid_prompt_is_cleaned_up_and_stored(ivr_server
                 if json.loads(msg.data)["event"] == "media":
                     break
         await asyncio.sleep(1.0)
-        async with http.get(f"{ivr_server.url}/api/calls/CAdrop1") as resp:
+        async with http.get(f"{ivr_server.url}/api/calls/CAdrop1", auth=basic()) as resp:
             stored = await resp.json()
         async with http.get(f"{ivr_server.url}/healthz") as resp:
             health = await resp.json()
@@ -175,6 +191,8 @@ async def test_dialog_engine_down_gives_a_clear_message(rasa_url, tmp_path):
         assert energy(bytes(call.state.bot_pcm)) > 300  # the apology was spoken
         texts = [l["text"] for l in result["transcript"]]
         assert any("technisches Problem" in t for t in texts) and "[dialog unavailable]" in texts
+        # Never a dead end: handed to the queue, and with nobody there a callback request is taken.
+        assert any("kein Mitarbeiter" in t for t in texts) and any("zurück" in t for t in texts)
     finally:
         dead.proc.terminate()
         dead.proc.wait(30)

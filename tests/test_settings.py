@@ -243,3 +243,56 @@ def test_tenant_checks_need_a_valid_language(tmp_path):
     head = 'tenants:\n  "+4930111":\n    company: Beispiel AG\n    language: fr\n'
     text = problems_of(tmp_path, "    faq:\n      returns: {de: Dreißig Tage.}\n", head=head)
     assert text == "ivr.yml:4: tenants.+4930111.language: 'fr' is not one of ['de', 'en']"
+
+
+def test_agents_and_queue_are_parsed_and_checked(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text(
+        "queue:\n"
+        "  ring_timeout_s: 0\n"  # line 2: must be > 0
+        "  handoff: pbx\n"  # line 3
+        "agents:\n"
+        "  - username: anna\n"
+        "    password_hash: plain\n"  # line 6: only scrypt hashes
+        "    role: agent\n"
+        '    tenants: ["+4930111", "+4999"]\n'  # line 8: +4999 is no tenant
+        "  - username: anna\n"  # line 9: twice
+        "    password_hash: scrypt$x\n"
+        "    role: boss\n"  # line 11
+        "    tenants: ['*']\n"
+        "    skills: [a-general, a-genral]\n"  # line 13: a typo
+        "tenants:\n"
+        '  "+4930111":\n'
+        "    company: A\n"
+        "    handoff: telephony\n"
+        "    queues: {default: a-general}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    text = str(err.value).replace(f"{path}:", "ivr.yml:")
+    assert "ivr.yml:2: queue.ring_timeout_s: 0 is less than or equal to the minimum of 0" in text
+    assert "ivr.yml:3: queue.handoff: 'pbx' is not one of ['queue', 'telephony']" in text
+    assert "ivr.yml:6: agents.0.password_hash: 'plain' does not match" in text
+    assert "ivr.yml:8: agents.0.tenants.1: '+4999' is not one of the tenants" in text
+    assert "ivr.yml:9: agents.1.username: 'anna' is listed twice" in text
+    assert "ivr.yml:11: agents.1.role: 'boss' is not one of ['agent', 'supervisor', 'admin']" in text
+    assert "ivr.yml:13: agents.1.skills.1: 'a-genral' is not a queue of the agent's tenants (a-general, default)" in text
+    assert "agents.1.skills.0" not in text
+
+
+def test_handoff_mode_per_tenant_overrides_the_center(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text(
+        "queue: {handoff: queue, dispositions: [done]}\n"
+        "agents:\n"
+        "  - {username: anna, password_hash: scrypt$x, role: agent, tenants: ['+4930111'], skills: [a-general]}\n"
+        "tenants:\n"
+        '  "+4930111": {company: A, handoff: telephony, queues: {default: a-general}}\n'
+        '  "+4930222": {company: B}\n'
+    )
+    settings = load_settings(path, env={})
+    assert settings.handoff_mode(settings.tenants["+4930111"]) == "telephony"
+    assert settings.handoff_mode(settings.tenants["+4930222"]) == "queue"
+    assert settings.queue.dispositions == ("done",)
+    anna = settings.agents[0]
+    assert anna.skills == ("a-general",) and anna.sees("+4930111") and not anna.sees("+4930222")

@@ -39,6 +39,7 @@ from ivr.storage import (
     OrderLine,
     SqlStorage,
     Utterance,
+    Wrapup,
 )
 from ivr.storage.migrations import HERE as MIGRATIONS
 from ivr.storage.seed import seed
@@ -408,6 +409,17 @@ async def test_handoff_package_round_trips_as_json(storage: SqlStorage):
     found = await storage.get_handoff("h-42")
     assert found == Handoff("h-42", "call-42", DE, "agent_requested", 1717398720.5, package)
     assert await storage.get_handoff("h-43") is None
+
+
+async def test_wrapups_are_kept_per_call_oldest_first(storage: SqlStorage):
+    first = Wrapup("call-7", DE, "anna", "follow_up", "Kundin ruft wegen Rücksendung zurück.", 200.0, "h-7")
+    second = Wrapup("call-7", DE, "ben", "resolved", "", 150.0)  # recorded later, but the call ended earlier for ben
+    other = Wrapup("call-8", UK, "carl", "wrong_number", "", 100.0)
+    for wrapup in (first, second, other):
+        await storage.save_wrapup(wrapup)
+    assert await storage.wrapups("call-7") == [second, first]
+    assert await storage.wrapups("call-8") == [other]
+    assert await storage.wrapups("call-9") == []
 
 
 async def test_event_log_is_in_time_order_and_filters(storage: SqlStorage):

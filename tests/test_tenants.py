@@ -4,7 +4,7 @@ Times are always passed in, so these tests name the exact moments they check
 (weekdays, public holidays, DST changes) instead of depending on the clock.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 

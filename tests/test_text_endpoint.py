@@ -5,6 +5,8 @@ import sqlite3
 import aiohttp
 import pytest
 
+from tests.agents import basic
+
 
 async def post(http, url, body):
     async with http.post(url, json=body) as resp:
@@ -51,6 +53,8 @@ async def test_asking_for_a_person_hands_off_and_is_stored(ivr_server):
         status, _ = await post(http, f"{ivr_server.url}/api/conversations/{cid}/messages", {"text": "hallo"})
         assert status == 404  # the conversation is over
         async with http.get(f"{ivr_server.url}/api/calls/{cid}") as resp:
+            assert resp.status == 401  # transcripts are personal data: only for logged-in agents
+        async with http.get(f"{ivr_server.url}/api/calls/{cid}", auth=basic("anna")) as resp:
             stored = await resp.json()
     assert stored["call"]["end_reason"] == "handoff" and stored["call"]["ended_at"]
     speakers = [(u["speaker"], u["intent"]) for u in stored["transcript"]]

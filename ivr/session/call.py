@@ -23,6 +23,7 @@ from ivr.runtime import Runtime
 from ivr.session.conversation import Conversation
 from ivr.session.frames import AudioIn, CallStart, CallStop, DtmfIn, InboundFrame, MarkAck
 from ivr.session.prompts import GRAMMARS
+from ivr.session.queue_leg import QueueLeg
 from ivr.storage import CallRecord
 
 log = logging.getLogger("ivr.session")
@@ -66,6 +67,7 @@ class CallSession:
         self._barged: Optional[dict[str, Any]] = None
         self._hangup_after: Optional[Prompt] = None
         self._handoff: Optional[asyncio.Task] = None  # storing the context package for the agent
+        self.queue_leg: Optional[QueueLeg] = None  # after a handoff to our own agent queue
         self._no_input: Optional[asyncio.TimerHandle] = None
         self._busy = 0  # turns in progress (ASR finalization or dialog)
         self._digits = ""  # keypad digits collected for a prompt that expects a number
@@ -104,6 +106,8 @@ class CallSession:
             return
         self.closed = True
         self._cancel_no_input()
+        if self.queue_leg is not None:
+            await self.queue_leg.close()
         if self._digit_timer is not None:
             self._digit_timer.cancel()
         self._max_call.cancel()
@@ -115,12 +119,14 @@ class CallSession:
             if task is not asyncio.current_task():
                 task.cancel()
         try:
+            if hangup:
+                # Before the slower bookkeeping: the transport ends the stream as soon as it sees
+                # the session closed, and the far end must still get the reason.
+                await self.sink.hangup(reason)
             await self.conversation.end(reason)
         finally:
             self.runtime.active_calls -= 1
             log.info("call.end", extra={"call_id": self.call_id, "reason": reason})
-            if hangup:
-                await self.sink.hangup(reason)
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
@@ -138,7 +144,10 @@ class CallSession:
     # ---- inbound audio -----------------------------------------------------
 
     async def _on_audio(self, pcm: bytes) -> None:
-        for frame in self.framer.push(self.resampler.process(pcm)):
+        pcm16k = self.resampler.process(pcm)
+        if self.queue_leg is not None:
+            await self.queue_leg.caller_audio(pcm16k)  # the agent hears the caller (16 kHz, as ASR does)
+        for frame in self.framer.push(pcm16k):
             for event in self.endpointer.process(frame):
                 if isinstance(event, SpeechStarted):
                     self._speech_started(event)
@@ -153,6 +162,11 @@ class CallSession:
                     self._ignoring = False
 
     def _speech_started(self, event: SpeechStarted) -> None:
+        if self.queue_leg is not None:
+            # Waiting or talking to an agent: transcribe, never cut hold music or announcements.
+            self._turn_started_wall = time.time() - len(event.audio) / 2 / ASR_RATE
+            self._asr_queue.put_nowait(event.audio)
+            return
         if self.player.speaking and not self.player.barge_in_allowed:
             self._ignoring = True
             return
@@ -193,7 +207,9 @@ class CallSession:
             partial = await self.recognizer.accept(b"".join(batch))
             if partial:
                 await self.sink.send_event({"type": "transcript", "speaker": "caller", "text": partial, "final": False})
-                if (
+                if self.queue_leg is not None:
+                    await self.queue_leg.caller_partial(partial)
+                elif (
                     self.player.speaking
                     and self.player.barge_in_allowed
                     and self.runtime.settings.barge_in.enabled
@@ -224,6 +240,11 @@ class CallSession:
             if self._barged:
                 meta["barge_in"], self._barged = self._barged, None
             started = self._turn_started_wall or time.time()
+            if self.queue_leg is not None:
+                # The dialog is over: the transcript goes on, for the record and the agent's screen.
+                await self.conversation.heard(result.text, started, time.time(), result.confidence, meta)
+                await self.queue_leg.caller_said(result.text, result.confidence)
+                return
             turn = await self.conversation.caller_said(result.text, started, time.time(), result.confidence, meta)
             dialog_done = time.monotonic()
             latency = {
@@ -242,6 +263,9 @@ class CallSession:
         """Keys go to the dialog one by one, except on a prompt that expects digits:
         those are collected until # or the inter-digit timeout."""
         self._cancel_no_input()
+        if self.queue_leg is not None:
+            await self.queue_leg.caller_dtmf(key)
+            return
         if self.player.speaking and self.player.barge_in_allowed:
             await self._barge_in(f"[dtmf {key}]")
         last = self.conversation.last_reply
@@ -274,7 +298,7 @@ class CallSession:
 
     def _arm_no_input(self) -> None:
         self._cancel_no_input()
-        if self.closed or self.player.speaking or self._busy or self.endpointer.in_speech:
+        if self.closed or self.queue_leg is not None or self.player.speaking or self._busy or self.endpointer.in_speech:
             return
         timeout = self.runtime.settings.timeouts.no_input_s
         self._no_input = asyncio.get_running_loop().call_later(timeout, lambda: self._spawn(self._fire_no_input()))
@@ -331,9 +355,17 @@ class CallSession:
 
     async def _end_after_reply(self, reply: BotReply) -> None:
         if reply.handoff:
-            # No agent queue in this process yet: hand the call back to the telephony side,
-            # which continues its own routing (e.g. the next TwiML verb after <Stream>).
             handoff_id = await self._handoff if self._handoff else None
+            if self.runtime.settings.handoff_mode(self.tenant) == "queue":
+                await self.conversation.note("[queue]", {"reason": reply.handoff.reason, "handoff_id": handoff_id, "queue": reply.handoff.queue})
+                self.recognizer.set_grammar(None)
+                self.queue_leg = QueueLeg(self, handoff_id, reply.handoff.reason, reply.handoff.queue)
+                # A task of its own: this runs in the player's or the reader's task, and waiting
+                # plays prompts that those tasks must deliver.
+                self._spawn(self.queue_leg.enter())
+                return
+            # The telephony side has the agents: hand the call back with the handoff id, and the
+            # provider continues its own routing (e.g. the next TwiML verb after <Stream>).
             await self.sink.send_event({"type": "handoff", "handoff_id": handoff_id, "reason": reply.handoff.reason})
             await self.conversation.note("[handoff]", {"reason": reply.handoff.reason, "handoff_id": handoff_id})
             await self.close(f"handoff:{reply.handoff.reason}", hangup=True)
@@ -341,6 +373,8 @@ class CallSession:
             await self.close("bot_hangup", hangup=True)
 
     async def _store_prompt(self, prompt: Prompt, heard: Optional[str] = None) -> None:
+        if prompt.meta.get("music"):
+            return  # hold music is not a line of the transcript
         stored: dict[str, Any] = {"barge_in_allowed": prompt.barge_in}
         latency = prompt.meta.get("latency")
         if latency and prompt.first_frame_at is not None:

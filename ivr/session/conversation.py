@@ -98,6 +98,12 @@ class Conversation:
         await self.event(events.INTENT, intent=turn.intent, confidence=turn.confidence)
         return turn
 
+    async def heard(
+        self, text: str, start: float, end: float, asr_confidence: Optional[float], meta: Optional[dict[str, Any]] = None
+    ) -> None:
+        """A caller line after the dialog handed over (in the queue, with an agent): stored, not sent to Rasa."""
+        await self._store("caller", text, start, end, asr_confidence, meta=meta)
+
     async def dtmf(self, keys: str) -> DialogTurn:
         """Keypad input, complete (a single key, or digits finished with # or the inter-digit timeout).
 
@@ -189,7 +195,9 @@ class Conversation:
             except DialogUnavailable as exc:
                 log.error("dialog.unavailable", extra={"call_id": self.call.call_id, "error": str(exc)})
                 await self.note("[dialog unavailable]", {"error": str(exc)})
-                reply = BotReply(text=TECHNICAL_PROBLEM[self.language], hangup=True, barge_in=False)
+                # Never a dead end: a person (or, with nobody there, a callback request) takes over.
+                handoff = Handoff("dialog_unavailable", self.tenant.queue_for("default"))
+                reply = BotReply(text=TECHNICAL_PROBLEM[self.language], handoff=handoff, barge_in=False)
                 return DialogTurn(reply=reply, intent=None)
         # What an agent gets if the call is handed over: the dialog state before the handoff reset it.
         if turn.active_loop or turn.requested_slot:

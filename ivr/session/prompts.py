@@ -8,8 +8,8 @@ prompt expects yes/no or digits.
 from __future__ import annotations
 
 TECHNICAL_PROBLEM = {
-    "de": "Entschuldigung, wir haben gerade ein technisches Problem. Bitte rufen Sie später noch einmal an. Auf Wiederhören.",
-    "en": "Sorry, we are having a technical problem right now. Please call again later. Goodbye.",
+    "de": "Entschuldigung, wir haben gerade ein technisches Problem. Ich verbinde Sie mit einem Mitarbeiter.",
+    "en": "Sorry, we are having a technical problem right now. I am putting you through to an agent.",
 }
 
 GRAMMARS = {

@@ -28,6 +28,7 @@ from ivr.storage.base import (
     Storage,
     Ticket,
     Utterance,
+    Wrapup,
 )
 from ivr.storage.sql import SqlStorage
 
@@ -59,6 +60,7 @@ __all__ = [
     "Storage",
     "Ticket",
     "Utterance",
+    "Wrapup",
     "SqlStorage",
     "open_storage",
 ]

@@ -3,11 +3,12 @@
 Call transcripts are append-only (call start/end, one row per utterance) so a
 backend can write each line as it happens: a crash mid-call loses nothing
 already said. Business records (customers, orders, tickets, callbacks,
-handoffs) and the flat call-event log live behind the same interface so that
-the IVR process and the Rasa action server share one database. Lookups take
-the tenant: one center serves several companies, and a caller of one must
-never reach another's data. Only handoffs (by their random id) and the event
-log (for center-wide KPIs) can also be read across tenants.
+handoffs, agents' wrap-ups) and the flat call-event log live behind the same
+interface so that the IVR process and the Rasa action server share one
+database. Lookups take the tenant: one center serves several companies, and a
+caller of one must never reach another's data. Only handoffs (by their random
+id), wrap-ups (by call id) and the event log (for center-wide KPIs) can also be
+read across tenants: the API checks the reader's tenants (ivr/agents/api.py).
 """
 
 from __future__ import annotations
@@ -152,6 +153,24 @@ class Handoff:
     package: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Wrapup:
+    """An agent's after-call work: how the call ended for the business and what to know about it.
+
+    `disposition` is one of the codes in `queue.dispositions` (checked by the
+    desktop, not here: old records keep codes that were later removed).
+    `handoff_id` links it to the context package the agent got, when there was one.
+    """
+
+    call_id: str
+    tenant: str
+    agent: str  # username
+    disposition: str
+    notes: str
+    created_at: float
+    handoff_id: Optional[str] = None
+
+
 # Event names of the call-event log. Queue events (ENTERQUEUE, CONNECT, ABANDON,
 # COMPLETE, TRANSFER, RINGNOANSWER) join these when the agent queue exists; the
 # log itself takes any name.
@@ -284,6 +303,14 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def get_handoff(self, handoff_id: str, tenant: Optional[str] = None) -> Optional[Handoff]:
         """The handoff by its (globally unique) id; with `tenant`, only if it belongs to that tenant."""
+
+    @abc.abstractmethod
+    async def save_wrapup(self, wrapup: Wrapup) -> None:
+        """Store an agent's wrap-up; a call may get several (e.g. after a transfer), none replaces another."""
+
+    @abc.abstractmethod
+    async def wrapups(self, call_id: str) -> list[Wrapup]:
+        """The call's wrap-ups, oldest first."""
 
     @abc.abstractmethod
     async def log_event(self, event: CallEvent) -> None: ...

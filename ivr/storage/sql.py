@@ -39,6 +39,7 @@ from ivr.storage.base import (
     Storage,
     Ticket,
     Utterance,
+    Wrapup,
 )
 
 metadata = sa.MetaData()
@@ -158,6 +159,21 @@ handoffs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("package", sa.JSON, nullable=False),
     sa.Index("ix_handoffs_call_id", "call_id"),
+)
+
+wrapups = sa.Table(
+    "wrapups",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("call_id", sa.String(64), nullable=False),
+    sa.Column("tenant", sa.String(32), nullable=False),
+    sa.Column("agent", sa.String(64), nullable=False),
+    sa.Column("disposition", sa.String(64), nullable=False),
+    sa.Column("notes", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("handoff_id", sa.String(64)),
+    sa.Index("ix_wrapups_call_id", "call_id", "created_at"),
+    sa.Index("ix_wrapups_tenant", "tenant", "created_at"),
 )
 
 call_events = sa.Table(
@@ -411,7 +427,7 @@ class SqlStorage(Storage):
         rows = await self._read(lambda conn: conn.execute(query).mappings().all())
         return [CallbackRequest(**row) for row in rows]
 
-    # Handoffs and the call-event log
+    # Handoffs, wrap-ups and the call-event log
 
     async def save_handoff(self, handoff: Handoff) -> None:
         await self._execute(handoffs.insert().values(**handoff.__dict__))
@@ -422,6 +438,14 @@ class SqlStorage(Storage):
             query = query.where(handoffs.c.tenant == tenant)
         row = await self._read(lambda conn: conn.execute(query).mappings().first())
         return Handoff(**row) if row else None
+
+    async def save_wrapup(self, wrapup: Wrapup) -> None:
+        await self._execute(wrapups.insert().values(**wrapup.__dict__))
+
+    async def wrapups(self, call_id: str) -> list[Wrapup]:
+        query = wrapups.select().where(wrapups.c.call_id == call_id).order_by(wrapups.c.created_at, wrapups.c.id)
+        rows = await self._read(lambda conn: conn.execute(query).mappings().all())
+        return [Wrapup(**{k: v for k, v in row.items() if k != "id"}) for row in rows]
 
     async def log_event(self, event: CallEvent) -> None:
         await self._execute(call_events.insert().values(**event.__dict__))

@@ -1,0 +1,1 @@
+"""The agent queue: automatic call distribution and what waiting callers hear."""

@@ -1,0 +1,238 @@
+"""The caller's side of a handed-off call: waiting in the agent queue, then talking to the agent.
+
+A `QueueLeg` is created by the call session when the dialog hands off and the
+tenant uses our own queue. It implements the ACD's `CallerLink`. While the
+caller waits it announces position and expected wait (at the start, as German
+telecom law requires, and then every `announce_every_s`), plays hold music,
+offers a callback when the wait is long, and never lets anybody wait forever:
+with nobody staffing the queue, after `max_wait_s`, or when the caller asks
+(key 1 or "call back") the call ends with a stored callback request, or a
+ticket when the caller's number is unknown. Once connected, caller audio goes
+to the agent and the agent's audio to the caller; the caller keeps being
+transcribed and the agent sees each line live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Optional
+
+from ivr.audio.codecs import Framer, StreamResampler, frame_bytes
+from ivr.audio.playback import Prompt
+from ivr.queue import announcements as say
+from ivr.queue import hold_music
+from ivr.queue.acd import Agent, QueuedCall
+from ivr.storage import base as events
+
+if TYPE_CHECKING:
+    from ivr.session.call import CallSession
+
+log = logging.getLogger("ivr.session.queue")
+
+AGENT_RATE = 16000  # what the desktop sends and receives
+CALLBACK_KEY = "1"
+# Callers the dialog flagged get served first: an urgent ticket, a failure of ours, an angry caller.
+PRIORITY_BY_REASON = {"urgent": 10, "dialog_unavailable": 5, "angry": 5}
+
+
+class QueueLeg:
+    def __init__(self, session: "CallSession", handoff_id: Optional[str], reason: str, queue: str):
+        self.session = session
+        self.runtime = session.runtime
+        self.acd = session.runtime.acd
+        self.settings = session.runtime.settings.queue
+        self.language = session.tenant.language
+        self.call_id = session.call_id
+        self.handoff_id = handoff_id
+        self.reason = reason
+        self.queue = queue
+        self.state = "new"  # waiting | connected | done
+        self.agent: Optional[str] = None
+        self.callback_offered = False
+        self.waiting_since = time.monotonic()
+        self._loop_task: Optional[asyncio.Task] = None
+        self._to_caller = StreamResampler(AGENT_RATE, session.sink.sample_rate)
+        self._framer = Framer(frame_bytes(session.sink.sample_rate))
+
+    @property
+    def connected(self) -> bool:
+        return self.state == "connected"
+
+    # ---- entering the queue -------------------------------------------------
+
+    async def enter(self) -> None:
+        tenant = self.session.tenant_number
+        if self.acd.staffed(tenant, self.queue) == 0:
+            await self.session.conversation.event("EXITEMPTY", queue=self.queue)
+            await self._take_callback(say.nobody_available(self.language))
+            return
+        stored = await self.runtime.storage.get_handoff(self.handoff_id) if self.handoff_id else None
+        call = QueuedCall(
+            call_id=self.call_id,
+            tenant=tenant,
+            queue=self.queue,
+            link=self,
+            priority=PRIORITY_BY_REASON.get(self.reason, 0),
+            handoff_id=self.handoff_id,
+            package=stored.package if stored else {},
+        )
+        self.state = "waiting"
+        await self.acd.enqueue(call)
+        log.info("queue.enter", extra={"call_id": self.call_id, "queue": self.queue})
+        if self.state == "waiting":  # an agent may have answered already
+            self._start_waiting(first=True)
+
+    def _start_waiting(self, first: bool, intro: Optional[str] = None) -> None:
+        self._stop_loop()
+        self._loop_task = asyncio.create_task(self._waiting(first, intro))
+
+    async def _waiting(self, first: bool, intro: Optional[str]) -> None:
+        """Announce, play hold music, repeat; leave with a callback when waiting gets too long."""
+        try:
+            announce = True
+            while self.state == "waiting":
+                if time.monotonic() - self.waiting_since >= self.settings.max_wait_s:
+                    await self.acd.leave(self.call_id, "EXITWITHTIMEOUT")
+                    await self._take_callback(say.waited_too_long(self.language))
+                    return
+                if announce:
+                    await self._say(self._announcement(first, intro))
+                    first, intro = False, None
+                if self.state != "waiting":
+                    return
+                await self._music(self.settings.announce_every_s)
+                announce = True
+        except asyncio.CancelledError:
+            pass
+
+    def _announcement(self, first: bool, intro: Optional[str]) -> str:
+        position = self.acd.position(self.call_id)
+        wait = self.acd.estimated_wait(self.call_id)
+        parts = [intro or (say.welcome(self.language) if first else "")]
+        parts.append(say.position_and_wait(position, wait, self.language))
+        if wait is not None and wait > self.settings.callback_offer_after_s:
+            self.callback_offered = True
+            parts.append(say.callback_offer(self.language))
+        return " ".join(p for p in parts if p)
+
+    # ---- the caller's input while queued ------------------------------------
+
+    async def caller_dtmf(self, key: str) -> None:
+        await self.session.conversation.note(f"[DTMF {key}]", {"dtmf": key, "queue": self.state})
+        if self.state == "waiting" and key == CALLBACK_KEY and self.callback_offered:
+            await self._callback_instead()
+
+    async def caller_said(self, text: str, confidence: Optional[float]) -> None:
+        if self.state == "waiting" and self.callback_offered and say.wants_callback(text):
+            await self._callback_instead()
+        elif self.connected:
+            line = {"type": "transcript", "speaker": "caller", "text": text, "final": True, "confidence": confidence, "at": time.time()}
+            await self.acd.caller_event(self.call_id, line)
+
+    async def caller_partial(self, text: str) -> None:
+        if self.connected:
+            await self.acd.caller_event(self.call_id, {"type": "transcript", "speaker": "caller", "text": text, "final": False})
+
+    async def caller_audio(self, pcm16k: bytes) -> None:
+        if self.connected:
+            await self.acd.caller_audio(self.call_id, pcm16k)
+
+    async def _callback_instead(self) -> None:
+        self.state = "done"
+        self._stop_loop()
+        await self.session.player.stop()
+        await self.acd.leave(self.call_id, "EXITWITHKEY", key=CALLBACK_KEY)
+        await self._take_callback(None)
+
+    async def _take_callback(self, lead: Optional[str]) -> None:
+        """Never drop a caller: a callback request to the caller's number, or a ticket without one."""
+        self.state = "done"
+        session = self.session
+        storage = self.runtime.storage
+        tenant = session.tenant_number
+        caller = session.start_frame.caller or ""
+        if sum(ch.isdigit() for ch in caller) >= 5:
+            request = await storage.add_callback(tenant, caller, self.reason, self.language, self.call_id)
+            await session.conversation.event(events.CALLBACK_REQUESTED, callback_id=request.id, reason=self.reason)
+            closing = say.callback_taken(caller, self.language)
+        else:
+            ticket = await storage.create_ticket(tenant, "other", f"Handoff ({self.reason}); no caller number", None,
+                                                 "normal", call_id=self.call_id, caller=None)  # fmt: skip
+            await session.conversation.event(events.TICKET_CREATED, ticket_number=ticket.ticket_number, category="other")
+            closing = say.ticket_taken(ticket.ticket_number, self.language)
+        await self._say(" ".join(p for p in (lead, closing) if p))
+        await session.close(f"queue_callback:{self.reason}", hangup=True)
+
+    # ---- CallerLink: what the ACD and the agent do ----------------------------
+
+    async def agent_connected(self, agent: Agent) -> None:
+        self.state = "connected"
+        self.agent = agent.username
+        self._stop_loop()
+        await self.session.player.stop()
+        await self.session.conversation.note("[connected to agent]", {"agent": agent.username, "queue": self.queue})
+        await self.session.sink.send_event({"type": "agent", "state": "connected"})
+
+    async def agent_audio(self, pcm16k: bytes) -> None:
+        if not self.connected or self.session.closed:
+            return
+        for frame in self._framer.push(self._to_caller.process(pcm16k)):
+            await self.session.sink.send_audio(frame)
+
+    async def hold(self, on: bool) -> None:
+        if on:
+            self._loop_task = asyncio.create_task(self._music(self.settings.max_wait_s))
+        else:
+            self._stop_loop()
+            await self.session.player.stop()
+
+    async def agent_hung_up(self) -> None:
+        self.state = "done"
+        await self.session.close("agent_hangup", hangup=True)
+
+    async def requeued(self, reason: str) -> None:
+        """Called by the ACD under its lock: start waiting again in a task, never call back into it here."""
+        self.state = "waiting"
+        self.agent = None
+        self.waiting_since = time.monotonic()
+        if reason.startswith("transfer:"):
+            self.queue = reason.split(":", 1)[1]
+            intro = say.transferring(self.language)
+        else:
+            intro = say.reconnecting(self.language)
+        asyncio.get_running_loop().call_soon(lambda: self._start_waiting(first=False, intro=intro))
+
+    # ---- the end --------------------------------------------------------------
+
+    async def close(self) -> None:
+        """The call ends (caller hung up, max duration): leave the queue, or complete the agent call."""
+        self._stop_loop()
+        if self.state in ("waiting", "connected"):
+            self.state = "done"
+            await self.acd.leave(self.call_id, "ABANDON")
+
+    # ---- audio out -------------------------------------------------------------
+
+    async def _say(self, text: str) -> None:
+        session = self.session
+        audio = session.synthesizer.stream(text, session.sink.sample_rate)
+        prompt = session.player.play(text, audio, True, {"queue": True})
+        await session.sink.send_event({"type": "transcript", "speaker": "bot", "text": text, "final": True})
+        await self._until_played(prompt)
+
+    async def _music(self, seconds: float) -> None:
+        session = self.session
+        audio = hold_music.play(self.settings.hold_music, session.sink.sample_rate, seconds)
+        await self._until_played(session.player.play(hold_music.LABEL, audio, True, {"music": True}))
+
+    @staticmethod
+    async def _until_played(prompt: Prompt) -> None:
+        await prompt.done.wait()
+
+    def _stop_loop(self) -> None:
+        task = self._loop_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self._loop_task = None
