@@ -16,6 +16,7 @@ from ivr.transports.twilio import TwilioSerializer
 from ivr.transports.websocket import media_socket
 
 RUNTIME = web.AppKey("runtime", Runtime)
+WEB_SCRIPTS = frozenset({"pcm16.js"})
 
 
 def make_app(runtime: Runtime) -> web.Application:
@@ -33,6 +34,14 @@ def make_app(runtime: Runtime) -> web.Application:
     async def phone_page(request: web.Request) -> web.Response:
         page = resources.files("ivr.web").joinpath("phone.html").read_text(encoding="utf-8")
         return web.Response(text=page, content_type="text/html")
+
+    async def web_script(request: web.Request) -> web.Response:
+        """Scripts the pages share (pcm16.js is also their AudioWorklet module)."""
+        name = request.match_info["name"]
+        if name not in WEB_SCRIPTS:
+            raise web.HTTPNotFound()
+        script = resources.files("ivr.web").joinpath(name).read_text(encoding="utf-8")
+        return web.Response(text=script, content_type="application/javascript")
 
     async def tenants(request: web.Request) -> web.Response:
         listing = [
@@ -60,6 +69,7 @@ def make_app(runtime: Runtime) -> web.Application:
             web.get("/phone/ws", browser_media),
             web.get("/", phone_page),
             web.get("/phone", phone_page),
+            web.get("/web/{name}", web_script),
             web.get("/api/tenants", tenants),
             web.get("/healthz", health),
             *text.routes(runtime),

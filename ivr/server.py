@@ -99,8 +99,9 @@ async def serve_forever(settings: Settings, project_root: Path, settings_file: P
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-        print(f"IVR ready: http://{settings.server.host}:{server.port}/phone (browser phone), "
-              f"ws://{settings.server.host}:{server.port}/media (Media Streams)", flush=True)
+        base = f"{settings.server.host}:{server.port}"
+        print(f"IVR ready: http://{base}/phone (browser phone), ws://{base}/media (Media Streams), "
+              f"http://{base}/agent (agent desktop)", flush=True)
         await stop.wait()
     finally:
         await server.stop()

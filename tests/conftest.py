@@ -153,3 +153,20 @@ def ivr_server(rasa_url: str, dialog_db: str, tmp_path_factory: pytest.TempPathF
     finally:
         server.proc.terminate()
         server.proc.wait(30)
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path):
+    """A Runtime on the test settings and a fresh SQLite file, for app-level tests without Rasa or speech models.
+
+    The dialog client points at the discard port (every turn fails), models load only when a call asks.
+    """
+    from ivr.dialog.rasa_client import RasaClient
+    from ivr.runtime import Runtime
+    from ivr.settings import load_settings
+    from ivr.storage import open_storage
+
+    runtime = Runtime(load_settings(TEST_SETTINGS, env={}), open_storage(f"sqlite:///{tmp_path / 'ivr.db'}"),
+                      RasaClient("http://127.0.0.1:9", 1))  # fmt: skip
+    yield runtime
+    await runtime.close()

@@ -27,10 +27,8 @@ from ivr.agents.auth import (
     verify_password,
 )
 from ivr.app import make_app
-from ivr.dialog.rasa_client import RasaClient
 from ivr.runtime import Runtime
-from ivr.settings import load_settings
-from ivr.storage import CallRecord, Handoff, Utterance, Wrapup, open_storage
+from ivr.storage import CallRecord, Handoff, Utterance, Wrapup
 from tests.agents import DE, PASSWORDS, UK, basic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,14 +41,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def runtime(tmp_path: Path):
-    settings = load_settings(ROOT / "tests" / "data" / "ivr.test.yml", env={})
-    runtime = Runtime(settings, open_storage(f"sqlite:///{tmp_path / 'ivr.db'}"), RasaClient("http://127.0.0.1:9", 1))
-    yield runtime
-    await runtime.close()
 
 
 async def supervisors_only(request: web.Request) -> web.Response:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import sqlite3
 import threading
 import time
@@ -27,19 +26,12 @@ import aiohttp
 import numpy as np
 import pytest
 
+from tests import chromium
 from tests.agents import PASSWORDS
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = chromium.REQUIRED
 
-pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium chromium-driver)"),
-    pytest.mark.skipif(CHROMEDRIVER is None, reason="no chromedriver on PATH (apt-get install chromium-driver)"),
-]
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -208,19 +200,7 @@ def browsers(agent_mic: Path, tmp_path: Path):
     drivers: list[Any] = []
 
     def open_desktop(username: str, url: str):
-        options = Options()
-        options.binary_location = CHROMIUM
-        for arg in (
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={agent_mic}", "--autoplay-policy=no-user-gesture-required",
-            f"--user-data-dir={tmp_path / f'profile-{username}'}", "--window-size=1300,1000",
-        ):  # fmt: skip
-            options.add_argument(arg)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-        driver.set_page_load_timeout(30)
+        driver = chromium.start(agent_mic, tmp_path / f"profile-{username}", window="1300,1000")
         drivers.append(driver)
         driver.get(f"{url}/agent")
         WebDriverWait(driver, 15).until(lambda d: d.find_element(By.ID, "username").is_displayed())
@@ -232,15 +212,7 @@ def browsers(agent_mic: Path, tmp_path: Path):
 
     yield open_desktop
     for driver in drivers:
-        try:
-            for entry in driver.get_log("browser"):
-                print("browser:", entry.get("level"), entry.get("message"))
-        except Exception:
-            pass
-        try:
-            driver.quit()
-        except Exception:
-            pass
+        chromium.stop(driver)
 
 
 def body(driver, name: str) -> Optional[str]:

@@ -18,11 +18,8 @@ import pytest
 from ivr.agents.desktop import CLOSE_REPLACED, MAX_NOTES
 from ivr.agents.summary import summarize
 from ivr.app import make_app
-from ivr.dialog.rasa_client import RasaClient
 from ivr.queue.acd import QueuedCall
 from ivr.runtime import Runtime
-from ivr.settings import load_settings
-from ivr.storage import open_storage
 from tests.agents import DE, PASSWORDS, UK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,14 +50,6 @@ class FakeCaller:
 
     async def requeued(self, reason: str) -> None:
         self.requeued_for.append(reason)
-
-
-@pytest.fixture
-async def runtime(tmp_path: Path):
-    settings = load_settings(ROOT / "tests" / "data" / "ivr.test.yml", env={})
-    runtime = Runtime(settings, open_storage(f"sqlite:///{tmp_path / 'ivr.db'}"), RasaClient("http://127.0.0.1:9", 1))
-    yield runtime
-    await runtime.close()
 
 
 @pytest.fixture
@@ -143,7 +132,7 @@ async def next_json(ws, type_: Optional[str] = None, timeout: float = TIMEOUT) -
 
 
 async def next_state(ws, state: str) -> None:
-    while (msg := await next_json(ws, "state"))["state"] != state:
+    while (await next_json(ws, "state"))["state"] != state:
         pass
 
 

@@ -9,7 +9,6 @@ The stored call (SQLite) must then hold both sides and be ended by the hang-up.
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import time
 import urllib.request
@@ -18,19 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tests import chromium
 from tests.agents import basic
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = chromium.REQUIRED
 
-pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium chromium-driver)"),
-    pytest.mark.skipif(CHROMEDRIVER is None, reason="no chromedriver on PATH (apt-get install chromium-driver)"),
-]
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -73,28 +65,11 @@ def fake_mic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def browser(fake_mic: Path, tmp_path: Path):
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={fake_mic}", "--autoplay-policy=no-user-gesture-required",
-        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900",
-    ):  # fmt: skip
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
+    driver = chromium.start(fake_mic, tmp_path / "profile")
     try:
         yield driver
     finally:
-        try:
-            for entry in driver.get_log("browser"):
-                print("browser:", entry.get("level"), entry.get("message"))
-        except Exception:
-            pass
-        driver.quit()
+        chromium.stop(driver)
 
 
 def _lines(driver) -> list[list[str]]:

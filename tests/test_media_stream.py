@@ -64,6 +64,7 @@ async def test_dtmf_zero_hands_back_to_telephony_with_the_handoff_id(ivr_server)
     assert handoff[0] == "dtmf_agent"
     package = json.loads(handoff[1])
     assert package["company"] == "Ohne Katalog AG" and package["transcript"][0]["speaker"] == "bot"
+    assert [i["intent"] for i in package["intents"]] == ["request_human"]  # keys count as intents too
     notes = [l for l in result["transcript"] if l["text"] == "[handoff]"]
     assert notes and notes[0]["meta"]["handoff_id"]  # what the provider gets to fetch the package with
 

@@ -229,10 +229,11 @@ async def test_caller_hanging_up_while_waiting_is_an_abandon(runtime):
     await offered.wait_for("offer")
     await runtime.acd.decline(other, session.call_id)  # nobody else may take it: the caller waits
     await until(lambda: any("Reihe" in t or "Position" in t for t in sink.bot_texts()))
+    await asyncio.sleep(0.5)
     await session.handle(CallStop("caller_hangup"))
     events = await runtime.storage.events(call_id=session.call_id)
     abandon = [e for e in events if e.event == "ABANDON"]
-    assert len(abandon) == 1 and abandon[0].data["position"] == 1 and abandon[0].data["waittime"] > 0
+    assert len(abandon) == 1 and abandon[0].data["position"] == 1 and abandon[0].data["waittime"] >= 0.5
     assert session.call_id not in runtime.acd.calls
 
 

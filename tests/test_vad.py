@@ -31,9 +31,11 @@ def test_turn_starts_with_preroll_and_ends_after_hangover():
 
 
 def test_longer_hangover_ends_later():
-    pcm = silence(0.5) + speech("Hello, I need help.") + silence(2.0)
+    # No comma, and hangovers longer than a pause between words: Piper's timing varies from run to
+    # run, and a 200 ms hangover could end the turn inside the sentence.
+    pcm = silence(0.5) + speech("Hello I need help") + silence(2.0)
     ends = []
-    for hangover in (200, 800):
+    for hangover in (400, 1000):
         events = run(Endpointer(VadSettings(hangover_ms=hangover)), pcm)
         ends.append(next(e for e in events if isinstance(e, SpeechEnded)).stream_ms)
     assert 500 <= ends[1] - ends[0] <= 700

@@ -60,6 +60,7 @@ class CallSession:
         self.framer = Framer(frame_bytes(ASR_RATE))
         self.player = Player(sink, self._prompt_finished, runtime.pacing)
         self.closed = False
+        self.finished = asyncio.Event()  # set when close() has done everything, the hang-up message included
         self._asr_queue: asyncio.Queue[Any] = asyncio.Queue()
         self._asr_task = asyncio.create_task(self._asr_worker())
         self._ignoring = False  # the current utterance started during a prompt that forbids barge-in
@@ -126,6 +127,7 @@ class CallSession:
             await self.conversation.end(reason)
         finally:
             self.runtime.active_calls -= 1
+            self.finished.set()
             log.info("call.end", extra={"call_id": self.call_id, "reason": reason})
 
     def _spawn(self, coro) -> asyncio.Task:

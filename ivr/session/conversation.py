@@ -114,7 +114,12 @@ class Conversation:
         """
         self.no_input_count = 0
         now = time.time()
-        await self._store("caller", f"[DTMF {keys}]", now, now, meta={"dtmf": keys})
+        turn = await self._keys_turn(keys)
+        # Stored with what the keys meant, so the intent history an agent gets shows them too.
+        await self._store("caller", f"[DTMF {keys}]", now, now, None, turn.intent, turn.confidence, {"dtmf": keys})
+        return turn
+
+    async def _keys_turn(self, keys: str) -> DialogTurn:
         expected = self.last_reply.expect if self.last_reply else None
         if keys == DTMF_REPEAT and self.last_reply is not None:
             return DialogTurn(reply=self.last_reply, intent="repeat")

@@ -101,6 +101,9 @@ async def media_socket(request: web.Request, runtime: Runtime, make_serializer: 
                 elif session is not None:
                     await session.handle(frame)
                     if session.closed:
+                        # Closed here or by another task (an agent hung up): let it finish, so the
+                        # hang-up message goes out before this handler ends the socket.
+                        await session.finished.wait()
                         end_reason = "closed"
                         break
             except ProtocolError as exc:
