@@ -270,3 +270,25 @@ async def test_nobody_waits_longer_than_max_wait(runtime):
     assert await asyncio.wait_for(sink.hung_up, 60) == "queue_callback:dialog_unavailable"
     names = await event_names(runtime, session.call_id)
     assert "EXITWITHTIMEOUT" in names and "CALLBACK_REQUESTED" in names
+
+
+async def test_the_caller_keeps_being_transcribed_for_the_agent(runtime):
+    from tests.speech import silence, speech
+
+    desk = Desk()
+    agent = await runtime.acd.login(agent_user(), desk)
+    await runtime.acd.set_state(agent, AgentState.AVAILABLE)
+    session, _ = await start_call(runtime)
+    await desk.wait_for("offer")
+    await runtime.acd.accept(agent, session.call_id)
+    pcm = silence(0.3) + speech("I would like to change my delivery address please") + silence(1.0)
+    for i in range(0, len(pcm), 640):  # 20 ms frames, as a transport delivers them
+        await session.handle(AudioIn(pcm[i : i + 640]))
+    await until(lambda: any(m["type"] == "transcript" and m["final"] for m in desk.messages))
+    final = next(m for m in desk.messages if m["type"] == "transcript" and m["final"])
+    # The model here is Korean: English speech comes out as some words, never as nothing.
+    assert final["speaker"] == "caller" and final["text"].strip() and 0 < final["confidence"] <= 1
+    lines = await runtime.storage.transcript(session.call_id)
+    stored = [u for u in lines if u.speaker == "caller" and u.text == final["text"]]
+    assert stored and stored[0].intent is None  # kept for the record, not sent to the dialog
+    await session.close("caller_hangup")
