@@ -15,7 +15,9 @@ from typing import Optional
 from ivr.dialog.numbers import spoken_digits
 
 # Words that ask for a callback instead of waiting (the recognizer's text, lower case).
-_CALLBACK_WORDS = re.compile(r"\b(rückruf\w*|zurückruf\w*|zurückgerufen|zurück rufen|callback|call me back|call back|ring me back)\b")
+_CALLBACK_WORDS = re.compile(
+    r"\b(rückruf\w*|zurückruf\w*|zurückgerufen|ruf\w* .*\bzurück|callback|call me back|call back|ring me back)\b"
+)  # "rufen Sie mich zurück": German splits the verb
 
 
 def wait_phrase(seconds: float, language: str) -> str:
