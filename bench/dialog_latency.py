@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from ivr.dialog.project import latest_model  # noqa: E402
 from ivr.dialog.rasa_client import RasaClient  # noqa: E402
 from ivr.dialog.supervisor import actions_command, actions_env, rasa_command  # noqa: E402
+from ivr.localhost import wait_http  # noqa: E402
 
 MESSAGES = [
     "wann haben sie geöffnet",
@@ -49,18 +49,12 @@ ACTIONS_PORT = 5898
 
 def start_actions() -> subprocess.Popen:
     """The action server on the test tenants; FAQ answers and forms need it in both variants."""
-    db = Path(tempfile.mkdtemp(prefix="bench-actions-")) / "ivr.db"
-    env = dict(os.environ, **actions_env(ROOT / "tests" / "data" / "ivr.test.yml", f"sqlite:///{db}"))
-    proc = subprocess.Popen(actions_command(ACTIONS_PORT), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ACTIONS_PORT}/health", timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("the action server did not start")
+    work = Path(tempfile.mkdtemp(prefix="bench-actions-"))
+    env = dict(os.environ, **actions_env(ROOT / "tests" / "data" / "ivr.test.yml", f"sqlite:///{work / 'ivr.db'}"))
+    with (work / "actions.log").open("w") as log:
+        proc = subprocess.Popen(actions_command(ACTIONS_PORT), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_http(f"http://127.0.0.1:{ACTIONS_PORT}/health", proc, 120, work / "actions.log")
+    return proc
 
 
 def pct(values: list[float], q: float) -> float:

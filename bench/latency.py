@@ -28,7 +28,6 @@ import platform
 import random
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from ivr.caller import Caller, parse_steps  # noqa: E402
+from ivr.localhost import free_port, wait_http  # noqa: E402
 from tests.agents import basic  # noqa: E402  (the test login that sees the English tenant)
 
 TEST_SETTINGS = ROOT / "tests" / "data" / "ivr.test.yml"
@@ -74,27 +74,6 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # ---- processes ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}; log:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"{url} not ready after {timeout}s; log:\n{log.read_text()[-3000:]}")
 
 
 def stop(proc: Optional[subprocess.Popen]) -> None:

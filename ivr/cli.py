@@ -106,6 +106,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     from ivr.conversation_tests import main_sync
     from ivr.dialog.project import RasaProject, latest_model
+    from ivr.localhost import free_port
     from ivr.logs import setup_logging
     from ivr.server import Server, model_is_stale
     from ivr.settings import DialogSettings, ServerSettings, StorageSettings
@@ -137,7 +138,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         settings,
         server=ServerSettings("127.0.0.1", 0),
         storage=StorageSettings(db_url),
-        dialog=DialogSettings(model_dir=settings.dialog.model_dir, port=_free_port(), actions_port=_free_port()),
+        dialog=DialogSettings(model_dir=settings.dialog.model_dir, port=free_port(), actions_port=free_port()),
     )
 
     async def run() -> Server:
@@ -160,14 +161,6 @@ def cmd_test(args: argparse.Namespace) -> int:
     finally:
         loop.run_until_complete(server.stop())
         loop.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def faq_topic_problems(project) -> list[str]:

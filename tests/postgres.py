@@ -12,7 +12,6 @@ import itertools
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -22,6 +21,8 @@ from typing import Iterator, Optional
 
 import pytest
 import sqlalchemy as sa
+
+from ivr.localhost import free_port
 
 NOT_INSTALLED = "PostgreSQL server binaries not installed (apt-get install postgresql)"
 SUPERUSER = "postgres"
@@ -46,12 +47,6 @@ def bin_dir_or_skip() -> Path:
             pytest.fail(NOT_INSTALLED)
         pytest.skip(NOT_INSTALLED)
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -92,7 +87,7 @@ def postgres_server(bin_dir: Path) -> Iterator[PostgresServer]:
             server_log = log.read_text(errors="replace")[-3000:] if log.exists() else ""
             raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}{done.stderr}{server_log}")
 
-    port = _free_port()
+    port = free_port()
     options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={work} -c fsync=off"
     try:
         initdb = ("-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync")
