@@ -263,11 +263,24 @@ def events_of(db: Path, call_id: str) -> list[tuple[str, dict[str, Any]]]:
 # ---- the tests ----------------------------------------------------------------------------
 
 
+def until_played(caller: PhoneCaller, what: str) -> None:
+    """Wait for a bot line containing `what`, and for every prompt so far to have played (marks echoed)."""
+    caller.wait(lambda: any(what in t for t in caller.bot_lines()), 30, f"a bot line with {what!r}")
+    caller.wait(lambda: caller.marks_acked >= len(caller.bot_lines()), 30, "the prompts to play")
+
+
 def test_a_handed_off_caller_talks_to_an_agent_in_the_browser(ivr_server, browsers) -> None:
     anna = browsers("anna", ivr_server.url)
     set_status(anna, "available")
     with PhoneCaller(ivr_server.ws_url) as caller:
-        ask_for_a_person(caller)
+        # First the bot does something (an order status by keypad), so the agent gets collected data.
+        until_played(caller, COMPANY)
+        caller.dtmf("2")
+        until_played(caller, "Bestellnummer")
+        for key in "271828#":
+            caller.dtmf(key)
+        until_played(caller, "unterwegs")
+        caller.dtmf("0")
         until_state(anna, "ringing", 30)
         call_id = body(anna, "call")
         assert call_id and call_id.startswith("web-")
@@ -278,7 +291,9 @@ def test_a_handed_off_caller_talks_to_an_agent_in_the_browser(ivr_server, browse
         assert "dtmf_agent" in text(anna, "reason")
         assert text(anna, "summary").startswith("Pressed 0 for a person")
         transcript = text(anna, "transcript")
-        assert COMPANY in transcript and "[DTMF 0]" in transcript, transcript
+        assert COMPANY in transcript and "[DTMF 271828#]" in transcript and "[DTMF 0]" in transcript, transcript
+        assert "271828" in text(anna, "slots")  # what the bot collected
+        assert "request_human" in text(anna, "intents")
         assert text(anna, "countdown").endswith("s")
         anna.save_screenshot("/tmp/agent-offer.png")
 

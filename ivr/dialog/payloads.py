@@ -65,6 +65,7 @@ class DialogTurn:
     confidence: Optional[float] = None
     entities: list[dict[str, Any]] = field(default_factory=list)
     slots: dict[str, Any] = field(default_factory=dict)
+    collected: dict[str, Any] = field(default_factory=dict)  # set during this turn, even if reset by its end
     active_loop: Optional[str] = None
     requested_slot: Optional[str] = None
     latency_s: float = 0.0
@@ -78,6 +79,7 @@ class DialogTurn:
             confidence=intent.get("confidence"),
             entities=list(data.get("entities") or []),
             slots=dict(data.get("slots") or {}),
+            collected=dict(data.get("collected") or {}),
             active_loop=data.get("active_loop"),
             requested_slot=(data.get("slots") or {}).get("requested_slot"),
             latency_s=latency_s,

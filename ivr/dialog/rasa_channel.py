@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Dict, Text
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
-from rasa.shared.core.events import SlotSet, UserUttered
+from rasa.shared.core.events import Event, SlotSet, UserUttered
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -68,6 +68,7 @@ class IvrInput(InputChannel):
                     "intent": latest.intent if latest else None,
                     "entities": latest.entities if latest else [],
                     "slots": tracker.current_slot_values(),
+                    "collected": collected_this_turn(tracker.events),
                     "active_loop": tracker.active_loop_name,
                 }
             )
@@ -85,3 +86,17 @@ class IvrInput(InputChannel):
             return response.json({"status": "ok"})
 
         return hook
+
+
+def collected_this_turn(events: Any) -> Dict[Text, Any]:
+    """Slot values set since the caller's last message, even if a form reset them again in the same turn.
+
+    A form that completes clears its slots before the turn ends, so the final
+    slot values would never show an agent the order number the bot just looked up.
+    """
+    turn: list[Event] = []
+    for event in reversed(list(events)):
+        if isinstance(event, UserUttered):
+            break
+        turn.append(event)
+    return {e.key: e.value for e in reversed(turn) if isinstance(e, SlotSet) and e.value is not None}

@@ -207,7 +207,7 @@ class Conversation:
         # What an agent gets if the call is handed over: the dialog state before the handoff reset it.
         if turn.active_loop or turn.requested_slot:
             self.last_form, self.last_requested_slot = turn.active_loop, turn.requested_slot
-        self.last_slots = {**self.last_slots, **{k: v for k, v in turn.slots.items() if v is not None}}
+        self.last_slots = {**self.last_slots, **turn.collected, **{k: v for k, v in turn.slots.items() if v is not None}}
         if turn.reply.repeat_last and self.last_reply is not None:
             turn = replace(turn, reply=self.last_reply)
         elif turn.reply.text:
