@@ -20,7 +20,6 @@ import time
 from typing import TYPE_CHECKING, Optional
 
 from ivr.audio.codecs import Framer, StreamResampler, frame_bytes
-from ivr.audio.playback import Prompt
 from ivr.queue import announcements as say
 from ivr.queue import hold_music
 from ivr.queue.acd import Agent, QueuedCall
@@ -140,7 +139,7 @@ class QueueLeg:
             await self.acd.caller_audio(self.call_id, pcm16k)
 
     async def _callback_instead(self) -> None:
-        self.state = "done"
+        self.state = "done"  # at once: a second key 1 while the music stops must not leave the queue twice
         self._stop_loop()
         await self.session.player.stop()
         await self.acd.leave(self.call_id, "EXITWITHKEY", key=CALLBACK_KEY)
@@ -220,16 +219,12 @@ class QueueLeg:
         audio = session.synthesizer.stream(text, session.sink.sample_rate)
         prompt = session.player.play(text, audio, True, {"queue": True})
         await session.sink.send_event({"type": "transcript", "speaker": "bot", "text": text, "final": True})
-        await self._until_played(prompt)
+        await prompt.done.wait()
 
     async def _music(self, seconds: float) -> None:
         session = self.session
         audio = hold_music.play(self.settings.hold_music, session.sink.sample_rate, seconds)
-        await self._until_played(session.player.play(hold_music.LABEL, audio, True, {"music": True}))
-
-    @staticmethod
-    async def _until_played(prompt: Prompt) -> None:
-        await prompt.done.wait()
+        await session.player.play(hold_music.LABEL, audio, True, {"music": True}).done.wait()
 
     def _stop_loop(self) -> None:
         task = self._loop_task
