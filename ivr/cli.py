@@ -31,6 +31,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None or args.host is not None:
         server = ServerSettings(args.host or settings.server.host, settings.server.port if args.port is None else args.port)
         settings = replace(settings, server=server)
+    if args.sip_port is not None:
+        settings = replace(settings, sip=replace(settings.sip, enabled=True, port=args.sip_port))
     if args.pull:
         _pull(sorted({t.language for t in settings.tenants.values()}), settings)
     try:
@@ -250,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start Rasa, load models, answer calls")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--sip-port", type=int, help="answer SIP calls on this UDP/TCP port (enables sip:)")
     serve.add_argument("--pull", action="store_true", help="download missing speech models first")
     serve.add_argument("--log-level", default="INFO")
     serve.set_defaults(func=cmd_serve)

@@ -21,6 +21,7 @@ from ivr.dialog.project import RasaProject, latest_model
 from ivr.dialog.supervisor import ActionServer, RasaServer
 from ivr.runtime import Runtime
 from ivr.settings import Settings
+from ivr.transports.sip.endpoint import SipEndpoint
 
 log = logging.getLogger("ivr.server")
 
@@ -46,6 +47,7 @@ class Server:
         self.runtime: Optional[Runtime] = None
         self.runner: Optional[web.AppRunner] = None
         self.port: Optional[int] = None
+        self.sip: Optional[SipEndpoint] = None
 
     async def start(self, train: bool = True) -> None:
         dialog = self.settings.dialog
@@ -79,8 +81,13 @@ class Server:
         await site.start()
         self.port = self.runner.addresses[0][1]
         log.info("server.listening", extra={"host": self.settings.server.host, "port": self.port})
+        if self.settings.sip.enabled:
+            self.sip = SipEndpoint(self.runtime, self.settings.sip)
+            await self.sip.start()
 
     async def stop(self) -> None:
+        if self.sip is not None:
+            await self.sip.stop()
         if self.runner is not None:
             await self.runner.cleanup()
         if self.runtime is not None:
@@ -100,8 +107,9 @@ async def serve_forever(settings: Settings, project_root: Path, settings_file: P
     try:
         await server.start()
         base = f"{settings.server.host}:{server.port}"
+        sip = f", sip:{settings.sip.advertise or settings.sip.host}:{server.sip.port} (SIP, udp/tcp)" if server.sip else ""
         print(f"IVR ready: http://{base}/phone (browser phone), ws://{base}/media (Media Streams), "
-              f"http://{base}/agent (agent desktop)", flush=True)
+              f"http://{base}/agent (agent desktop){sip}", flush=True)
         await stop.wait()
     finally:
         await server.stop()

@@ -159,6 +159,35 @@ SCHEMA: dict[str, Any] = _obj(
                 "dispositions": {"type": "array", "items": _KEY, "minItems": 1},
             }
         ),
+        "sip": _obj(
+            {
+                "enabled": {"type": "boolean"},
+                "host": _STR,
+                "port": {**_INT, "minimum": 0, "maximum": 65535},
+                "transports": {"type": "array", "items": {"enum": ["udp", "tcp"]}, "minItems": 1, "contains": {"const": "udp"}},
+                "advertise": {"type": ["string", "null"]},
+                "rtp_ports": {"type": ["string", "null"], "pattern": r"^[0-9]{4,5}-[0-9]{4,5}$"},
+                "jitter_ms": {**_FRAME_MS, "minimum": 20, "maximum": 500},
+                "inband_dtmf": {"enum": ["auto", "always", "never"]},
+                "answer_delay_s": {"type": "number", "minimum": 0, "maximum": 30},
+                "max_calls": {**_INT, "minimum": 1},
+                "transfer_to": {"type": ["string", "null"], "pattern": r"^sips?:"},
+                "transfer_timeout_s": _NUM,
+                "register": _nullable(
+                    _obj(
+                        {
+                            "registrar": {"type": "string", "pattern": r"^sip:"},
+                            "domain": {"type": ["string", "null"]},
+                            "user_env": _STR,
+                            "password_env": _STR,
+                            "expires_s": {**_INT, "minimum": 60},
+                            "retry_s": _NUM,
+                        },
+                        ("registrar",),
+                    )
+                ),
+            }
+        ),
         "agents": _nullable({"type": "array", "items": _AGENT}),
         "default_tenant": {"type": ["string", "null"]},
         "tenants": {
@@ -250,6 +279,42 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class SipRegistration:
+    """REGISTER with a PBX or trunk; the account is read from the named environment variables."""
+
+    registrar: str  # sip:pbx.example.com:5060
+    domain: Optional[str] = None  # of the address of record; default: the registrar's host
+    user_env: str = "IVR_SIP_USER"
+    password_env: str = "IVR_SIP_PASSWORD"
+    expires_s: int = 600
+    retry_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    """The SIP user agent (ivr/transports/sip): calls from trunks, PBXs and phones, next to the media stream.
+
+    `advertise` is the address put into Contact, Via and SDP when peers reach
+    this machine under another address (NAT). `transfer_to` is the REFER target
+    for a handoff in `telephony` mode; `{queue}` is replaced by the queue name.
+    """
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 5060
+    transports: tuple[str, ...] = ("udp", "tcp")
+    advertise: Optional[str] = None
+    rtp_ports: Optional[tuple[int, int]] = (20000, 20999)  # None: any free port
+    jitter_ms: int = 60
+    inband_dtmf: str = "auto"  # auto: listen for tones when the caller offers no telephone-event
+    answer_delay_s: float = 0.0
+    max_calls: int = 200
+    transfer_to: Optional[str] = None
+    transfer_timeout_s: float = 10.0
+    register: Optional[SipRegistration] = None
+
+
+@dataclass(frozen=True)
 class AgentUser:
     """A login of the agent desktop. Only the password's scrypt hash is stored (`ivr agents hash-password`)."""
 
@@ -291,6 +356,7 @@ class Settings:
     timeouts: TimeoutSettings = TimeoutSettings()
     models: ModelSettings = field(default_factory=ModelSettings)
     queue: QueueSettings = QueueSettings()
+    sip: SipSettings = SipSettings()
     agents: tuple[AgentUser, ...] = ()
     default_tenant: Optional[str] = None
 
@@ -307,6 +373,11 @@ class Settings:
         if self.default_tenant:
             return self.default_tenant, self.tenants[self.default_tenant]
         raise LookupError(f"no tenant for dialled number {dialled!r} and no default_tenant")
+
+    def has_tenant(self, dialled: str) -> bool:
+        """Whether a number names a tenant itself (not via `default_tenant`)."""
+        wanted = normalize_number(dialled)
+        return any(normalize_number(number) == wanted for number in self.tenants)
 
     def handoff_mode(self, tenant: Tenant) -> str:
         """`queue` (our ACD) or `telephony` (back to the caller's provider with the handoff id)."""
@@ -336,6 +407,18 @@ _SECTIONS = {
 }
 
 
+def sip_from_dict(data: dict[str, Any]) -> SipSettings:
+    sip = dict(data)
+    if "transports" in sip:
+        sip["transports"] = tuple(sip["transports"])
+    if sip.get("rtp_ports"):
+        low, high = (int(p) for p in sip["rtp_ports"].split("-"))
+        sip["rtp_ports"] = (low, high)
+    if sip.get("register"):
+        sip["register"] = SipRegistration(**sip["register"])
+    return SipSettings(**sip)
+
+
 def settings_from_dict(data: dict[str, Any]) -> Settings:
     """Build settings from an already validated mapping (defaults fill the gaps)."""
     kwargs: dict[str, Any] = {name: cls(**(data.get(name) or {})) for name, cls in _SECTIONS.items()}
@@ -344,6 +427,7 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
     if "dispositions" in queue:
         queue["dispositions"] = tuple(queue["dispositions"])
     kwargs["queue"] = QueueSettings(**queue)
+    kwargs["sip"] = sip_from_dict(data.get("sip") or {})
     kwargs["agents"] = tuple(
         AgentUser(
             username=a["username"],
@@ -430,6 +514,11 @@ def validate(data: Any, source: Any = None, path: str = "settings") -> list[str]
             valid = {key: value for key, value in tenant.items() if key not in broken}
             problems += [_problem(path, source, ["tenants", number, *loc], msg) for loc, msg in tenant_problems(valid)]
     problems += _agent_problems(data, source, path)
+    ports = (data.get("sip") or {}).get("rtp_ports") if isinstance(data.get("sip"), dict) else None
+    if isinstance(ports, str) and ["sip", "rtp_ports"] not in error_paths:
+        low, high = (int(p) for p in ports.split("-"))
+        if not 1024 <= low < high <= 65535:
+            problems.append(_problem(path, source, ["sip", "rtp_ports"], f"{ports!r}: want LOW-HIGH with 1024 <= LOW < HIGH <= 65535"))
     if not problems and data.get("default_tenant") and data["default_tenant"] not in data["tenants"]:
         message = f"{data['default_tenant']!r} is not one of the tenants"
         problems.append(_problem(path, source, ["default_tenant"], message))

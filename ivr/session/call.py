@@ -368,7 +368,8 @@ class CallSession:
                 return
             # The telephony side has the agents: hand the call back with the handoff id, and the
             # provider continues its own routing (e.g. the next TwiML verb after <Stream>).
-            await self.sink.send_event({"type": "handoff", "handoff_id": handoff_id, "reason": reply.handoff.reason})
+            await self.sink.send_event({"type": "handoff", "handoff_id": handoff_id, "reason": reply.handoff.reason,
+                                         "queue": reply.handoff.queue})
             await self.conversation.note("[handoff]", {"reason": reply.handoff.reason, "handoff_id": handoff_id})
             await self.close(f"handoff:{reply.handoff.reason}", hangup=True)
         else:

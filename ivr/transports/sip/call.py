@@ -1,0 +1,447 @@
+"""One SIP call: the INVITE dialog (RFC 3261 §12-15) wired to a CallSession.
+
+INVITE → 100 Trying → 180 Ringing → 200 OK with the SDP answer, retransmitted
+over UDP until the ACK (§13.3.1.4). The greeting starts at the ACK. BYE ends
+the call from either side, CANCEL before the answer gives 487, a re-INVITE
+changes the media (hold and resume). A handoff in `telephony` mode becomes a
+blind transfer: REFER to the configured target with the handoff id in a header
+(RFC 3515, RFC 4488 progress by NOTIFY), then BYE.
+
+The routing rules are the media stream's: the dialled number comes from the
+Request-URI, or the To header when the Request-URI does not name a tenant
+(trunks that put the registered account there); the caller's number comes
+from P-Asserted-Identity, else From, and is withheld when the caller asked
+for privacy (RFC 3323/3325), as German law requires for suppressed numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import secrets
+from typing import TYPE_CHECKING, Any, Optional
+
+from sipmessage import URI, Address, Request
+
+from ivr.session.call import CallSession
+from ivr.session.frames import AudioIn, CallStart, CallStop, DtmfIn, InboundFrame, MarkAck
+from ivr.transports.sip.endpoint import T1, T2, TIMER_F, Flow, ServerTransaction
+from ivr.transports.sip.message import ALLOW, new_tag, response
+from ivr.transports.sip.rtp import DTMF_EVENTS
+from ivr.transports.sip.sdp import Negotiated, Offer, SdpError, answer, negotiate, parse_offer
+from ivr.transports.sip.stream import RtpStream
+
+if TYPE_CHECKING:
+    from ivr.settings import Settings
+    from ivr.transports.sip.endpoint import SipEndpoint
+
+log = logging.getLogger("ivr.sip.call")
+
+HANDOFF_HEADER = "X-Handoff-Id"
+ANONYMOUS = {"anonymous", "unknown", "restricted", "unavailable"}
+
+
+def dialled_number(invite: Request, settings: "Settings") -> Optional[str]:
+    candidates = [invite.uri.user, invite.to_address.uri.user]
+    for number in candidates:
+        if number and settings.has_tenant(number):
+            return number
+    return next((n for n in candidates if n), None)
+
+
+def caller_number(invite: Request) -> Optional[str]:
+    privacy = {token.strip().lower() for token in re.split(r"[;,]", invite.headers.get("Privacy") or "")}
+    if "id" in privacy or "user" in privacy:
+        return None
+    asserted = invite.headers.get("P-Asserted-Identity")
+    user: Optional[str] = None
+    if asserted:
+        try:
+            user = Address.parse_many(asserted)[0].uri.user
+        except (ValueError, IndexError):
+            user = None
+    user = user or invite.from_address.uri.user
+    return None if not user or user.lower() in ANONYMOUS else user
+
+
+class RtpSink:
+    """The MediaSink a CallSession talks to: prompt audio into the RTP clock, hang-up as BYE."""
+
+    sample_rate = 8000
+    supports_marks = True  # the RTP clock knows exactly when a prompt's last frame left
+
+    def __init__(self, call: "SipCall"):
+        self.call = call
+
+    async def send_audio(self, pcm: bytes) -> None:
+        self.call.stream.send_audio(pcm)
+
+    async def send_mark(self, name: str) -> None:
+        self.call.stream.send_mark(name)
+
+    async def clear(self) -> None:
+        self.call.stream.clear()
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "handoff":
+            await self.call.transfer(event)
+
+    async def hangup(self, reason: str) -> None:
+        await self.call.hang_up(reason)
+
+
+class SipCall:
+    def __init__(self, endpoint: "SipEndpoint", invite: Request, flow: Flow, tx: ServerTransaction):
+        self.endpoint = endpoint
+        self.settings = endpoint.settings
+        self.invite = invite
+        self.flow = flow
+        self.tx = tx
+        self.sip_call_id = invite.call_id
+        self.local_tag = new_tag()
+        self.remote_tag = invite.from_address.parameters.get("tag")
+        to = invite.to_address
+        self.local_address = Address(to.uri, to.name, to.parameters.replace(tag=self.local_tag))
+        self.remote_address = invite.from_address
+        contacts = invite.contact
+        self.remote_target: URI = contacts[0].uri if contacts else invite.from_address.uri
+        self.route_set = list(invite.record_route)  # §12.1.1: the UAS keeps Record-Route in order
+        self.local_cseq = random.randrange(1, 1 << 16)
+        self.remote_cseq = invite.cseq.sequence
+        self.state = "early"  # early → confirmed → terminated
+        self.session: Optional[CallSession] = None
+        self.stream = RtpStream(self._on_audio, self._on_key, self._on_mark, max(1, self.settings.jitter_ms // 20))
+        self.negotiated: Optional[Negotiated] = None
+        self._offer: Optional[Offer] = None
+        self._sdp_id = random.randrange(1 << 30)
+        self._sdp_version = 1
+        self._last_sdp = b""
+        self._acked = asyncio.Event()
+        self._inbound: asyncio.Queue[InboundFrame] = asyncio.Queue()
+        self._refer_progress: asyncio.Queue[int] = asyncio.Queue()
+        self._tasks: set[asyncio.Task] = set()
+
+    # ---- helpers -------------------------------------------------------------------
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def matches(self, request: Request) -> bool:
+        return request.to_address.parameters.get("tag") == self.local_tag
+
+    def _contact(self) -> str:
+        transport = ";transport=tcp" if self.flow.transport == "TCP" else ""
+        return f"<sip:ivr@{self.endpoint.address}:{self.endpoint.port}{transport}>"
+
+    def _answer(self, code: int, tx: Optional[ServerTransaction] = None, **kwargs: Any) -> None:
+        tx = tx or self.tx
+        headers = list(kwargs.pop("headers", ()))
+        if code >= 180 or code == 101:
+            headers.append(("Contact", self._contact()))
+        tx.respond(response(tx.request, code, self.local_tag, headers=headers, **kwargs))
+
+    def _reject(self, code: int, why: str) -> None:
+        """A final error answer to the INVITE; nothing of the call remains."""
+        self.state = "terminated"
+        warning = why.replace('"', "'").replace("\r", " ").replace("\n", " ")[:120]
+        self._answer(code, headers=[("Warning", f'399 ivr "{warning}"')])
+        self.endpoint.retransmit_until_ack(self.tx)
+        self.endpoint.forget(self, finished=True)
+        self.stream.close()
+        log.info("sip.rejected", extra={"status": code, "why": why})
+
+    # ---- incoming call -----------------------------------------------------------------
+
+    def begin(self) -> None:
+        self._spawn(self._set_up())
+
+    async def _set_up(self) -> None:
+        self._answer(100)
+        invite = self.invite
+        content_type = (invite.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if not invite.body:
+            return self._reject(488, "INVITE without an SDP offer (late offer) is not supported")
+        if content_type != "application/sdp":
+            return self._reject(415, f"body of type {content_type or 'none'}; application/sdp expected")
+        try:
+            self._offer = parse_offer(invite.body)
+            self.negotiated, index = negotiate(self._offer)
+        except SdpError as exc:
+            return self._reject(exc.status, str(exc))
+        runtime = self.endpoint.runtime
+        start = CallStart(
+            call_id=f"sip-{secrets.token_hex(8)}",
+            dialled=dialled_number(invite, runtime.settings),
+            caller=caller_number(invite),
+            sample_rate=8000,
+            channel="sip",
+            parameters={"sip_call_id": self.sip_call_id[:200], "transport": self.flow.transport, "codec": self.negotiated.codec},
+        )
+        try:
+            runtime.settings.tenant_for(start.dialled)
+        except LookupError as exc:
+            return self._reject(404, str(exc))
+        try:
+            await self.stream.bind(self.settings.host, self.settings.rtp_ports)
+        except OSError as exc:
+            return self._reject(503, str(exc))
+        self.stream.configure(self.negotiated, self.settings.inband_dtmf)
+        self._last_sdp = answer(self._offer, self.negotiated, index, self.endpoint.address, self.stream.local_port,
+                                self._sdp_id, self._sdp_version)  # fmt: skip
+        self._answer(180)
+        if self.settings.answer_delay_s > 0:
+            await asyncio.sleep(self.settings.answer_delay_s)
+        if self.state != "early":
+            return  # cancelled while ringing
+        self.state = "confirmed"
+        self._answer(200, body=self._last_sdp, content_type="application/sdp", headers=[("Allow", ALLOW)])
+        log.info("sip.answered", extra={"call_id": start.call_id, "sip_transport": self.flow.transport,
+                                        "codec": self.negotiated.codec, "dtmf": self.negotiated.dtmf_payload_type})  # fmt: skip
+        if not await self._wait_for_ack():
+            log.warning("sip.no_ack", extra={"call_id": start.call_id})
+            await self.hang_up("no_ack")
+            return
+        if self.state != "confirmed":
+            return  # BYE right after the ACK
+        # The session (and its call record) starts only now: a call that never got through leaves nothing behind.
+        self.session = CallSession(runtime, RtpSink(self), start)
+        self.stream.start()
+        await self.session.begin()  # before any frame, as on every transport: a BYE now queues behind it
+        self._spawn(self._feed_session())
+        self._spawn(self._watch_session())
+
+    async def _wait_for_ack(self) -> bool:
+        """Retransmits the 2xx (UDP: T1 doubling to T2) until the ACK; False after 64*T1 (§13.3.1.4)."""
+        interval = T1
+        waited = 0.0
+        while waited < TIMER_F:
+            try:
+                await asyncio.wait_for(self._acked.wait(), interval)
+                return True
+            except asyncio.TimeoutError:
+                if self.state != "confirmed":
+                    return False
+                waited += interval
+                if self.flow.transport == "UDP" and self.tx.last is not None:
+                    self.flow.send(self.tx.last)
+                    interval = min(interval * 2, T2)
+        return self._acked.is_set()
+
+    def on_ack(self, request: Request) -> None:
+        if request.cseq.sequence == self.invite.cseq.sequence or self.state == "confirmed":
+            self._acked.set()
+
+    def on_cancel(self) -> None:
+        if self.state != "early":
+            return  # already answered: the caller sends BYE (§9.2)
+        self.state = "terminated"
+        self._answer(487)
+        self.endpoint.retransmit_until_ack(self.tx)
+        self.endpoint.forget(self, finished=True)
+        self.stream.close()
+        log.info("sip.cancelled", extra={"sip_transport": self.flow.transport})
+
+    # ---- in-dialog requests ---------------------------------------------------------------
+
+    def on_request(self, request: Request, tx: ServerTransaction) -> None:
+        if request.cseq.sequence <= self.remote_cseq and request.method != "ACK":
+            tx.respond(response(request, 500, headers=(("Warning", '399 ivr "CSeq lower than the last one"'),)))
+            return
+        self.remote_cseq = request.cseq.sequence
+        method = request.method
+        if method == "BYE":
+            tx.respond(response(request, 200))
+            self._ended_by_caller()
+        elif method == "INVITE":
+            self._reinvite(request, tx)
+        elif method == "NOTIFY":
+            tx.respond(response(request, 200))
+            match = re.match(rb"\s*SIP/2\.0 (\d{3})", request.body)
+            if match:
+                self._refer_progress.put_nowait(int(match.group(1)))
+        elif method == "INFO":
+            self._info(request, tx)
+        else:
+            tx.respond(response(request, 405, headers=(("Allow", ALLOW),)))
+
+    def _ended_by_caller(self) -> None:
+        if self.state == "terminated":
+            return
+        self.state = "terminated"
+        self._acked.set()  # a BYE before the ACK also means the caller got the 200
+        self.stream.close()
+        self.endpoint.forget(self, finished=self.session is None)
+        if self.session is not None:
+            self._inbound.put_nowait(CallStop("caller_hangup"))  # after the audio already queued
+        log.info("sip.bye_received", extra={"sip_transport": self.flow.transport})
+
+    def _reinvite(self, request: Request, tx: ServerTransaction) -> None:
+        """Hold (sendonly/inactive), resume, or a session refresh without a body."""
+        if not request.body:
+            self._answer(200, tx, body=self._last_sdp, content_type="application/sdp")
+            return
+        try:
+            offer = parse_offer(request.body)
+            negotiated, index = negotiate(offer)
+        except SdpError as exc:
+            self._answer(exc.status, tx, headers=[("Warning", f'399 ivr "{exc}"')])
+            return
+        contacts = request.contact
+        if contacts:
+            self.remote_target = contacts[0].uri  # a target refresh (§12.2.2)
+        self.negotiated = negotiated
+        self.stream.configure(negotiated, self.settings.inband_dtmf)
+        self._sdp_version += 1
+        self._last_sdp = answer(offer, negotiated, index, self.endpoint.address, self.stream.local_port,
+                                self._sdp_id, self._sdp_version)  # fmt: skip
+        self._answer(200, tx, body=self._last_sdp, content_type="application/sdp", headers=[("Allow", ALLOW)])
+        log.info("sip.media_changed", extra={"direction": negotiated.direction, "codec": negotiated.codec})
+
+    def _info(self, request: Request, tx: ServerTransaction) -> None:
+        """SIP INFO keys (application/dtmf-relay, application/dtmf), as some PBXs send them."""
+        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        body = request.body.decode("utf-8", "replace")
+        key: Optional[str] = None
+        if content_type == "application/dtmf-relay":
+            match = re.search(r"(?im)^\s*signal\s*=\s*(\S)", body)
+            key = match.group(1).upper() if match else None
+        elif content_type == "application/dtmf":
+            key = body.strip()[:1].upper() or None
+        if content_type in ("application/dtmf-relay", "application/dtmf") and key not in set(DTMF_EVENTS):
+            tx.respond(response(request, 400, headers=(("Warning", '399 ivr "no DTMF key in the body"'),)))
+            return
+        tx.respond(response(request, 200))
+        if key is not None:
+            self._on_key(key)
+
+    # ---- media callbacks (from the RTP clock) ----------------------------------------------
+
+    def _on_audio(self, pcm: bytes) -> None:
+        self._inbound.put_nowait(AudioIn(pcm))
+
+    def _on_key(self, key: str) -> None:
+        self._inbound.put_nowait(DtmfIn(key))
+
+    def _on_mark(self, name: str) -> None:
+        self._inbound.put_nowait(MarkAck(name))
+
+    async def _feed_session(self) -> None:
+        """The session sees this call's frames in order, as from any other transport."""
+        assert self.session is not None
+        while not self.session.closed:
+            frame = await self._inbound.get()
+            await self.session.handle(frame)
+            if isinstance(frame, CallStop):
+                return
+
+    async def _watch_session(self) -> None:
+        assert self.session is not None
+        await self.session.finished.wait()
+        if self.state == "confirmed":
+            await self.hang_up("session_ended")
+        self.stream.close()
+        self.endpoint.forget(self, finished=True)
+
+    # ---- outgoing requests ------------------------------------------------------------------
+
+    def in_dialog(self, method: str, body: bytes = b"", content_type: Optional[str] = None,
+                  headers: tuple[tuple[str, str], ...] = ()) -> tuple[Request, tuple[str, int]]:  # fmt: skip
+        """A request inside this dialog (§12.2.1.1) and where to send it (first Route, else the target)."""
+        self.local_cseq += 1
+        request = Request(method, self.remote_target, body)
+        for route in self.route_set:
+            request.headers.add("Route", str(route))
+        request.headers.add("From", str(self.local_address))
+        request.headers.add("To", str(self.remote_address))
+        request.headers.add("Call-ID", self.sip_call_id)
+        request.headers.add("CSeq", f"{self.local_cseq} {method}")
+        request.headers.add("Contact", self._contact())
+        for name, value in headers:
+            request.headers.add(name, value)
+        if content_type:
+            request.headers.add("Content-Type", content_type)
+        hop = self.route_set[0].uri if self.route_set else self.remote_target
+        if self.flow.transport == "UDP" and not self.route_set and not self.invite.contact:
+            destination = self.flow.remote
+        else:
+            destination = (hop.host.strip("[]"), hop.port or 5060)
+        return request, destination
+
+    async def shutdown(self) -> None:
+        """The server stops: the caller gets a BYE (or a 503 while ringing), the transcript is closed."""
+        if self.session is not None:
+            await self.session.close("server_shutdown", hangup=True)
+        else:
+            await self.hang_up("server_shutdown")
+        pending = [t for t in self._tasks if t is not asyncio.current_task()]
+        if pending:
+            await asyncio.wait(pending, timeout=2)  # the BYE's answer, if it comes quickly
+        for task in pending:
+            task.cancel()
+        self.endpoint.forget(self, finished=True)
+
+    async def hang_up(self, reason: str) -> None:
+        """BYE from our side (bot goodbye, handoff, max duration, shutdown)."""
+        if self.state == "early":
+            self.state = "terminated"
+            self._answer(480 if reason != "server_shutdown" else 503)
+            self.endpoint.retransmit_until_ack(self.tx)
+        if self.state != "confirmed":
+            self.stream.close()
+            self.endpoint.forget(self, finished=self.session is None or self.session.finished.is_set())
+            return
+        self.state = "terminated"
+        self.stream.close()
+        self.endpoint.forget(self, finished=self.session is None)
+        cause = '16;text="Normal call clearing"' if reason in ("bot_hangup", "session_ended") else f'16;text="{reason[:60]}"'
+        request, destination = self.in_dialog("BYE", headers=(("Reason", f"Q.850;cause={cause}"),))
+        self._spawn(self._send_bye(request, destination))
+
+    async def _send_bye(self, request: Request, destination: tuple[str, int]) -> None:
+        try:
+            answer_ = await self.endpoint.request(request, destination, self.flow)
+            log.info("sip.bye_sent", extra={"status": answer_.code})
+        except TimeoutError:
+            log.warning("sip.bye_unanswered")
+
+    async def transfer(self, event: dict[str, Any]) -> None:
+        """Blind transfer (REFER) of a handed-off call to `sip.transfer_to`; the result goes on the transcript."""
+        target = self.settings.transfer_to
+        if not target or self.state != "confirmed" or self.session is None:
+            return
+        handoff_id = str(event.get("handoff_id") or "")
+        uri = target.replace("{queue}", str(event.get("queue") or "agents"))
+        embedded = f"?{HANDOFF_HEADER}={handoff_id}" if handoff_id else ""
+        headers = (("Refer-To", f"<{uri}{embedded}>"), ("Referred-By", f"<{self.local_address.uri}>"))
+        if handoff_id:
+            headers += ((HANDOFF_HEADER, handoff_id),)
+        request, destination = self.in_dialog("REFER", headers=headers)
+        outcome = "failed"
+        try:
+            accepted = await self.endpoint.request(request, destination, self.flow)
+            if 200 <= accepted.code < 300:
+                outcome = await self._refer_outcome()
+            else:
+                outcome = f"refused {accepted.code}"
+        except TimeoutError:
+            outcome = "no answer to REFER"
+        await self.session.conversation.note("[transfer]", {"target": uri, "handoff_id": handoff_id, "outcome": outcome})
+        log.info("sip.transfer", extra={"call_id": self.session.call_id, "outcome": outcome})
+
+    async def _refer_outcome(self) -> str:
+        """Waits for the NOTIFY carrying the transfer target's final answer (RFC 3515 §2.4.5)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.transfer_timeout_s
+        while (left := deadline - loop.time()) > 0:
+            try:
+                code = await asyncio.wait_for(self._refer_progress.get(), left)
+            except asyncio.TimeoutError:
+                break
+            if code >= 200:
+                return "transferred" if code < 300 else f"target answered {code}"
+        return "accepted, no final notify"

@@ -1,0 +1,328 @@
+"""The SIP endpoint: UDP and TCP listeners and the transaction layer (RFC 3261 §17, §18).
+
+What it does for the calls above it:
+- answers retransmitted requests from a response cache instead of handling
+  them twice (server transactions, kept 32 s, Timer J);
+- retransmits its own requests over UDP with T1 doubling up to T2 until an
+  answer comes, gives up after 64*T1 (client transactions, Timers E/F);
+- retransmits final error answers to INVITE until the ACK (Timer G/H);
+- sends responses back to where the request came from (RFC 3581 symmetric
+  response, which is what works behind NAT and through proxies);
+- turns every malformed message into a 400-class answer or a dropped
+  datagram, and closes a TCP connection that stops making sense. Nothing a
+  peer sends can raise out of a transport callback or touch other calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Optional
+
+from sipmessage import Request, Response
+
+from ivr.transports.sip.message import (
+    ALLOW,
+    SERVER,
+    Message,
+    SipParseError,
+    StreamFramer,
+    new_branch,
+    parse,
+    response,
+    transaction_key,
+)
+
+if TYPE_CHECKING:
+    from ivr.runtime import Runtime
+    from ivr.settings import SipSettings
+    from ivr.transports.sip.call import SipCall
+
+log = logging.getLogger("ivr.sip")
+
+T1 = 0.5
+T2 = 4.0
+TIMER_F = 64 * T1  # a request nobody answers
+KEEP_TRANSACTION_S = 32.0  # Timer J: how long a retransmitted request still gets the cached answer
+_RAW_HEADER = re.compile(rb"(?im)^(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:.*$")
+
+
+@dataclass
+class Flow:
+    """The path a message came in on: answers and in-dialog requests go back the same way."""
+
+    transport: str  # UDP | TCP
+    remote: tuple[str, int]
+    send: Callable[[bytes], None]
+    closed: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class ServerTransaction:
+    request: Request
+    flow: Flow
+    last: Optional[bytes] = None
+    final: bool = False
+    created: float = field(default_factory=time.monotonic)
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def respond(self, answer: Response) -> None:
+        data = bytes(answer)
+        self.last = data
+        self.final = answer.code >= 200
+        self.flow.send(data)
+
+
+class SipEndpoint:
+    """Listens, matches transactions, and hands dialog work to SipCall objects."""
+
+    def __init__(self, runtime: "Runtime", settings: "SipSettings"):
+        self.runtime = runtime
+        self.settings = settings
+        self.calls: dict[str, "SipCall"] = {}  # by Call-ID, while the dialog exists
+        self.live: set["SipCall"] = set()  # until the call's session has finished its bookkeeping
+        self.port = settings.port
+        self.bad_messages = 0
+        self._server_tx: dict[tuple[str, str, str], ServerTransaction] = {}
+        self._client_tx: dict[str, asyncio.Future] = {}
+        self._udp: Optional[asyncio.DatagramTransport] = None
+        self._tcp: Optional[asyncio.base_events.Server] = None
+        self._tcp_flows: dict[tuple[str, int], Flow] = {}
+        self._sweeper: Optional[asyncio.Task] = None
+        self._registration = None
+
+    @property
+    def address(self) -> str:
+        """The address peers reach us on: `advertise` (behind NAT), else the listening host."""
+        return self.settings.advertise or self.settings.host
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        endpoint = self
+
+        class Udp(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple) -> None:
+                endpoint._received(data, Flow("UDP", addr[:2], lambda out: endpoint._udp_send(out, addr[:2])))
+
+        self._udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=(self.settings.host, self.port))
+        self.port = self._udp.get_extra_info("sockname")[1]
+        self._udp.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # bursts of calls
+        if "tcp" in self.settings.transports:
+            self._tcp = await asyncio.start_server(self._tcp_client, self.settings.host, self.port,
+                                                   family=socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)  # fmt: skip
+        self._sweeper = asyncio.create_task(self._sweep())
+        if self.settings.register is not None:
+            from ivr.transports.sip.register import Registration
+
+            self._registration = Registration(self, self.settings.register)
+            self._registration.start()
+        log.info("sip.listening", extra={"host": self.settings.host, "port": self.port, "transports": list(self.settings.transports)})
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(call.shutdown() for call in list(self.live)))
+        if self._registration is not None:
+            await self._registration.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._tcp is not None:
+            self._tcp.close()
+        if self._udp is not None:
+            self._udp.close()
+
+    def _udp_send(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._udp is not None and not self._udp.is_closing():
+            self._udp.sendto(data, addr)
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        remote = writer.get_extra_info("peername")[:2]
+        flow = Flow("TCP", remote, writer.write, writer.is_closing)
+        self._tcp_flows[remote] = flow
+        framer = StreamFramer()
+        try:
+            while data := await reader.read(65536):
+                try:
+                    frames = framer.feed(data)
+                except SipParseError as exc:
+                    self.bad_messages += 1
+                    log.warning("sip.bad_stream", extra={"error": str(exc), "transport": "TCP"})
+                    break  # the stream has lost its framing: nothing after this can be trusted
+                for frame in frames:
+                    self._received(frame, flow)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._tcp_flows.pop(remote, None)
+            writer.close()
+
+    async def _sweep(self) -> None:
+        """Forgets answered transactions after Timer J."""
+        while True:
+            await asyncio.sleep(5)
+            limit = time.monotonic() - KEEP_TRANSACTION_S
+            for key in [k for k, tx in self._server_tx.items() if tx.final and tx.created < limit]:
+                del self._server_tx[key]
+
+    # ---- inbound -------------------------------------------------------------------
+
+    def _received(self, data: bytes, flow: Flow) -> None:
+        if not data.strip():
+            return  # CRLF keep-alive (RFC 5626 §4.4.1)
+        try:
+            message = parse(data)
+        except SipParseError as exc:
+            self.bad_messages += 1
+            log.warning("sip.bad_message", extra={"error": str(exc), "transport": flow.transport})
+            self._reject_raw(data, exc, flow)
+            return
+        try:
+            if isinstance(message, Response):
+                self._on_response(message)
+            else:
+                self._on_request(message, flow)
+        except Exception:
+            self.bad_messages += 1
+            log.exception("sip.handler_failed", extra={"transport": flow.transport})
+
+    def _reject_raw(self, data: bytes, exc: SipParseError, flow: Flow) -> None:
+        """A 400-class answer to an unparsable request, if it has what an answer must echo (§8.2.6)."""
+        if data.startswith(b"SIP/2.0") or data.startswith(b"ACK"):
+            return  # never answer a response or an ACK
+        head = data.split(b"\r\n\r\n", 1)[0]
+        lines = [m.group(0).rstrip(b"\r") for m in _RAW_HEADER.finditer(head)]
+        names = {line.split(b":", 1)[0].strip().lower() for line in lines}
+        if not ({b"via", b"v"} & names and {b"call-id", b"i"} & names and {b"cseq"} & names):
+            return
+        reason = str(exc).replace("\r", " ").replace("\n", " ")[:100]
+        head_out = f"SIP/2.0 {exc.status} Bad Request\r\n".encode() + b"\r\n".join(lines)
+        flow.send(head_out + f"\r\nWarning: 399 ivr \"{reason}\"\r\nServer: {SERVER}\r\nContent-Length: 0\r\n\r\n".encode())
+
+    def _on_response(self, answer: Response) -> None:
+        branch = str(answer.via[0].parameters.get("branch") or "")
+        future = self._client_tx.get(branch)
+        if future is not None and not future.done() and answer.code >= 200:
+            future.set_result(answer)
+
+    def _on_request(self, request: Request, flow: Flow) -> None:
+        from ivr.transports.sip.call import SipCall
+
+        method = request.method
+        if method == "ACK":
+            tx = self._server_tx.get(transaction_key(request)[:2] + ("INVITE",))
+            if tx is not None and tx.last is not None and not tx.last.startswith(b"SIP/2.0 2"):
+                tx.acked.set()  # the ACK of an error answer belongs to its transaction (§17.2.1)
+                return
+            call = self.calls.get(request.call_id)
+            if call is not None:
+                call.on_ack(request)
+            return
+        if method == "CANCEL":
+            self._on_cancel(request, flow)
+            return
+        key = transaction_key(request)
+        known = self._server_tx.get(key)
+        if known is not None:
+            if known.last is not None:
+                flow.send(known.last)  # a retransmission: the same answer again
+            return
+        tx = ServerTransaction(request, flow)
+        self._server_tx[key] = tx
+        max_forwards = request.headers.get("Max-Forwards")
+        if max_forwards is not None and int(max_forwards) == 0 and method != "OPTIONS":
+            tx.respond(response(request, 483))
+            return
+        if method == "OPTIONS":
+            tx.respond(response(request, 200, headers=(("Allow", ALLOW), ("Accept", "application/sdp"))))
+            return
+        call = self.calls.get(request.call_id)
+        to_tag = request.to_address.parameters.get("tag")
+        if method == "INVITE" and not to_tag:
+            if call is not None:
+                tx.respond(response(request, 482))  # a second INVITE with this Call-ID: a loop or a fork
+                return
+            if len(self.calls) >= self.settings.max_calls:
+                tx.respond(response(request, 503, headers=(("Retry-After", "5"),)))
+                return
+            call = SipCall(self, request, flow, tx)
+            self.calls[request.call_id] = call
+            self.live.add(call)
+            call.begin()
+            return
+        if call is None or not call.matches(request):
+            tx.respond(response(request, 481))
+            return
+        call.on_request(request, tx)
+
+    def _on_cancel(self, request: Request, flow: Flow) -> None:
+        tx = self._server_tx.get(transaction_key(request)[:2] + ("INVITE",))
+        if tx is None:
+            flow.send(bytes(response(request, 481)))
+            return
+        flow.send(bytes(response(request, 200)))
+        call = self.calls.get(request.call_id)
+        if call is not None:
+            call.on_cancel()
+
+    def forget(self, call: "SipCall", finished: bool = False) -> None:
+        """The dialog is over (`finished`: and so is everything the call was doing)."""
+        if self.calls.get(call.sip_call_id) is call:
+            del self.calls[call.sip_call_id]
+        if finished:
+            self.live.discard(call)
+
+    # ---- outbound requests -----------------------------------------------------------
+
+    def via_for(self, transport: str, branch: str) -> str:
+        return f"SIP/2.0/{transport} {self.address}:{self.port};branch={branch};rport"
+
+    async def request(self, request: Request, destination: tuple[str, int], flow: Optional[Flow] = None) -> Response:
+        """A non-INVITE client transaction: the final answer, or TimeoutError after Timer F."""
+        transport = flow.transport if flow is not None and not flow.closed() else "UDP"
+        branch = new_branch()
+        request.headers.setlist("Via", [self.via_for(transport, branch)])
+        if request.headers.get("Max-Forwards") is None:
+            request.headers.add("Max-Forwards", "70")
+        request.headers.set("User-Agent", SERVER)
+        request.headers.set("Content-Length", str(len(request.body)))
+        data = bytes(request)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._client_tx[branch] = future
+        send = flow.send if transport == "TCP" and flow is not None else (lambda out: self._udp_send(out, destination))
+        try:
+            send(data)
+            interval = T1
+            deadline = time.monotonic() + TIMER_F
+            while True:
+                timeout = min(interval, deadline - time.monotonic()) if transport == "UDP" else deadline - time.monotonic()
+                if timeout <= 0:
+                    raise TimeoutError(f"no answer to {request.method} within {TIMER_F:.0f} s")
+                try:
+                    return await asyncio.wait_for(asyncio.shield(future), timeout)
+                except asyncio.TimeoutError:
+                    if transport == "UDP":
+                        send(data)  # Timer E
+                        interval = min(interval * 2, T2)
+        finally:
+            self._client_tx.pop(branch, None)
+
+    def retransmit_until_ack(self, tx: ServerTransaction) -> None:
+        """Timer G/H for an error answer to INVITE over UDP."""
+        if tx.flow.transport != "UDP" or tx.last is None:
+            return
+
+        async def repeat() -> None:
+            interval = T1
+            deadline = time.monotonic() + TIMER_F
+            while not tx.acked.is_set() and time.monotonic() < deadline:
+                try:
+                    await asyncio.wait_for(tx.acked.wait(), interval)
+                except asyncio.TimeoutError:
+                    tx.flow.send(tx.last or b"")
+                    interval = min(interval * 2, T2)
+
+        asyncio.create_task(repeat())

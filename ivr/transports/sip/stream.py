@@ -1,0 +1,267 @@
+"""One call's RTP media: a UDP socket and a 20 ms clock (RFC 3550, RFC 3551, RFC 4733).
+
+Every tick sends exactly one packet (prompt audio, or silence when nothing is
+queued, so the far end's jitter buffer and NAT bindings stay fed) and plays
+one packet out of the receive jitter buffer. The tick runs on an absolute
+schedule: a late wake-up is counted, and the next tick is not moved.
+
+Sending: sequence numbers +1 per packet, timestamps +160 per 20 ms (they keep
+running while we are on hold and send nothing), the marker bit on the first
+packet of a talkspurt. Keypad events replace audio packets while they last.
+Receiving is symmetric (RFC 4961): once the caller's packets arrive, we send
+to where they come from, which is what works behind NAT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import audioop
+import logging
+import random
+import secrets
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+from ivr.audio.codecs import Codec, codec_for
+from ivr.audio.dtmf import ToneDetector, tone
+from ivr.transports.sip.rtp import DtmfReceiver, JitterBuffer, RtpError, RtpPacket, dtmf_packets
+from ivr.transports.sip.sdp import Negotiated
+
+log = logging.getLogger("ivr.sip.rtp")
+
+FRAME_S = 0.02
+SAMPLES = 160  # per 20 ms at 8 kHz
+RELATCH_AFTER_S = 2.0  # symmetric RTP: a new source is taken when the old one has been silent this long
+RESYNC_AFTER_S = 0.2  # the loop stalled this long: restart the schedule instead of sending a burst
+
+OnAudio = Callable[[bytes], None]
+OnKey = Callable[[str], None]
+OnMark = Callable[[str], None]
+
+
+@dataclass
+class SendStats:
+    packets: int = 0
+    late_ticks: int = 0  # woke more than one frame after the scheduled time
+    max_lateness_ms: float = 0.0
+    resyncs: int = 0
+    dtmf_sent: int = 0
+    dropped_bad: int = 0  # received datagrams that were not usable RTP
+    dropped_foreign: int = 0  # from an address we did not latch to
+
+
+class _Mark:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+class RtpStream(asyncio.DatagramProtocol):
+    def __init__(self, on_audio: OnAudio, on_key: OnKey, on_mark: OnMark, jitter_frames: int = 3):
+        self.on_audio = on_audio
+        self.on_key = on_key
+        self.on_mark = on_mark
+        self.stats = SendStats()
+        self.jitter = JitterBuffer(depth=jitter_frames)
+        self.transport: Optional[asyncio.DatagramTransport] = None
+        self.local_port = 0
+        self.negotiated: Optional[Negotiated] = None
+        self.codec: Codec = codec_for("audio/pcmu", 8000)
+        self._remote: Optional[tuple[str, int]] = None
+        self._latched_at: Optional[float] = None
+        self._outbound: deque[Union[bytes, _Mark]] = deque()
+        self._keys: deque[tuple[object, bool]] = deque()  # queued RFC 4733 packets (event, marker)
+        self._key_timestamp = 0
+        self._ssrc = secrets.randbits(32)
+        self._sequence = random.randrange(1 << 16)  # random start (RFC 3550 §5.1)
+        self._timestamp = random.randrange(1 << 32)
+        self._talkspurt = True  # the next packet sent starts one: marker bit
+        self._dtmf_in = DtmfReceiver()
+        self._tones: Optional[ToneDetector] = None
+        self._last_pcm = b""
+        self._concealed = 0
+        self._ticker: Optional[asyncio.Task] = None
+
+    # ---- set-up --------------------------------------------------------------
+
+    async def bind(self, host: str, ports: Optional[tuple[int, int]]) -> int:
+        """Binds an even port of the range (RFC 3550 §11), or any free port when the range is None."""
+        loop = asyncio.get_running_loop()
+        candidates = [0] if ports is None else list(range(ports[0] + ports[0] % 2, ports[1] + 1, 2))
+        random.shuffle(candidates)
+        for port in candidates[:200]:
+            try:
+                await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+                return self.local_port
+            except OSError:
+                continue
+        raise OSError(f"no free RTP port in {ports}")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.local_port = transport.get_extra_info("sockname")[1]
+
+    def configure(self, negotiated: Negotiated, inband_dtmf: str = "auto") -> None:
+        """Applies an offer/answer result (the first INVITE, or a re-INVITE for hold/resume)."""
+        resumed = self.negotiated is not None and not self.negotiated.we_send and negotiated.we_send
+        self.negotiated = negotiated
+        self.codec = codec_for("audio/pcmu" if negotiated.codec == "PCMU" else "audio/pcma", 8000)
+        if self._latched_at is None or negotiated.remote_address not in ("0.0.0.0", "::"):
+            self._remote = (negotiated.remote_address, negotiated.remote_port)
+            self._latched_at = None
+        wants_tones = inband_dtmf == "always" or (inband_dtmf == "auto" and negotiated.dtmf_payload_type is None)
+        self._tones = ToneDetector() if wants_tones else None
+        if resumed:
+            self._talkspurt = True
+
+    def start(self) -> None:
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick_loop())
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+    # ---- outbound --------------------------------------------------------------
+
+    def send_audio(self, pcm: bytes) -> None:
+        """Queues one 20 ms frame of PCM16 at 8 kHz; the clock sends it."""
+        self._outbound.append(pcm)
+
+    def send_mark(self, name: str) -> None:
+        """`on_mark(name)` fires when every frame queued before it has been sent."""
+        self._outbound.append(_Mark(name))
+
+    def clear(self) -> None:
+        """Barge-in: drop the queued audio (marks too: the player has forgotten them)."""
+        self._outbound.clear()
+        self._talkspurt = True
+
+    def send_key(self, key: str, duration_ms: int = 120) -> None:
+        """An RFC 4733 key press, or the key's tones when the caller offered no telephone-event."""
+        if self.negotiated is not None and self.negotiated.dtmf_payload_type is None:
+            pcm = tone(key, duration_ms) + bytes(2 * SAMPLES * 2)
+            for i in range(0, len(pcm) - 2 * SAMPLES + 1, 2 * SAMPLES):
+                self._outbound.append(pcm[i : i + 2 * SAMPLES])
+            return
+        self._keys.extend(dtmf_packets(key, duration_ms))
+        self.stats.dtmf_sent += 1
+
+    @property
+    def queued_frames(self) -> int:
+        return sum(1 for item in self._outbound if isinstance(item, bytes))
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            due += FRAME_S
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                lateness = -delay
+                self.stats.max_lateness_ms = max(self.stats.max_lateness_ms, lateness * 1000)
+                if lateness > FRAME_S:
+                    self.stats.late_ticks += 1
+                if lateness > RESYNC_AFTER_S:
+                    self.stats.resyncs += 1
+                    due = loop.time()
+            try:
+                self._send_tick()
+                self._receive_tick()
+            except Exception:  # one bad tick must not end the call's media
+                log.exception("rtp.tick_failed")
+
+    def _send_tick(self) -> None:
+        while self._outbound and isinstance(self._outbound[0], _Mark):
+            self.on_mark(self._outbound.popleft().name)  # type: ignore[union-attr]
+        frame = self._outbound.popleft() if self._outbound else None
+        while self._outbound and isinstance(self._outbound[0], _Mark):
+            self.on_mark(self._outbound.popleft().name)  # type: ignore[union-attr]
+        negotiated = self.negotiated
+        if negotiated is None or not negotiated.we_send or self._remote is None:
+            self._timestamp += SAMPLES  # the media clock runs on while we are silent (on hold)
+            self._keys.clear()
+            return
+        if self._keys:
+            event, first = self._keys.popleft()
+            if first:
+                self._key_timestamp = self._timestamp
+            packet = RtpPacket(negotiated.dtmf_payload_type or 101, self._sequence, self._key_timestamp, self._ssrc,
+                               event.to_bytes(), marker=first)  # type: ignore[attr-defined]  # fmt: skip
+        else:
+            pcm = frame if frame is not None and len(frame) == 2 * SAMPLES else bytes(2 * SAMPLES)
+            packet = RtpPacket(negotiated.payload_type, self._sequence, self._timestamp, self._ssrc,
+                               self.codec.encode(pcm), marker=self._talkspurt)  # fmt: skip
+            self._talkspurt = False
+        self._sequence = (self._sequence + 1) % (1 << 16)
+        self._timestamp = (self._timestamp + SAMPLES) % (1 << 32)
+        if self.transport is not None:
+            self.transport.sendto(packet.to_bytes(), self._remote)
+            self.stats.packets += 1
+
+    # ---- inbound ---------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        negotiated = self.negotiated
+        if negotiated is None:
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError:
+            self.stats.dropped_bad += 1
+            return
+        if packet.payload_type not in (negotiated.payload_type, negotiated.dtmf_payload_type):
+            self.stats.dropped_bad += 1  # comfort noise, video, another codec: not ours
+            return
+        if not self._accept_source(addr[:2]):
+            self.stats.dropped_foreign += 1
+            return
+        if packet.payload_type == negotiated.dtmf_payload_type:
+            try:
+                key = self._dtmf_in.receive(packet)
+            except RtpError:
+                self.stats.dropped_bad += 1
+                return
+            if key is not None:
+                self.on_key(key)
+            return
+        self.jitter.push(packet)
+
+    def _accept_source(self, addr: tuple[str, int]) -> bool:
+        now = asyncio.get_running_loop().time()
+        if self._latched_at is not None and addr != self._remote and now - self._latched_at < RELATCH_AFTER_S:
+            return False
+        if addr != self._remote:
+            log.info("rtp.latched", extra={"port": addr[1]})
+        self._remote = addr
+        self._latched_at = now
+        return True
+
+    def _receive_tick(self) -> None:
+        if self.negotiated is None or not self.negotiated.we_receive:
+            return
+        kind, payload = self.jitter.pop()
+        if kind == "wait":
+            return
+        if kind == "lost":
+            # Conceal one lost packet with the last one at half level, longer losses with silence.
+            self._concealed += 1
+            pcm = audioop.mul(self._last_pcm, 2, 0.5) if self._concealed == 1 and self._last_pcm else bytes(2 * SAMPLES)
+        else:
+            self._concealed = 0
+            try:
+                pcm = self.codec.decode(payload or b"")
+            except ValueError:
+                return
+            self._last_pcm = pcm
+        if self._tones is not None:
+            key = self._tones.process(pcm)
+            if key is not None:
+                self.on_key(key)
+        self.on_audio(pcm)

