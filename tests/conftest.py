@@ -108,14 +108,15 @@ class IvrServer:
 
 
 def start_ivr(
-    rasa_url: str, work: Path, settings: Path = TEST_SETTINGS, extra_env: dict | None = None, db_url: str | None = None
+    rasa_url: str, work: Path, settings: Path = TEST_SETTINGS, extra_env: dict | None = None, db_url: str | None = None,
+    args: list[str] | None = None,
 ) -> IvrServer:
     port = free_port()
     db = Path(db_url[len("sqlite:///") :]) if db_url else work / "ivr.db"
     log = work / "ivr.log"
     env = dict(os.environ, **MODEL_ENV, IVR_DATABASE_URL=f"sqlite:///{db}", IVR_DIALOG_URL=rasa_url)
     env.update(extra_env or {})
-    cmd = [sys.executable, "-m", "ivr.cli", "--settings", str(settings), "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "ivr.cli", "--settings", str(settings), "serve", "--port", str(port), *(args or [])]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -330,3 +330,60 @@ async def test_call_limit_answers_503(runtime):
         await first.hang_up()
     finally:
         await endpoint.stop()
+
+
+TELEPHONY_TENANT = "+4930888888"  # handoff: telephony; with the dead dialog every call is handed off at once
+
+
+def test_transfer_target_carries_the_handoff_id():
+    from ivr.transports.sip.call import transfer_target
+
+    assert transfer_target("sip:{queue}@pbx", "sales", "h1") == "sip:sales@pbx;x-handoff-id=h1"
+    assert transfer_target("sip:{queue}-{handoff_id}@pbx;user=phone", "sales", "h1") == "sip:sales-h1@pbx;user=phone"
+    assert transfer_target("sip:agents@pbx", "sales", "") == "sip:agents@pbx"
+
+
+async def transfer_note(runtime: Runtime, call_id: str) -> dict:
+    notes = [u.meta for u in await runtime.storage.transcript(call_id) if u.text == "[transfer]"]
+    assert len(notes) == 1, notes
+    return notes[0]
+
+
+async def test_handoff_without_a_transfer_target_ends_with_our_bye(endpoint, runtime):
+    caller = SipCaller(("127.0.0.1", endpoint.port))
+    await caller.call(TELEPHONY_TENANT)
+    await until(lambda: endpoint.live and next(iter(endpoint.live)).session, what="session")
+    call_id = next(iter(endpoint.live)).session.call_id
+    await asyncio.wait_for(caller.bye_received.wait(), 30)
+    (bye,) = [r for r in caller.requests if r.method == "BYE"]
+    assert bye.headers.get("Reason").startswith("Q.850;cause=16") and "handoff" in bye.headers.get("Reason")
+    assert bye.to_address.parameters["tag"] == caller.tag  # in our dialog
+    assert not [r for r in caller.requests if r.method == "REFER"]
+    await until(lambda: not endpoint.live, what="teardown")
+    assert (await runtime.storage.get_call(call_id)).end_reason.startswith("handoff:")
+    caller.close()
+
+
+@pytest.mark.parametrize("answer, outcome", [(202, "transferred"), (603, "refused 603")])
+async def test_handoff_is_a_blind_transfer_by_refer_with_the_handoff_id(runtime, answer, outcome):
+    endpoint = await open_endpoint(runtime, transfer_to="sip:{queue}@pbx.example.com", transfer_timeout_s=5.0)
+    try:
+        caller = SipCaller(("127.0.0.1", endpoint.port))
+        caller.refer_answer = answer
+        await caller.call(TELEPHONY_TENANT)
+        await until(lambda: endpoint.live and next(iter(endpoint.live)).session, what="session")
+        call_id = next(iter(endpoint.live)).session.call_id
+        await asyncio.wait_for(caller.bye_received.wait(), 30)
+        (refer,) = [r for r in caller.requests if r.method == "REFER"]
+        handoff_id = refer.headers.get("X-Handoff-Id")
+        assert handoff_id and refer.headers.get("Refer-To") == f"<sip:default@pbx.example.com;x-handoff-id={handoff_id}>"
+        assert refer.headers.get("Referred-By")
+        methods = [r.method for r in caller.requests]
+        assert methods.index("REFER") < methods.index("BYE")  # hang up only after the transfer's outcome
+        await until(lambda: not endpoint.live, what="teardown")
+        note = await transfer_note(runtime, call_id)
+        assert note["outcome"] == outcome and note["handoff_id"] == handoff_id
+        assert (await runtime.storage.get_handoff(handoff_id)) is not None  # the package the target can fetch
+        caller.close()
+    finally:
+        await endpoint.stop()

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ivr.sip.call")
 
-HANDOFF_HEADER = "X-Handoff-Id"
+HANDOFF_HEADER = "X-Handoff-Id"  # on the REFER, for the PBX that carries out the transfer
+HANDOFF_PARAMETER = "x-handoff-id"  # on the transfer target's URI, for whoever answers the transferred call
 ANONYMOUS = {"anonymous", "unknown", "restricted", "unavailable"}
 
 
@@ -64,6 +65,20 @@ def caller_number(invite: Request) -> Optional[str]:
             user = None
     user = user or invite.from_address.uri.user
     return None if not user or user.lower() in ANONYMOUS else user
+
+
+def transfer_target(template: str, queue: str, handoff_id: str) -> str:
+    """The Refer-To URI: `{queue}` and `{handoff_id}` filled in; without `{handoff_id}` it goes in a URI parameter.
+
+    The id rides in the URI because every phone keeps the Request-URI when it
+    follows a REFER. The RFC 3261 alternative, a header embedded in Refer-To
+    (`?X-Handoff-Id=`), is not safe: baresip 1.0 copies it into the
+    Request-URI, where it does not belong, and linphone 5.1 crashes on REFER.
+    """
+    uri = template.replace("{queue}", queue).replace("{handoff_id}", handoff_id)
+    if handoff_id and "{handoff_id}" not in template:
+        uri += f";{HANDOFF_PARAMETER}={handoff_id}"
+    return uri
 
 
 class RtpSink:
@@ -415,9 +430,8 @@ class SipCall:
         if not target or self.state != "confirmed" or self.session is None:
             return
         handoff_id = str(event.get("handoff_id") or "")
-        uri = target.replace("{queue}", str(event.get("queue") or "agents"))
-        embedded = f"?{HANDOFF_HEADER}={handoff_id}" if handoff_id else ""
-        headers = (("Refer-To", f"<{uri}{embedded}>"), ("Referred-By", f"<{self.local_address.uri}>"))
+        uri = transfer_target(target, str(event.get("queue") or "default"), handoff_id)
+        headers = (("Refer-To", f"<{uri}>"), ("Referred-By", f"<{self.local_address.uri}>"))
         if handoff_id:
             headers += ((HANDOFF_HEADER, handoff_id),)
         request, destination = self.in_dialog("REFER", headers=headers)

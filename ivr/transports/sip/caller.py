@@ -49,11 +49,14 @@ class SipCaller:
         self.cseq = 1
         self.remote_tag: Optional[str] = None
         self.remote_target: Optional[URI] = None
+        self.route_set: list[str] = []
         self.final: Optional[Response] = None
         self.responses: list[Response] = []
         self.requests: list[Request] = []  # what the IVR sent us (BYE, REFER, ...)
         self.received = Received()
         self.bye_received = asyncio.Event()
+        self.refer_answer = 202  # what a REFER gets; 2xx is followed by a NOTIFY with `refer_outcome`
+        self.refer_outcome = "SIP/2.0 200 OK"
         self.answered = asyncio.Event()
         self.payload_type = 0
         self.ssrc = secrets.randbits(32)
@@ -133,9 +136,22 @@ class SipCaller:
         self.requests.append(message)
         if message.method == "ACK":
             return
+        if message.method == "REFER":
+            self.send_raw(bytes(response(message, self.refer_answer)))
+            if self.refer_answer < 300:
+                self._tasks.append(asyncio.create_task(self._notify_refer()))
+            return
         self.send_raw(bytes(response(message, 200)))
         if message.method == "BYE":
             self.bye_received.set()
+
+    async def _notify_refer(self) -> None:
+        """RFC 3515 §2.4.5: the outcome of the transfer as a message/sipfrag NOTIFY."""
+        notify = self._dialog_request("NOTIFY", self.refer_outcome.encode() + b"\r\n")
+        notify.headers.set("Event", "refer")
+        notify.headers.set("Subscription-State", "terminated;reason=noresource")
+        notify.headers.set("Content-Type", "message/sipfrag;version=2.0")
+        await self._transact(notify)
 
     def _request(self, method: str, uri: URI, to: str, body: bytes = b"", branch: Optional[str] = None) -> Request:
         request = Request(method, uri, body)
@@ -148,7 +164,7 @@ class SipCaller:
         request.headers.add("Contact", f"<sip:caller@{self.host}:{self.sip_port}{';transport=tcp' if self.transport == 'TCP' else ''}>")
         if body:
             request.headers.add("Content-Type", "application/sdp")
-        request.headers.add("Content-Length", str(len(body)))
+        request.headers.add("Content-Length", str(len(body)))  # set again if the body changes
         return request
 
     async def _transact(self, request: Request, timeout: float = 10.0) -> Response:
@@ -200,6 +216,7 @@ class SipCaller:
             return self.final
         contacts = self.final.contact
         self.remote_target = contacts[0].uri if contacts else uri
+        self.route_set = [str(a) for a in reversed(self.final.record_route)]  # §12.1.2: through the proxies
         answer = parse_offer(self.final.body)
         chosen, _ = negotiate(answer)
         self.payload_type = chosen.payload_type
@@ -217,12 +234,19 @@ class SipCaller:
         uri = invite.uri if same else (self.remote_target or invite.uri)
         ack = self._request("ACK", uri, str(final.to_address), branch=branch)
         ack.headers.set("CSeq", f"{invite.cseq.sequence} ACK")
+        if not same:
+            self._route(ack)
         self.send_raw(bytes(ack))
+
+    def _route(self, request: Request) -> Request:
+        for route in self.route_set:
+            request.headers.add("Route", route)
+        return request
 
     def _dialog_request(self, method: str, body: bytes = b"") -> Request:
         self.cseq += 1
         assert self.final is not None
-        return self._request(method, self.remote_target or self.invite.uri, str(self.final.to_address), body)
+        return self._route(self._request(method, self.remote_target or self.invite.uri, str(self.final.to_address), body))
 
     async def hang_up(self) -> Response:
         answer = await self._transact(self._dialog_request("BYE"))
@@ -232,7 +256,7 @@ class SipCaller:
     async def reinvite(self, direction: str, version: int) -> Response:
         request = self._dialog_request("INVITE", self.sdp(direction, version))
         answer = await self._transact(request)
-        ack = self._request("ACK", self.remote_target or self.invite.uri, str(answer.to_address))
+        ack = self._route(self._request("ACK", self.remote_target or self.invite.uri, str(answer.to_address)))
         ack.headers.set("CSeq", f"{request.cseq.sequence} ACK")
         self.send_raw(bytes(ack))
         return answer
