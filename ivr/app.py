@@ -60,6 +60,7 @@ def make_app(runtime: Runtime) -> web.Application:
                 "late_frames": stats.late_frames,
                 "max_lateness_ms": round(stats.max_lateness_ms, 1),
                 "underruns": stats.underruns,
+                **({"sip": runtime.sip_health()} if runtime.sip_health else {}),
             }
         )
 

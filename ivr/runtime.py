@@ -10,10 +10,12 @@ pools so that ASR and TTS cannot starve each other.
 from __future__ import annotations
 
 import logging
+import threading
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from ivr.audio.asr import Recognizer, VoskModels
 from ivr.audio.playback import PacingStats
@@ -28,18 +30,38 @@ from ivr.storage import Storage, open_storage
 log = logging.getLogger("ivr.runtime")
 
 
+WORKER_NICENESS = 5
+
+
+def _lower_priority() -> None:
+    """Model inference yields the CPU to the event loop, which paces every call's audio in 20 ms frames.
+
+    On Linux a thread's niceness is its own (setpriority on the thread id);
+    elsewhere this is a no-op. Raising niceness needs no privileges.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+    except (AttributeError, OSError):
+        pass
+
+
+def _worker_pool(threads: int, name: str) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix=name, initializer=_lower_priority)
+
+
 @dataclass
 class Runtime:
     settings: Settings
     storage: Storage
     dialog: RasaClient
-    asr_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="asr"))
-    tts_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="tts"))
+    asr_pool: ThreadPoolExecutor = field(default_factory=lambda: _worker_pool(4, "asr"))
+    tts_pool: ThreadPoolExecutor = field(default_factory=lambda: _worker_pool(2, "tts"))
     vosk: VoskModels = field(default_factory=VoskModels)
     synthesizers: dict[Path, Synthesizer] = field(default_factory=dict)
     pacing: PacingStats = field(default_factory=PacingStats)
     active_calls: int = 0
     acd: Optional[Acd] = None  # the agent queue; built from the settings when not given
+    sip_health: Optional[Callable[[], dict[str, Any]]] = None  # set when the SIP endpoint runs
     _located: dict[tuple[str, str], Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -84,6 +84,7 @@ class Server:
         if self.settings.sip.enabled:
             self.sip = SipEndpoint(self.runtime, self.settings.sip)
             await self.sip.start()
+            self.runtime.sip_health = self.sip.health
 
     async def stop(self) -> None:
         if self.sip is not None:

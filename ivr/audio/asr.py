@@ -70,48 +70,64 @@ class VoskModels:
 
 @dataclass
 class Recognizer:
-    """One call's recognizer. Calls are serialized by the owning session."""
+    """One call's recognizer. Calls are serialized by the owning session.
+
+    Building a Kaldi recognizer takes tens of milliseconds (more with a
+    grammar), so it never happens on the event loop, where it would stall
+    every call's 20 ms audio clock: the constructor, `set_grammar` and `reset`
+    only record what is wanted, and the worker thread that next feeds audio
+    builds or resets the recognizer first.
+    """
 
     model: vosk.Model
     executor: Optional[Executor] = None
     sample_rate: int = ASR_RATE
-    _rec: vosk.KaldiRecognizer = field(init=False)
-    _grammar: Optional[tuple[str, ...]] = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        self._rec = vosk.KaldiRecognizer(self.model, self.sample_rate)
-        self._rec.SetWords(True)
+    _rec: Optional[vosk.KaldiRecognizer] = field(init=False, default=None)
+    _grammar: Optional[tuple[str, ...]] = field(init=False, default=None)  # what _rec was built with
+    _wanted: Optional[tuple[str, ...]] = field(init=False, default=None)
+    _reset: bool = field(init=False, default=False)
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _ready(self) -> vosk.KaldiRecognizer:
+        """In the worker thread: the recognizer for the wanted grammar, reset if asked."""
+        wanted = self._wanted
+        if self._rec is None or wanted != self._grammar:
+            if wanted is None:
+                self._rec = vosk.KaldiRecognizer(self.model, self.sample_rate)
+            else:
+                self._rec = vosk.KaldiRecognizer(self.model, self.sample_rate, json.dumps([*wanted, "[unk]"]))
+            self._rec.SetWords(True)
+            self._grammar = wanted
+            self._reset = False
+        elif self._reset:
+            self._rec.Reset()
+            self._reset = False
+        return self._rec
 
     async def accept(self, pcm: bytes) -> str:
         """Feed audio; returns the current partial hypothesis."""
         return await self._run(self._accept_sync, pcm)
 
     def _accept_sync(self, pcm: bytes) -> str:
-        self._rec.AcceptWaveform(pcm)
-        return json.loads(self._rec.PartialResult()).get("partial", "")
+        rec = self._ready()
+        rec.AcceptWaveform(pcm)
+        return json.loads(rec.PartialResult()).get("partial", "")
 
     async def finish(self) -> AsrResult:
         """End of turn: the final result; the recognizer is ready for the next turn."""
-        return AsrResult.from_vosk(await self._run(self._rec.FinalResult))
+        return AsrResult.from_vosk(await self._run(lambda: self._ready().FinalResult()))
 
     def reset(self) -> None:
-        self._rec.Reset()
+        """Forget what was heard (done before the next audio, in the worker thread)."""
+        self._reset = True
 
     def set_grammar(self, phrases: Optional[Sequence[str]]) -> None:
         """Restrict recognition to `phrases` (Vosk grammar mode); None lifts it.
 
         `[unk]` is always allowed so out-of-grammar speech is reported as such
-        instead of being forced onto the nearest phrase.
+        instead of being forced onto the nearest phrase. Takes effect from the
+        next audio on.
         """
-        wanted = tuple(phrases) if phrases else None
-        if wanted == self._grammar:
-            return
-        self._grammar = wanted
-        if wanted is None:
-            self._rec = vosk.KaldiRecognizer(self.model, self.sample_rate)
-        else:
-            self._rec = vosk.KaldiRecognizer(self.model, self.sample_rate, json.dumps([*wanted, "[unk]"]))
-        self._rec.SetWords(True)
+        self._wanted = tuple(phrases) if phrases else None

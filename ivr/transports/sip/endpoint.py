@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from sipmessage import Request, Response
 
+from ivr.transports.sip.stream import SendStats
 from ivr.transports.sip.message import (
     ALLOW,
     SERVER,
@@ -94,6 +95,15 @@ class SipEndpoint:
         self._tcp_flows: dict[tuple[str, int], Flow] = {}
         self._sweeper: Optional[asyncio.Task] = None
         self._registration = None
+        self.finished_media = SendStats()  # RTP counters of calls that have ended
+
+    def health(self) -> dict:
+        """RTP pacing and robustness counters over all calls so far, for /healthz and the benchmark."""
+        totals = SendStats()
+        totals.add(self.finished_media)
+        for call in self.live:
+            totals.add(call.stream.stats)
+        return {"port": self.port, "calls": len(self.calls), **vars(totals), "bad_messages": self.bad_messages}
 
     @property
     def address(self) -> str:
@@ -150,7 +160,7 @@ class SipEndpoint:
                     frames = framer.feed(data)
                 except SipParseError as exc:
                     self.bad_messages += 1
-                    log.warning("sip.bad_stream", extra={"error": str(exc), "transport": "TCP"})
+                    log.warning("sip.bad_stream", extra={"error": exc.reason, "transport": "TCP"})
                     break  # the stream has lost its framing: nothing after this can be trusted
                 for frame in frames:
                     self._received(frame, flow)
@@ -177,7 +187,7 @@ class SipEndpoint:
             message = parse(data)
         except SipParseError as exc:
             self.bad_messages += 1
-            log.warning("sip.bad_message", extra={"error": str(exc), "transport": flow.transport})
+            log.warning("sip.bad_message", extra={"error": exc.reason, "transport": flow.transport})
             self._reject_raw(data, exc, flow)
             return
         try:
@@ -272,8 +282,9 @@ class SipEndpoint:
         """The dialog is over (`finished`: and so is everything the call was doing)."""
         if self.calls.get(call.sip_call_id) is call:
             del self.calls[call.sip_call_id]
-        if finished:
+        if finished and call in self.live:
             self.live.discard(call)
+            self.finished_media.add(call.stream.stats)
 
     # ---- outbound requests -----------------------------------------------------------
 

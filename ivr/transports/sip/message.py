@@ -42,10 +42,15 @@ REASONS = {
 
 
 class SipParseError(ValueError):
-    """A message that cannot be processed; `status` is the answer a request gets (RFC 3261 §8.2)."""
+    """A message that cannot be processed; `status` is the answer a request gets (RFC 3261 §8.2).
 
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
+    `detail` quotes the offending input: it goes back to the sender in the
+    Warning header, never into our logs (it may hold a caller's number).
+    """
+
+    def __init__(self, reason: str, status: int = 400, detail: str = ""):
+        super().__init__(f"{reason} ({detail})" if detail else reason)
+        self.reason = reason
         self.status = status
 
 
@@ -68,13 +73,13 @@ def parse(data: bytes) -> Message:
         name, colon, value = line.partition(":")
         name = name.strip()
         if not colon or not _TOKEN.match(name):
-            raise SipParseError(f"line {number}: not a header ({line[:40]!r})")
+            raise SipParseError(f"line {number}: not a header", detail=repr(line[:40]))
         message.headers.add(COMPACT_FORMS.get(name.lower(), name), value.strip())
     _check(message)
     length = message.headers.get("Content-Length")
     if length is not None:
         if not length.isdigit():
-            raise SipParseError(f"Content-Length {length[:20]!r} is not a number")
+            raise SipParseError("Content-Length is not a number", detail=repr(length[:20]))
         if int(length) > len(body):
             raise SipParseError(f"Content-Length {length} but only {len(body)} body bytes")
         body = body[: int(length)]
@@ -100,11 +105,11 @@ def _start_line(line: str) -> Message:
         try:
             uri = URI.parse(match.group(2))
         except ValueError:
-            raise SipParseError(f"Request-URI {match.group(2)[:60]!r} is not a SIP or tel URI", 416) from None
+            raise SipParseError("Request-URI is not a SIP or tel URI", 416, repr(match.group(2)[:60])) from None
         return Request(match.group(1).upper(), uri)
     if match := _STATUS_LINE.match(line):
         return Response(int(match.group(1)), match.group(2))
-    raise SipParseError(f"first line is neither a request nor a status line ({line[:40]!r})")
+    raise SipParseError("first line is neither a request nor a status line", detail=repr(line[:40]))
 
 
 def _check(message: Message) -> None:
@@ -117,7 +122,7 @@ def _check(message: Message) -> None:
         message.from_address, message.to_address  # noqa: B018 - parse, raising on bad syntax
         cseq = message.cseq
     except (ValueError, IndexError, KeyError) as exc:
-        raise SipParseError(f"malformed header: {exc}") from None
+        raise SipParseError("malformed header", detail=str(exc)) from None
     if not vias:
         raise SipParseError("empty Via header")
     if isinstance(message, Request):

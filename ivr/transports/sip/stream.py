@@ -50,6 +50,12 @@ class SendStats:
     dropped_bad: int = 0  # received datagrams that were not usable RTP
     dropped_foreign: int = 0  # from an address we did not latch to
 
+    def add(self, other: "SendStats") -> None:
+        """Sums counters (a finished call's into the endpoint's totals); the maximum stays a maximum."""
+        for name, value in vars(other).items():
+            mine = getattr(self, name)
+            setattr(self, name, max(mine, value) if name.startswith("max_") else mine + value)
+
 
 class _Mark:
     __slots__ = ("name",)
