@@ -124,8 +124,8 @@ def packet_metrics(callers: list[SipCaller]) -> dict[str, Any]:
         if len(audio) < 2:
             continue
         # Unwrap timestamps, anchor at the earliest packet (the least delayed), measure everyone's delay against it.
-        base_ts = audio[0][1].timestamp
-        ideal = np.array([((p.timestamp - base_ts) % 2**32) / 8000 for _, p in audio])
+        base_ts = audio[0][1].timestamp  # signed distance: a packet may carry an earlier timestamp than the first
+        ideal = np.array([(((p.timestamp - base_ts + 2**31) % 2**32) - 2**31) / 8000 for _, p in audio])
         arrival = np.array([t for t, _ in audio])
         delay = arrival - ideal
         delay_ms = (delay - delay.min()) * 1000

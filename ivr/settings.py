@@ -171,6 +171,7 @@ SCHEMA: dict[str, Any] = _obj(
                 "inband_dtmf": {"enum": ["auto", "always", "never"]},
                 "answer_delay_s": {"type": "number", "minimum": 0, "maximum": 30},
                 "max_calls": {**_INT, "minimum": 1},
+                "allow_from": {"type": "array", "items": _STR},
                 "transfer_to": {"type": ["string", "null"], "pattern": r"^sips?:"},
                 "transfer_timeout_s": _NUM,
                 "register": _nullable(
@@ -309,6 +310,7 @@ class SipSettings:
     inband_dtmf: str = "auto"  # auto: listen for tones when the caller offers no telephone-event
     answer_delay_s: float = 0.0
     max_calls: int = 200
+    allow_from: tuple[str, ...] = ()  # networks that may place calls (CIDR); empty: anyone who reaches the port
     transfer_to: Optional[str] = None
     transfer_timeout_s: float = 10.0
     register: Optional[SipRegistration] = None
@@ -409,8 +411,9 @@ _SECTIONS = {
 
 def sip_from_dict(data: dict[str, Any]) -> SipSettings:
     sip = dict(data)
-    if "transports" in sip:
-        sip["transports"] = tuple(sip["transports"])
+    for name in ("transports", "allow_from"):
+        if name in sip:
+            sip[name] = tuple(sip[name])
     if sip.get("rtp_ports"):
         low, high = (int(p) for p in sip["rtp_ports"].split("-"))
         sip["rtp_ports"] = (low, high)
@@ -514,14 +517,29 @@ def validate(data: Any, source: Any = None, path: str = "settings") -> list[str]
             valid = {key: value for key, value in tenant.items() if key not in broken}
             problems += [_problem(path, source, ["tenants", number, *loc], msg) for loc, msg in tenant_problems(valid)]
     problems += _agent_problems(data, source, path)
-    ports = (data.get("sip") or {}).get("rtp_ports") if isinstance(data.get("sip"), dict) else None
+    problems += _sip_problems(data, source, path, error_paths)
+    if not problems and data.get("default_tenant") and data["default_tenant"] not in data["tenants"]:
+        message = f"{data['default_tenant']!r} is not one of the tenants"
+        problems.append(_problem(path, source, ["default_tenant"], message))
+    return problems
+
+
+def _sip_problems(data: dict[str, Any], source: Any, path: str, error_paths: list[list[Any]]) -> list[str]:
+    """What the schema cannot say about the sip section: port ranges, networks."""
+    import ipaddress
+
+    problems: list[str] = []
+    sip = data.get("sip") if isinstance(data.get("sip"), dict) else {}
+    for i, network in enumerate(sip.get("allow_from") or ()):
+        try:
+            ipaddress.ip_network(str(network), strict=False)
+        except ValueError:
+            problems.append(_problem(path, source, ["sip", "allow_from", i], f"{network!r} is not a network (e.g. 10.0.0.0/8)"))
+    ports = sip.get("rtp_ports")
     if isinstance(ports, str) and ["sip", "rtp_ports"] not in error_paths:
         low, high = (int(p) for p in ports.split("-"))
         if not 1024 <= low < high <= 65535:
             problems.append(_problem(path, source, ["sip", "rtp_ports"], f"{ports!r}: want LOW-HIGH with 1024 <= LOW < HIGH <= 65535"))
-    if not problems and data.get("default_tenant") and data["default_tenant"] not in data["tenants"]:
-        message = f"{data['default_tenant']!r} is not one of the tenants"
-        problems.append(_problem(path, source, ["default_tenant"], message))
     return problems
 
 

@@ -296,3 +296,37 @@ def test_handoff_mode_per_tenant_overrides_the_center(tmp_path):
     assert settings.queue.dispositions == ("done",)
     anna = settings.agents[0]
     assert anna.skills == ("a-general",) and anna.sees("+4930111") and not anna.sees("+4930222")
+
+
+def test_sip_section_is_parsed_and_checked(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text(
+        "sip:\n"
+        "  transports: [tcp]\n"  # line 2: UDP is mandatory (RFC 3261 §18)
+        "  rtp_ports: 30000-20000\n"  # line 3: reversed
+        "  allow_from: [10.0.0.0/8, not-a-net]\n"  # line 4
+        "  transfer_to: queue@pbx\n"  # line 5: not a SIP URI
+        "  jitter_ms: 50\n"  # line 6: whole frames only
+        "  register: {domain: x}\n"  # line 7: registrar missing
+        "tenants:\n"
+        '  "+4930111": {company: A}\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    text = str(err.value).replace(f"{path}:", "ivr.yml:")
+    assert "ivr.yml:2: sip.transports: ['tcp'] does not contain items matching" in text
+    assert "ivr.yml:4: sip.allow_from.1: 'not-a-net' is not a network" in text
+    assert "ivr.yml:5: sip.transfer_to: 'queue@pbx' does not match" in text
+    assert "ivr.yml:6: sip.jitter_ms: 50 is not a multiple of 20" in text
+    assert "ivr.yml:7: sip.register: 'registrar' is a required property" in text
+    assert "rtp_ports" in text and "want LOW-HIGH" in text
+
+    path.write_text(
+        "sip:\n  enabled: true\n  port: 5070\n  rtp_ports: 40000-40999\n  allow_from: [192.0.2.0/24]\n"
+        "  transfer_to: 'sip:{queue}@pbx.example.com'\n  register: {registrar: 'sip:pbx.example.com'}\n"
+        "tenants:\n  \"+4930111\": {company: A}\n"
+    )
+    sip = load_settings(path, env={}).sip
+    assert (sip.enabled, sip.port, sip.rtp_ports, sip.allow_from) == (True, 5070, (40000, 40999), ("192.0.2.0/24",))
+    assert sip.register.registrar == "sip:pbx.example.com" and sip.register.password_env == "IVR_SIP_PASSWORD"
+    assert sip.transports == ("udp", "tcp") and sip.inband_dtmf == "auto"

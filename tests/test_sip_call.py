@@ -76,17 +76,23 @@ def audio_packets(caller: SipCaller) -> list:
     return [p for _, p in caller.received.packets if p.payload_type == caller.payload_type]
 
 
-def seen_frames(endpoint: SipEndpoint) -> list:
+async def the_session(endpoint: SipEndpoint):
+    """The one running call's session, once the ACK has started it."""
+    await until(lambda: endpoint.calls and next(iter(endpoint.calls.values())).session, what="session")
+    return next(iter(endpoint.calls.values())).session
+
+
+async def seen_frames(endpoint: SipEndpoint) -> list:
     """Records the frames the call's session receives (wraps its handle method)."""
-    (call,) = endpoint.calls.values()
+    session = await the_session(endpoint)
     frames: list = []
-    original = call.session.handle
+    original = session.handle
 
     async def handle(frame):
         frames.append(frame)
         await original(frame)
 
-    call.session.handle = handle
+    session.handle = handle
     return frames
 
 
@@ -161,7 +167,7 @@ async def test_options_keepalive_and_unknown_dialogs(endpoint):
     options = caller._request("OPTIONS", caller_uri(endpoint), f"<sip:ivr@127.0.0.1:{endpoint.port}>")
     answer = await caller._transact(options)
     assert answer.code == 200 and "INVITE" in answer.headers.get("Allow") and "BYE" in answer.headers.get("Allow")
-    bye = caller._request("BYE", caller_uri(endpoint), f"<sip:ivr@127.0.0.1>;tag=nosuchdialog")
+    bye = caller._request("BYE", caller_uri(endpoint), "<sip:ivr@127.0.0.1>;tag=nosuchdialog")
     assert (await caller._transact(bye)).code == 481
     caller.close()
 
@@ -194,8 +200,7 @@ async def test_hold_stops_our_audio_and_resume_restarts_it(endpoint):
 async def test_keys_reach_the_session_as_rfc4733_events_and_as_tones(endpoint):
     caller = SipCaller(("127.0.0.1", endpoint.port))
     await caller.call(MUSTER)
-    await until(lambda: endpoint.calls and next(iter(endpoint.calls.values())).session, what="session")
-    frames = seen_frames(endpoint)
+    frames = await seen_frames(endpoint)
     for key in "4#":
         caller.press(key)
     await until(lambda: [f.digit for f in frames if isinstance(f, DtmfIn)] == ["4", "#"], what="RFC 4733 keys")
@@ -204,8 +209,7 @@ async def test_keys_reach_the_session_as_rfc4733_events_and_as_tones(endpoint):
     toner = SipCaller(("127.0.0.1", endpoint.port), sdp_formats="0")  # no telephone-event: keys as tones
     final = await toner.call(MUSTER)
     assert b"telephone-event" not in final.body
-    await until(lambda: endpoint.calls and next(iter(endpoint.calls.values())).session, what="session")
-    frames = seen_frames(endpoint)
+    frames = await seen_frames(endpoint)
     toner.play(tone("7", 120) + bytes(1600) + tone("0", 120))
     await until(lambda: [f.digit for f in frames if isinstance(f, DtmfIn)] == ["7", "0"], what="in-band keys")
     await toner.hang_up()
@@ -214,8 +218,7 @@ async def test_keys_reach_the_session_as_rfc4733_events_and_as_tones(endpoint):
 async def test_sip_info_keys(endpoint):
     caller = SipCaller(("127.0.0.1", endpoint.port))
     await caller.call(MUSTER)
-    await until(lambda: endpoint.calls and next(iter(endpoint.calls.values())).session, what="session")
-    frames = seen_frames(endpoint)
+    frames = await seen_frames(endpoint)
     info = caller._dialog_request("INFO", b"Signal=9\r\nDuration=160\r\n")
     info.headers.set("Content-Type", "application/dtmf-relay")
     assert (await caller._transact(info)).code == 200
@@ -267,8 +270,7 @@ async def test_unknown_number_without_default_tenant_is_404(runtime):
 async def test_withheld_caller_number_is_not_taken(endpoint, runtime):
     caller = SipCaller(("127.0.0.1", endpoint.port))
     await caller.call(MUSTER, extra_headers=(("Privacy", "id"), ("P-Asserted-Identity", "<sip:+4917099999@carrier>")))
-    await until(lambda: endpoint.calls and next(iter(endpoint.calls.values())).session, what="session")
-    call_id = next(iter(endpoint.calls.values())).session.call_id
+    call_id = (await the_session(endpoint)).call_id
     await caller.hang_up()
     await until(lambda: not endpoint.live, what="teardown")
     assert (await runtime.storage.get_call(call_id)).caller is None
@@ -352,8 +354,7 @@ async def transfer_note(runtime: Runtime, call_id: str) -> dict:
 async def test_handoff_without_a_transfer_target_ends_with_our_bye(endpoint, runtime):
     caller = SipCaller(("127.0.0.1", endpoint.port))
     await caller.call(TELEPHONY_TENANT)
-    await until(lambda: endpoint.live and next(iter(endpoint.live)).session, what="session")
-    call_id = next(iter(endpoint.live)).session.call_id
+    call_id = (await the_session(endpoint)).call_id
     await asyncio.wait_for(caller.bye_received.wait(), 30)
     (bye,) = [r for r in caller.requests if r.method == "BYE"]
     assert bye.headers.get("Reason").startswith("Q.850;cause=16") and "handoff" in bye.headers.get("Reason")
@@ -371,8 +372,7 @@ async def test_handoff_is_a_blind_transfer_by_refer_with_the_handoff_id(runtime,
         caller = SipCaller(("127.0.0.1", endpoint.port))
         caller.refer_answer = answer
         await caller.call(TELEPHONY_TENANT)
-        await until(lambda: endpoint.live and next(iter(endpoint.live)).session, what="session")
-        call_id = next(iter(endpoint.live)).session.call_id
+        call_id = (await the_session(endpoint)).call_id
         await asyncio.wait_for(caller.bye_received.wait(), 30)
         (refer,) = [r for r in caller.requests if r.method == "REFER"]
         handoff_id = refer.headers.get("X-Handoff-Id")
@@ -385,5 +385,16 @@ async def test_handoff_is_a_blind_transfer_by_refer_with_the_handoff_id(runtime,
         assert note["outcome"] == outcome and note["handoff_id"] == handoff_id
         assert (await runtime.storage.get_handoff(handoff_id)) is not None  # the package the target can fetch
         caller.close()
+    finally:
+        await endpoint.stop()
+
+
+async def test_calls_from_outside_allow_from_are_refused(runtime):
+    endpoint = await open_endpoint(runtime, allow_from=("192.0.2.0/24",))
+    try:
+        caller = SipCaller(("127.0.0.1", endpoint.port))
+        assert (await caller.call(MUSTER)).code == 403
+        caller.close()
+        assert not endpoint.live and stored_calls(runtime) == 0
     finally:
         await endpoint.stop()

@@ -16,6 +16,7 @@ What it does for the calls above it:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import socket
@@ -29,7 +30,6 @@ from ivr.transports.sip.stream import SendStats
 from ivr.transports.sip.message import (
     ALLOW,
     SERVER,
-    Message,
     SipParseError,
     StreamFramer,
     new_branch,
@@ -95,7 +95,8 @@ class SipEndpoint:
         self._tcp_flows: dict[tuple[str, int], Flow] = {}
         self._sweeper: Optional[asyncio.Task] = None
         self._registration = None
-        self.finished_media = SendStats()  # RTP counters of calls that have ended
+        self.finished_media = SendStats()
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in settings.allow_from]  # RTP counters of calls that have ended
 
     def health(self) -> dict:
         """RTP pacing and robustness counters over all calls so far, for /healthz and the benchmark."""
@@ -255,6 +256,10 @@ class SipEndpoint:
             if call is not None:
                 tx.respond(response(request, 482))  # a second INVITE with this Call-ID: a loop or a fork
                 return
+            if not self._allowed(flow.remote[0]):
+                tx.respond(response(request, 403))
+                log.warning("sip.caller_not_allowed", extra={"transport": flow.transport})
+                return
             if len(self.calls) >= self.settings.max_calls:
                 tx.respond(response(request, 503, headers=(("Retry-After", "5"),)))
                 return
@@ -267,6 +272,15 @@ class SipEndpoint:
             tx.respond(response(request, 481))
             return
         call.on_request(request, tx)
+
+    def _allowed(self, address: str) -> bool:
+        if not self._networks:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._networks)
 
     def _on_cancel(self, request: Request, flow: Flow) -> None:
         tx = self._server_tx.get(transaction_key(request)[:2] + ("INVITE",))

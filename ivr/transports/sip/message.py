@@ -33,7 +33,7 @@ _STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9]) ?(.*)$")
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
 
 REASONS = {
-    100: "Trying", 180: "Ringing", 200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found",
+    100: "Trying", 180: "Ringing", 200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
     420: "Bad Extension", 480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
     483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated",
