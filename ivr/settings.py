@@ -174,6 +174,8 @@ SCHEMA: dict[str, Any] = _obj(
                 "allow_from": {"type": "array", "items": _STR},
                 "transfer_to": {"type": ["string", "null"], "pattern": r"^sips?:"},
                 "transfer_timeout_s": _NUM,
+                "tls": _nullable(_obj({"port": {**_INT, "minimum": 0, "maximum": 65535}, "certificate": _STR, "key": _STR},
+                                      ("certificate", "key"))),
                 "register": _nullable(
                     _obj(
                         {
@@ -292,6 +294,15 @@ class SipRegistration:
 
 
 @dataclass(frozen=True)
+class SipTls:
+    """SIP over TLS (RFC 3261 §26.2): a certificate and key in PEM files, on its own port."""
+
+    certificate: str
+    key: str
+    port: int = 5061
+
+
+@dataclass(frozen=True)
 class SipSettings:
     """The SIP user agent (ivr/transports/sip): calls from trunks, PBXs and phones, next to the media stream.
 
@@ -314,6 +325,7 @@ class SipSettings:
     transfer_to: Optional[str] = None
     transfer_timeout_s: float = 10.0
     register: Optional[SipRegistration] = None
+    tls: Optional[SipTls] = None
 
 
 @dataclass(frozen=True)
@@ -419,6 +431,8 @@ def sip_from_dict(data: dict[str, Any]) -> SipSettings:
         sip["rtp_ports"] = (low, high)
     if sip.get("register"):
         sip["register"] = SipRegistration(**sip["register"])
+    if sip.get("tls"):
+        sip["tls"] = SipTls(**sip["tls"])
     return SipSettings(**sip)
 
 

@@ -324,9 +324,11 @@ def test_sip_section_is_parsed_and_checked(tmp_path):
     path.write_text(
         "sip:\n  enabled: true\n  port: 5070\n  rtp_ports: 40000-40999\n  allow_from: [192.0.2.0/24]\n"
         "  transfer_to: 'sip:{queue}@pbx.example.com'\n  register: {registrar: 'sip:pbx.example.com'}\n"
+        "  tls: {certificate: /etc/ivr/sip.crt, key: /etc/ivr/sip.key}\n"
         "tenants:\n  \"+4930111\": {company: A}\n"
     )
     sip = load_settings(path, env={}).sip
     assert (sip.enabled, sip.port, sip.rtp_ports, sip.allow_from) == (True, 5070, (40000, 40999), ("192.0.2.0/24",))
     assert sip.register.registrar == "sip:pbx.example.com" and sip.register.password_env == "IVR_SIP_PASSWORD"
     assert sip.transports == ("udp", "tcp") and sip.inband_dtmf == "auto"
+    assert (sip.tls.port, sip.tls.certificate) == (5061, "/etc/ivr/sip.crt")

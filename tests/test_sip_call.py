@@ -398,3 +398,77 @@ async def test_calls_from_outside_allow_from_are_refused(runtime):
         assert not endpoint.live and stored_calls(runtime) == 0
     finally:
         await endpoint.stop()
+
+
+async def test_the_ivr_sends_keys_as_rfc4733_events_or_as_tones(endpoint):
+    from ivr.audio.dtmf import ToneDetector
+    from ivr.transports.sip.rtp import DtmfReceiver
+
+    caller = SipCaller(("127.0.0.1", endpoint.port))
+    await caller.call(MUSTER)
+    await the_session(endpoint)
+    (call,) = endpoint.calls.values()
+    call.stream.send_key("5")
+    call.stream.send_key("#")
+    await until(lambda: sum(p.payload_type == 101 for _, p in caller.received.packets) >= 14, what="key events")
+    events = [p for _, p in caller.received.packets if p.payload_type == 101]
+    receiver = DtmfReceiver()
+    assert [k for k in (receiver.receive(p) for p in events) if k] == ["5", "#"]
+    assert [p.marker for p in events].count(True) == 2  # one per press
+    await caller.hang_up()
+
+    toner = SipCaller(("127.0.0.1", endpoint.port), sdp_formats="8")  # no telephone-event: the keys become tones
+    await toner.call(MUSTER)
+    await the_session(endpoint)
+    (call,) = endpoint.calls.values()
+    start = len(toner.received.packets)
+    call.stream.clear()
+    call.stream.send_key("9")
+    await asyncio.sleep(0.6)
+    pcm = toner.received.pcm(8)
+    detector = ToneDetector()
+    heard = [detector.process(pcm[i : i + 320]) for i in range(0, len(pcm) - 319, 320)]
+    assert "9" in heard and len(toner.received.packets) > start
+    await toner.hang_up()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl, as an operator would make one for a test PBX)."""
+    import subprocess
+
+    cert, key = tmp_path / "sip.crt", tmp_path / "sip.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)  # fmt: skip
+    return cert, key
+
+
+async def test_call_over_tls(runtime, certificate):
+    from ivr.settings import SipTls
+
+    cert, key = certificate
+    endpoint = await open_endpoint(runtime, tls=SipTls(port=0, certificate=str(cert), key=str(key)))
+    try:
+        caller = SipCaller(("127.0.0.1", endpoint.tls_port), "TLS", ca_file=cert)
+        final = await caller.call(MUSTER)
+        assert final.code == 200 and ";transport=tls" in final.headers.get("Contact")
+        await until(lambda: rms(caller.received.pcm(0)) > 300, what="bot speech")
+        assert (await caller.hang_up()).code == 200
+        await until(lambda: not endpoint.live, what="teardown")
+        plain = SipCaller(("127.0.0.1", endpoint.tls_port), "TCP")  # plain text on the TLS port: no call
+        with pytest.raises((TimeoutError, ConnectionError, OSError)):
+            await plain.call(MUSTER, timeout=3)
+        plain.close()
+        assert not endpoint.live
+    finally:
+        await endpoint.stop()
+
+
+async def test_unreadable_tls_certificate_stops_start_up_with_its_path(runtime, tmp_path):
+    from ivr.errors import ConfigError
+    from ivr.settings import SipTls
+
+    missing = tmp_path / "missing.crt"
+    with pytest.raises(ConfigError, match=f"sip.tls: cannot load {missing}"):
+        await open_endpoint(runtime, tls=SipTls(port=0, certificate=str(missing), key=str(missing)))

@@ -150,6 +150,8 @@ class SipCall:
         return request.to_address.parameters.get("tag") == self.local_tag
 
     def _contact(self) -> str:
+        if self.flow.transport == "TLS":
+            return f"<sip:ivr@{self.endpoint.address}:{self.endpoint.tls_port};transport=tls>"
         transport = ";transport=tcp" if self.flow.transport == "TCP" else ""
         return f"<sip:ivr@{self.endpoint.address}:{self.endpoint.port}{transport}>"
 

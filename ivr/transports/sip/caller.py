@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import ssl
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from sipmessage import URI, Request, Response
@@ -38,8 +40,9 @@ class Received:
 
 class SipCaller:
     def __init__(self, server: tuple[str, int], transport: str = "UDP", host: str = "127.0.0.1",
-                 sdp_formats: str = "0 8 101", direction: str = "sendrecv"):  # fmt: skip
+                 sdp_formats: str = "0 8 101", direction: str = "sendrecv", ca_file: Optional[Path] = None):  # fmt: skip
         self.server = server
+        self.ca_file = ca_file  # TLS: the certificate to trust
         self.transport = transport
         self.host = host
         self.sdp_formats = sdp_formats
@@ -93,8 +96,11 @@ class SipCaller:
 
         self._rtp, _ = await loop.create_datagram_endpoint(Rtp, local_addr=(self.host, 0))
         self.rtp_port = self._rtp.get_extra_info("sockname")[1]
-        if self.transport == "TCP":
-            reader, self._tcp = await asyncio.open_connection(*self.server)
+        if self.transport in ("TCP", "TLS"):
+            context = None
+            if self.transport == "TLS":
+                context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            reader, self._tcp = await asyncio.open_connection(*self.server, ssl=context)
             self.sip_port = self._tcp.get_extra_info("sockname")[1]
             self._tasks.append(asyncio.create_task(self._read_tcp(reader)))
         else:
@@ -161,7 +167,8 @@ class SipCaller:
         request.headers.add("To", to)
         request.headers.add("Call-ID", self.call_id)
         request.headers.add("CSeq", f"{self.cseq} {method}")
-        request.headers.add("Contact", f"<sip:caller@{self.host}:{self.sip_port}{';transport=tcp' if self.transport == 'TCP' else ''}>")
+        transport = f";transport={self.transport.lower()}" if self.transport != "UDP" else ""
+        request.headers.add("Contact", f"<sip:caller@{self.host}:{self.sip_port}{transport}>")
         if body:
             request.headers.add("Content-Type", "application/sdp")
         request.headers.add("Content-Length", str(len(body)))  # set again if the body changes

@@ -20,12 +20,14 @@ import ipaddress
 import logging
 import re
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional
 
 from sipmessage import Request, Response
 
+from ivr.errors import ConfigError
 from ivr.transports.sip.stream import SendStats
 from ivr.transports.sip.message import (
     ALLOW,
@@ -92,6 +94,8 @@ class SipEndpoint:
         self._client_tx: dict[str, asyncio.Future] = {}
         self._udp: Optional[asyncio.DatagramTransport] = None
         self._tcp: Optional[asyncio.base_events.Server] = None
+        self._tls: Optional[asyncio.base_events.Server] = None
+        self.tls_port: Optional[int] = None
         self._tcp_flows: dict[tuple[str, int], Flow] = {}
         self._sweeper: Optional[asyncio.Task] = None
         self._registration = None
@@ -114,6 +118,13 @@ class SipEndpoint:
     # ---- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
+        tls = self.settings.tls
+        if tls is not None:  # before binding anything: a bad certificate stops start-up and leaves no socket open
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                context.load_cert_chain(tls.certificate, tls.key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError([f"sip.tls: cannot load {tls.certificate} / {tls.key}: {exc}"]) from exc
         loop = asyncio.get_running_loop()
         endpoint = self
 
@@ -124,9 +135,14 @@ class SipEndpoint:
         self._udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=(self.settings.host, self.port))
         self.port = self._udp.get_extra_info("sockname")[1]
         self._udp.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # bursts of calls
+        family = socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET
         if "tcp" in self.settings.transports:
-            self._tcp = await asyncio.start_server(self._tcp_client, self.settings.host, self.port,
-                                                   family=socket.AF_INET6 if ":" in self.settings.host else socket.AF_INET)  # fmt: skip
+            self._tcp = await asyncio.start_server(lambda r, w: self._stream_client(r, w, "TCP"), self.settings.host,
+                                                   self.port, family=family)  # fmt: skip
+        if tls is not None:
+            self._tls = await asyncio.start_server(lambda r, w: self._stream_client(r, w, "TLS"), self.settings.host,
+                                                   tls.port, family=family, ssl=context, ssl_handshake_timeout=10)  # fmt: skip
+            self.tls_port = self._tls.sockets[0].getsockname()[1]
         self._sweeper = asyncio.create_task(self._sweep())
         if self.settings.register is not None:
             from ivr.transports.sip.register import Registration
@@ -141,8 +157,9 @@ class SipEndpoint:
             await self._registration.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._tcp is not None:
-            self._tcp.close()
+        for server in (self._tcp, self._tls):
+            if server is not None:
+                server.close()
         if self._udp is not None:
             self._udp.close()
 
@@ -150,9 +167,9 @@ class SipEndpoint:
         if self._udp is not None and not self._udp.is_closing():
             self._udp.sendto(data, addr)
 
-    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _stream_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transport: str) -> None:
         remote = writer.get_extra_info("peername")[:2]
-        flow = Flow("TCP", remote, writer.write, writer.is_closing)
+        flow = Flow(transport, remote, writer.write, writer.is_closing)
         self._tcp_flows[remote] = flow
         framer = StreamFramer()
         try:
@@ -161,11 +178,11 @@ class SipEndpoint:
                     frames = framer.feed(data)
                 except SipParseError as exc:
                     self.bad_messages += 1
-                    log.warning("sip.bad_stream", extra={"error": exc.reason, "transport": "TCP"})
+                    log.warning("sip.bad_stream", extra={"error": exc.reason, "transport": transport})
                     break  # the stream has lost its framing: nothing after this can be trusted
                 for frame in frames:
                     self._received(frame, flow)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
             self._tcp_flows.pop(remote, None)
@@ -317,7 +334,7 @@ class SipEndpoint:
         data = bytes(request)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._client_tx[branch] = future
-        send = flow.send if transport == "TCP" and flow is not None else (lambda out: self._udp_send(out, destination))
+        send = flow.send if transport != "UDP" and flow is not None else (lambda out: self._udp_send(out, destination))
         try:
             send(data)
             interval = T1
