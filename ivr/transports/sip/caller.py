@@ -22,7 +22,7 @@ from sipmessage import URI, Request, Response
 
 from ivr.audio.codecs import codec_for
 from ivr.transports.sip.message import Message, StreamFramer, new_branch, new_tag, parse, response
-from ivr.transports.sip.rtp import RtpPacket, dtmf_packets
+from ivr.transports.sip.rtp import DtmfEvent, RtpPacket, dtmf_packets
 from ivr.transports.sip.sdp import negotiate, parse_offer
 
 FRAME_S = 0.02
@@ -73,7 +73,7 @@ class SipCaller:
         self.rtp_port = 0
         self._waiters: dict[str, asyncio.Future] = {}
         self._audio: asyncio.Queue[bytes] = asyncio.Queue()
-        self._keys: list[tuple[object, bool]] = []
+        self._keys: list[tuple[DtmfEvent, bool]] = []
         self._clock: Optional[asyncio.Task] = None
         self._tasks: list[asyncio.Task] = []
 
@@ -295,7 +295,7 @@ class SipCaller:
                 event, first = self._keys.pop(0)
                 if first:
                     key_ts = self._ts
-                packet = RtpPacket(self.dtmf_payload_type, self._seq, key_ts, self.ssrc, event.to_bytes(), first)  # type: ignore[attr-defined]
+                packet = RtpPacket(self.dtmf_payload_type, self._seq, key_ts, self.ssrc, event.to_bytes(), first)
             else:
                 pcm = self._audio.get_nowait() if not self._audio.empty() else bytes(320)
                 packet = RtpPacket(self.payload_type, self._seq, self._ts, self.ssrc, codec.encode(pcm), self._seq == 0)

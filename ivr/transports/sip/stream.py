@@ -25,7 +25,7 @@ from typing import Callable, Optional, Union
 
 from ivr.audio.codecs import Codec, codec_for
 from ivr.audio.dtmf import ToneDetector, tone
-from ivr.transports.sip.rtp import DtmfReceiver, JitterBuffer, RtpError, RtpPacket, dtmf_packets
+from ivr.transports.sip.rtp import DtmfEvent, DtmfReceiver, JitterBuffer, RtpError, RtpPacket, dtmf_packets
 from ivr.transports.sip.sdp import Negotiated
 
 log = logging.getLogger("ivr.sip.rtp")
@@ -78,7 +78,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self._remote: Optional[tuple[str, int]] = None
         self._latched_at: Optional[float] = None
         self._outbound: deque[Union[bytes, _Mark]] = deque()
-        self._keys: deque[tuple[object, bool]] = deque()  # queued RFC 4733 packets (event, marker)
+        self._keys: deque[tuple[DtmfEvent, bool]] = deque()  # queued RFC 4733 packets (event, marker)
         self._key_timestamp = 0
         self._ssrc = secrets.randbits(32)
         self._sequence = random.randrange(1 << 16)  # random start (RFC 3550 §5.1)
@@ -183,12 +183,14 @@ class RtpStream(asyncio.DatagramProtocol):
             except Exception:  # one bad tick must not end the call's media
                 log.exception("rtp.tick_failed")
 
+    def _marks_reached(self) -> None:
+        while self._outbound and isinstance(self._outbound[0], _Mark):
+            self.on_mark(self._outbound.popleft().name)  # type: ignore[union-attr]
+
     def _send_tick(self) -> None:
-        while self._outbound and isinstance(self._outbound[0], _Mark):
-            self.on_mark(self._outbound.popleft().name)  # type: ignore[union-attr]
+        self._marks_reached()
         frame = self._outbound.popleft() if self._outbound else None
-        while self._outbound and isinstance(self._outbound[0], _Mark):
-            self.on_mark(self._outbound.popleft().name)  # type: ignore[union-attr]
+        self._marks_reached()  # a prompt's mark fires with its last frame, not a tick later
         negotiated = self.negotiated
         if negotiated is None or not negotiated.we_send or self._remote is None:
             self._timestamp += SAMPLES  # the media clock runs on while we are silent (on hold)
@@ -199,7 +201,7 @@ class RtpStream(asyncio.DatagramProtocol):
             if first:
                 self._key_timestamp = self._timestamp
             packet = RtpPacket(negotiated.dtmf_payload_type or 101, self._sequence, self._key_timestamp, self._ssrc,
-                               event.to_bytes(), marker=first)  # type: ignore[attr-defined]  # fmt: skip
+                               event.to_bytes(), marker=first)  # fmt: skip
         else:
             pcm = frame if frame is not None and len(frame) == 2 * SAMPLES else bytes(2 * SAMPLES)
             packet = RtpPacket(negotiated.payload_type, self._sequence, self._timestamp, self._ssrc,
