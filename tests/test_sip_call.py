@@ -472,3 +472,15 @@ async def test_unreadable_tls_certificate_stops_start_up_with_its_path(runtime, 
     missing = tmp_path / "missing.crt"
     with pytest.raises(ConfigError, match=f"sip.tls: cannot load {missing}"):
         await open_endpoint(runtime, tls=SipTls(port=0, certificate=str(missing), key=str(missing)))
+
+
+async def test_unparsable_requests_get_the_matching_4xx(endpoint):
+    caller = SipCaller(("127.0.0.1", endpoint.port))
+    await caller.open()
+    base = bytes(caller._request("OPTIONS", caller_uri(endpoint), f"<sip:ivr@127.0.0.1:{endpoint.port}>"))
+    caller.send_raw(base.replace(f"OPTIONS sip:ivr@127.0.0.1:{endpoint.port}".encode(), b"OPTIONS mailto:x@y", 1))
+    caller.send_raw(base.replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 INVITE"))
+    await until(lambda: len(caller.responses) >= 2, what="two answers")
+    await asyncio.sleep(0.3)
+    assert sorted((r.code, r.phrase) for r in caller.responses) == [(400, "Bad Request"), (416, "Unsupported URI Scheme")]
+    caller.close()

@@ -31,6 +31,7 @@ from ivr.errors import ConfigError
 from ivr.transports.sip.stream import SendStats
 from ivr.transports.sip.message import (
     ALLOW,
+    REASONS,
     SERVER,
     SipParseError,
     StreamFramer,
@@ -227,7 +228,7 @@ class SipEndpoint:
         if not ({b"via", b"v"} & names and {b"call-id", b"i"} & names and {b"cseq"} & names):
             return
         reason = str(exc).replace("\r", " ").replace("\n", " ")[:100]
-        head_out = f"SIP/2.0 {exc.status} Bad Request\r\n".encode() + b"\r\n".join(lines)
+        head_out = f"SIP/2.0 {exc.status} {REASONS.get(exc.status, 'Bad Request')}\r\n".encode() + b"\r\n".join(lines)
         flow.send(head_out + f"\r\nWarning: 399 ivr \"{reason}\"\r\nServer: {SERVER}\r\nContent-Length: 0\r\n\r\n".encode())
 
     def _on_response(self, answer: Response) -> None:
