@@ -162,14 +162,23 @@ class SipCall:
             headers.append(("Contact", self._contact()))
         tx.respond(response(tx.request, code, self.local_tag, headers=headers, **kwargs))
 
-    def _reject(self, code: int, why: str) -> None:
-        """A final error answer to the INVITE; nothing of the call remains."""
+    @property
+    def done(self) -> bool:
+        """Nothing of the call is still running: no session, or its bookkeeping has finished."""
+        return self.session is None or self.session.finished.is_set()
+
+    def _end_unanswered(self, code: int, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """A final error answer to the INVITE (retransmitted until its ACK); the call is over."""
         self.state = "terminated"
-        warning = why.replace('"', "'").replace("\r", " ").replace("\n", " ")[:120]
-        self._answer(code, headers=[("Warning", f'399 ivr "{warning}"')])
+        self._answer(code, headers=list(headers))
         self.endpoint.retransmit_until_ack(self.tx)
-        self.endpoint.forget(self, finished=True)
         self.stream.close()
+        self.endpoint.forget(self)
+
+    def _reject(self, code: int, why: str) -> None:
+        """Refuses the INVITE, saying why in a Warning; nothing of the call remains."""
+        warning = why.replace('"', "'").replace("\r", " ").replace("\n", " ")[:120]
+        self._end_unanswered(code, (("Warning", f'399 ivr "{warning}"'),))
         log.info("sip.rejected", extra={"status": code, "why": why})
 
     # ---- incoming call -----------------------------------------------------------------
@@ -256,11 +265,7 @@ class SipCall:
     def on_cancel(self) -> None:
         if self.state != "early":
             return  # already answered: the caller sends BYE (§9.2)
-        self.state = "terminated"
-        self._answer(487)
-        self.endpoint.retransmit_until_ack(self.tx)
-        self.endpoint.forget(self, finished=True)
-        self.stream.close()
+        self._end_unanswered(487)
         log.info("sip.cancelled", extra={"sip_transport": self.flow.transport})
 
     # ---- in-dialog requests ---------------------------------------------------------------
@@ -292,7 +297,7 @@ class SipCall:
         self.state = "terminated"
         self._acked.set()  # a BYE before the ACK also means the caller got the 200
         self.stream.close()
-        self.endpoint.forget(self, finished=self.session is None)
+        self.endpoint.forget(self)
         if self.session is not None:
             self._inbound.put_nowait(CallStop("caller_hangup"))  # after the audio already queued
         log.info("sip.bye_received", extra={"sip_transport": self.flow.transport})
@@ -362,7 +367,7 @@ class SipCall:
         if self.state == "confirmed":
             await self.hang_up("session_ended")
         self.stream.close()
-        self.endpoint.forget(self, finished=True)
+        self.endpoint.forget(self)
 
     # ---- outgoing requests ------------------------------------------------------------------
 
@@ -400,21 +405,19 @@ class SipCall:
             await asyncio.wait(pending, timeout=2)  # the BYE's answer, if it comes quickly
         for task in pending:
             task.cancel()
-        self.endpoint.forget(self, finished=True)
+        self.endpoint.forget(self)
 
     async def hang_up(self, reason: str) -> None:
         """BYE from our side (bot goodbye, handoff, max duration, shutdown)."""
         if self.state == "early":
-            self.state = "terminated"
-            self._answer(480 if reason != "server_shutdown" else 503)
-            self.endpoint.retransmit_until_ack(self.tx)
+            self._end_unanswered(480 if reason != "server_shutdown" else 503)
         if self.state != "confirmed":
             self.stream.close()
-            self.endpoint.forget(self, finished=self.session is None or self.session.finished.is_set())
+            self.endpoint.forget(self)
             return
         self.state = "terminated"
         self.stream.close()
-        self.endpoint.forget(self, finished=self.session is None)
+        self.endpoint.forget(self)
         cause = '16;text="Normal call clearing"' if reason in ("bot_hangup", "session_ended") else f'16;text="{reason[:60]}"'
         request, destination = self.in_dialog("BYE", headers=(("Reason", f"Q.850;cause={cause}"),))
         self._spawn(self._send_bye(request, destination))

@@ -310,11 +310,11 @@ class SipEndpoint:
         if call is not None:
             call.on_cancel()
 
-    def forget(self, call: "SipCall", finished: bool = False) -> None:
-        """The dialog is over (`finished`: and so is everything the call was doing)."""
+    def forget(self, call: "SipCall") -> None:
+        """The dialog is over; once the call is `done` (its session finished) it leaves `live` too."""
         if self.calls.get(call.sip_call_id) is call:
             del self.calls[call.sip_call_id]
-        if finished and call in self.live:
+        if call.done and call in self.live:
             self.live.discard(call)
             self.finished_media.add(call.stream.stats)
 
