@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import random
+import socket
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from ivr.transports.sip.caller import SipCaller
 from ivr.transports.sip.endpoint import SipEndpoint
 from ivr.transports.sip.message import parse
 from ivr.transports.sip.register import parse_challenge
+from ivr.transports.sip.rtcp import Goodbye, Report, ReportBlock
 
 TEST_SETTINGS = Path(__file__).parent / "data" / "ivr.test.yml"
 MUSTER = "+4930123456"
@@ -253,6 +255,72 @@ async def test_garbage_does_not_disturb_a_running_call(endpoint):
     assert call.stream.stats.dropped_bad + call.stream.stats.dropped_foreign >= 150
     attacker.close()
     await caller.hang_up()
+
+
+@pytest.mark.parametrize("mux", [False, True], ids=["rtcp-port", "rtcp-mux"])
+async def test_rtcp_reports_loss_both_ways_and_the_round_trip_reaches_the_event_log(endpoint, runtime, mux):
+    caller = SipCaller(("127.0.0.1", endpoint.port), rtcp_mux=mux)
+    caller.drop_every = 10  # a tenth of the caller's audio never arrives
+    final = await caller.call(MUSTER)
+    assert (b"a=rtcp-mux" in final.body) == mux
+    (call,) = endpoint.calls.values()
+    call_id = (await the_session(endpoint)).call_id
+
+    def ivr_reports():
+        return [p for _, compound in caller.received.rtcp for p in compound if hasattr(p, "blocks")]
+
+    # At least two reports (one every ~4 s), the last carrying a block about the caller's stream.
+    await until(lambda: len(ivr_reports()) >= 2 and ivr_reports()[-1].blocks, timeout=20, what="two RTCP reports")
+    report = ivr_reports()[-1]
+    ivr_ssrc = audio_packets(caller)[0].ssrc
+    assert report.ssrc == ivr_ssrc and report.sender is not None  # an SR: the IVR is sending
+    assert abs(report.sender.packets - len(audio_packets(caller))) <= 10  # what it says it sent, we received
+    assert report.sender.octets == 160 * report.sender.packets
+    assert abs((report.sender.ntp >> 32) - 2_208_988_800 - time.time()) < 5
+    (block,) = report.blocks
+    assert block.ssrc == caller.ssrc
+    assert 0.08 <= block.fraction_lost / 256 <= 0.12  # 10 % lost since the previous report
+    assert abs(block.cumulative_lost - (block.highest_sequence + 1) // 10) <= 2  # packets 9, 19, 29, ...
+    # The caller reports back about the IVR's stream, echoing its SR: the IVR measures the round trip.
+    caller.send_receiver_report()
+    await until(lambda: call.stream.rtcp.far_end.rtt_ms is not None, what="round trip from the caller's RR")
+    assert 0 <= call.stream.rtcp.far_end.rtt_ms < 1000
+    assert call.stream.rtcp.far_end.fraction_lost == 0  # loopback loses nothing of ours
+    await caller.hang_up()
+    await until(lambda: not endpoint.live, what="teardown")
+    (quality,) = [e.data for e in await runtime.storage.events(call_id=call_id) if e.event == "MEDIA_QUALITY"]
+    assert 8 <= quality["loss_pct"] <= 12 and quality["lost_packets"] >= 0.08 * quality["received_packets"]
+    assert quality["rtt_ms"] == call.stream.rtcp.far_end.rtt_ms and quality["far_end_loss_pct"] == 0
+    assert quality["rtcp_sent"] >= 2 and quality["rtcp_received"] == 1 and quality["codec"] == "PCMU"
+    assert quality["concealed_packets"] >= 0.5 * quality["lost_packets"]  # the jitter buffer filled the gaps
+    assert quality["jitter_ms"] is not None and quality["jitter_ms"] < 20
+
+
+async def test_rtcp_bye_when_the_ivr_hangs_up_and_garbage_or_forged_rtcp_is_dropped(runtime):
+    endpoint = await open_endpoint(runtime)
+    try:
+        caller = SipCaller(("127.0.0.1", endpoint.port))
+        await caller.call(TELEPHONY_TENANT)  # handed off at once; without a transfer target: our BYE
+        (call,) = endpoint.calls.values()
+        await until(lambda: call.stream._latched_at is not None, what="caller's RTP latched")
+        rtcp_port = ("127.0.0.1", call.stream.local_port + 1)
+        for garbage in (b"\x81\xc9\x00\x07" + bytes(8), b"\x80\xca\x00\x00", bytes(range(40))):
+            caller._rtcp.sendto(garbage, rtcp_port)
+        # A well-formed report about the IVR's stream, but from another host than the caller's media.
+        forged = Report(caller.ssrc, None, (ReportBlock(call.stream.rtcp.ssrc, 255, 9999, 0, 0, 0, 0),)).to_bytes()
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stranger.bind(("127.0.0.2", 0))
+        stranger.sendto(forged, rtcp_port)
+        stranger.close()
+        await asyncio.wait_for(caller.bye_received.wait(), 30)
+        await until(lambda: any(isinstance(p, Goodbye) for _, c in caller.received.rtcp for p in c), what="RTCP BYE")
+        (bye,) = [p for _, c in caller.received.rtcp for p in c if isinstance(p, Goodbye)]
+        assert bye.ssrcs == (audio_packets(caller)[0].ssrc,)
+        assert call.stream.stats.rtcp_dropped == 3 and call.stream.rtcp.far_end.reports == 0
+        assert call.stream.stats.dropped_foreign >= 1
+        caller.close()
+    finally:
+        await endpoint.stop()
 
 
 async def test_unknown_number_without_default_tenant_is_404(runtime):

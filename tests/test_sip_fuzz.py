@@ -1,4 +1,4 @@
-"""Property-based fuzzing of everything that reads bytes from the network: SIP, SDP, RTP.
+"""Property-based fuzzing of everything that reads bytes from the network: SIP, SDP, RTP, RTCP.
 
 The property is the same everywhere: malformed, truncated or oversized input
 ends as the module's own error (which the endpoint turns into a 400-class
@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ivr.transports.sip.message import SipParseError, StreamFramer, parse
+from ivr.transports.sip.rtcp import ReceptionStats, Report, ReportBlock, RtcpError, RtcpSession, SenderInfo, sdes_cname
 from ivr.transports.sip.rtp import DtmfReceiver, JitterBuffer, RtpError, RtpPacket
 from ivr.transports.sip.sdp import SdpError, negotiate, parse_offer
 from tests.test_sip_protocol import SDP, invite
@@ -132,3 +133,46 @@ def test_sdp_mutations(position, noise):
         negotiate(parse_offer((SDP[:position] + noise + SDP[position:]).encode()))
     except SdpError as exc:
         assert exc.status in (400, 488)
+
+
+def rtcp_is_read_or_refused(session: RtcpSession, data: bytes) -> None:
+    try:
+        session.receive(data, 1_800_000_000.0)
+    except RtcpError:
+        pass
+    far = session.far_end
+    assert far.fraction_lost is None or 0 <= far.fraction_lost <= 255
+    assert far.rtt_ms is None or 0 <= far.rtt_ms < 32768 * 1000
+
+
+@FUZZ
+@given(st.binary(max_size=1500))
+def test_rtcp_random_bytes(data):
+    rtcp_is_read_or_refused(RtcpSession(ssrc=1), data)
+
+
+VALID_RTCP = (Report(2, SenderInfo(1 << 63, 5, 6, 7), (ReportBlock(1, 30, 12, 99, 40, 0x1234, 99),)).to_bytes()
+              + sdes_cname(2, "caller"))  # fmt: skip
+
+
+@FUZZ
+@given(st.integers(0, len(VALID_RTCP)), st.binary(max_size=64), st.integers(0, 64))
+def test_rtcp_truncated_spliced_and_cut(position, noise, removed):
+    session = RtcpSession(ssrc=1)
+    rtcp_is_read_or_refused(session, VALID_RTCP[:position])
+    rtcp_is_read_or_refused(session, VALID_RTCP[:position] + noise + VALID_RTCP[position:])
+    rtcp_is_read_or_refused(session, VALID_RTCP[:position] + VALID_RTCP[position + removed :])
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 65535), st.integers(0, 1), st.integers(0, (1 << 32) - 1)), max_size=300))
+def test_reception_stats_with_any_arrivals(arrivals):
+    """Any order, source switches and timestamps: loss stays within what was expected, blocks always encode."""
+    stats = ReceptionStats()
+    for i, (sequence, ssrc, timestamp) in enumerate(arrivals):
+        stats.on_packet(RtpPacket(0, sequence, timestamp, ssrc, b""), i * 0.02)
+        assert stats.lost <= stats.expected and stats.jitter >= 0
+        if i % 17 == 0 and stats.ssrc is not None:
+            block = stats.block(0, 0)
+            assert 0 <= block.fraction_lost <= 255
+            assert ReportBlock.parse(block.to_bytes(), 0).ssrc == block.ssrc

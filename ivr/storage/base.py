@@ -188,6 +188,7 @@ CALLBACK_REQUESTED = "CALLBACK_REQUESTED"
 CLOSED_HOURS = "CLOSED_HOURS"
 HANDOFF = "HANDOFF"
 HANGUP = "HANGUP"
+MEDIA_QUALITY = "MEDIA_QUALITY"  # SIP calls, when their media ends: loss, jitter and round trip both ways (RTCP)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 It places one call over UDP or TCP, sends caller audio on a 20 ms clock
 (silence between turns, as a line does), sends RFC 4733 keys, records what
-arrives with arrival times, answers BYE and NOTIFY, puts the IVR on hold by
+arrives with arrival times (RTCP too, on its own port or muxed), sends
+receiver reports on request, answers BYE and NOTIFY, puts the IVR on hold by
 re-INVITE, and hangs up. The interop tests use real phones (baresip,
 linphone); this one exists to measure and to reach protocol corners those
 phones cannot be scripted into.
@@ -22,6 +23,7 @@ from sipmessage import URI, Request, Response
 
 from ivr.audio.codecs import codec_for
 from ivr.transports.sip.message import Message, StreamFramer, new_branch, new_tag, parse, response
+from ivr.transports.sip.rtcp import Goodbye, Report, RtcpError, RtcpSession, parse_compound
 from ivr.transports.sip.rtp import DtmfEvent, RtpPacket, dtmf_packets
 from ivr.transports.sip.sdp import negotiate, parse_offer
 
@@ -31,6 +33,7 @@ FRAME_S = 0.02
 @dataclass
 class Received:
     packets: list[tuple[float, RtpPacket]] = field(default_factory=list)  # (arrival monotonic, packet)
+    rtcp: list[tuple[float, list[Report | Goodbye]]] = field(default_factory=list)  # (arrival monotonic, compound)
 
     def pcm(self, payload_type: int) -> bytes:
         codec = codec_for("audio/pcmu" if payload_type == 0 else "audio/pcma", 8000)
@@ -40,13 +43,16 @@ class Received:
 
 class SipCaller:
     def __init__(self, server: tuple[str, int], transport: str = "UDP", host: str = "127.0.0.1",
-                 sdp_formats: str = "0 8 101", direction: str = "sendrecv", ca_file: Optional[Path] = None):  # fmt: skip
+                 sdp_formats: str = "0 8 101", direction: str = "sendrecv", ca_file: Optional[Path] = None,
+                 rtcp_mux: bool = False):  # fmt: skip
         self.server = server
         self.ca_file = ca_file  # TLS: the certificate to trust
         self.transport = transport
         self.host = host
         self.sdp_formats = sdp_formats
         self.direction = direction
+        self.rtcp_mux = rtcp_mux  # offer a=rtcp-mux; otherwise RTCP has its own port, offered by a=rtcp
+        self.drop_every = 0  # > 0: every Nth audio packet is not sent (its sequence number is used up: loss)
         self.call_id = f"{secrets.token_hex(8)}@caller"
         self.tag = new_tag()
         self.cseq = 1
@@ -69,8 +75,12 @@ class SipCaller:
         self._tcp: Optional[asyncio.StreamWriter] = None
         self._rtp: Optional[asyncio.DatagramTransport] = None
         self._rtp_remote: Optional[tuple[str, int]] = None
+        self._rtcp: Optional[asyncio.DatagramTransport] = None
+        self._rtcp_remote: Optional[tuple[str, int]] = None
+        self.rtcp = RtcpSession(self.ssrc)
         self.sip_port = 0
         self.rtp_port = 0
+        self.rtcp_port = 0
         self._waiters: dict[str, asyncio.Future] = {}
         self._audio: asyncio.Queue[bytes] = asyncio.Queue()
         self._keys: list[tuple[DtmfEvent, bool]] = []
@@ -85,10 +95,19 @@ class SipCaller:
 
         class Rtp(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: tuple) -> None:
+                if caller.rtcp_mux and len(data) > 1 and 192 <= data[1] <= 223:
+                    caller._on_rtcp(data)
+                    return
                 try:
-                    caller.received.packets.append((time.monotonic(), RtpPacket.parse(data)))
+                    packet = RtpPacket.parse(data)
                 except ValueError:
-                    pass
+                    return
+                caller.received.packets.append((time.monotonic(), packet))
+                caller.rtcp.reception.on_packet(packet, time.monotonic(), audio=packet.payload_type == caller.payload_type)
+
+        class Rtcp(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple) -> None:
+                caller._on_rtcp(data)
 
         class Sip(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: tuple) -> None:
@@ -96,6 +115,9 @@ class SipCaller:
 
         self._rtp, _ = await loop.create_datagram_endpoint(Rtp, local_addr=(self.host, 0))
         self.rtp_port = self._rtp.get_extra_info("sockname")[1]
+        if not self.rtcp_mux:
+            self._rtcp, _ = await loop.create_datagram_endpoint(Rtcp, local_addr=(self.host, 0))
+            self.rtcp_port = self._rtcp.get_extra_info("sockname")[1]
         if self.transport in ("TCP", "TLS"):
             context = None
             if self.transport == "TLS":
@@ -122,7 +144,7 @@ class SipCaller:
     def close(self) -> None:
         for task in [*self._tasks, *([self._clock] if self._clock else [])]:
             task.cancel()
-        for transport in (self._sip, self._rtp, self._tcp):
+        for transport in (self._sip, self._rtp, self._rtcp, self._tcp):
             if transport is not None:
                 transport.close()
 
@@ -150,6 +172,19 @@ class SipCaller:
         self.send_raw(bytes(response(message, 200)))
         if message.method == "BYE":
             self.bye_received.set()
+
+    def _on_rtcp(self, data: bytes) -> None:
+        try:
+            self.received.rtcp.append((time.monotonic(), parse_compound(data)))
+            self.rtcp.receive(data, time.time())
+        except RtcpError:
+            pass
+
+    def send_receiver_report(self) -> None:
+        """An RR about the IVR's stream (echoing its last SR, so the IVR can measure the round trip)."""
+        transport = self._rtp if self.rtcp_mux else self._rtcp
+        if transport is not None and self._rtcp_remote is not None:
+            transport.sendto(self.rtcp.compound(time.time(), None), self._rtcp_remote)
 
     async def _notify_refer(self) -> None:
         """RFC 3515 §2.4.5: the outcome of the transfer as a message/sipfrag NOTIFY."""
@@ -203,7 +238,7 @@ class SipCaller:
         lines += [f"a=rtpmap:{f} {names[f]}" for f in formats if f in names]
         if "101" in formats:
             lines.append("a=fmtp:101 0-16")
-        lines += ["a=ptime:20", f"a={direction or self.direction}"]
+        lines += ["a=ptime:20", "a=rtcp-mux" if self.rtcp_mux else f"a=rtcp:{self.rtcp_port}", f"a={direction or self.direction}"]
         return ("\r\n".join(lines) + "\r\n").encode()
 
     async def call(self, number: str, timeout: float = 15.0, extra_headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -229,6 +264,7 @@ class SipCaller:
         self.payload_type = chosen.payload_type
         self.dtmf_payload_type = chosen.dtmf_payload_type
         self._rtp_remote = (chosen.remote_address, chosen.remote_port)
+        self._rtcp_remote = chosen.rtcp_destination
         self._ack(self.final, invite)
         self._clock = asyncio.create_task(self._send_clock())
         self.answered.set()
@@ -301,5 +337,7 @@ class SipCaller:
                 packet = RtpPacket(self.payload_type, self._seq, self._ts, self.ssrc, codec.encode(pcm), self._seq == 0)
             self._seq = (self._seq + 1) % 65536
             self._ts += 160
+            if self.drop_every and self._seq % self.drop_every == 0 and packet.payload_type == self.payload_type:
+                continue
             if self._rtp is not None and self._rtp_remote is not None:
                 self._rtp.sendto(packet.to_bytes(), self._rtp_remote)

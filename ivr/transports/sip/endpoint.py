@@ -100,8 +100,8 @@ class SipEndpoint:
         self._tcp_flows: dict[tuple[str, int], Flow] = {}
         self._sweeper: Optional[asyncio.Task] = None
         self._registration = None
-        self.finished_media = SendStats()
-        self._networks = [ipaddress.ip_network(n, strict=False) for n in settings.allow_from]  # RTP counters of calls that have ended
+        self.finished_media = SendStats()  # RTP counters of calls that have ended
+        self._networks = [ipaddress.ip_network(n, strict=False) for n in settings.allow_from]
 
     def health(self) -> dict:
         """RTP pacing and robustness counters over all calls so far, for /healthz and the benchmark."""

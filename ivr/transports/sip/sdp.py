@@ -5,7 +5,9 @@ order and we take the first one we speak (PCMU or PCMA at 8 kHz), plus
 telephone-event for keypad digits. Every m-line of the offer gets a line in the
 answer (RFC 3264 §6); streams we do not take are refused with port 0. Hold is
 the offer's direction: sendonly or inactive from the caller means we stop
-sending (RFC 3264 §8.4).
+sending (RFC 3264 §8.4). RTCP goes to the port the offer names with a=rtcp
+(RFC 3605), else the RTP port + 1, or shares the RTP port when the offer asks
+for a=rtcp-mux (RFC 5761 §5.1.1: we accept it by repeating the attribute).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class MediaOffer:
     rtpmap: dict[int, tuple[str, int]] = field(default_factory=dict)  # pt -> (encoding, rate)
     direction: Optional[str] = None
     ptime: Optional[int] = None
+    rtcp_port: Optional[int] = None  # a=rtcp (RFC 3605)
+    rtcp_address: Optional[str] = None
+    rtcp_mux: bool = False  # a=rtcp-mux (RFC 5761)
 
 
 @dataclass
@@ -59,6 +64,15 @@ class Negotiated:
     remote_port: int
     direction: str  # the caller's direction: sendonly/inactive = we are on hold
     ptime: int = 20
+    rtcp_port: Optional[int] = None  # where the caller wants RTCP; None: the RTP port + 1
+    rtcp_address: Optional[str] = None  # None: the RTP address
+    rtcp_mux: bool = False  # RTCP shares the RTP port
+
+    @property
+    def rtcp_destination(self) -> tuple[str, int]:
+        if self.rtcp_mux:
+            return self.remote_address, self.remote_port
+        return self.rtcp_address or self.remote_address, self.rtcp_port or self.remote_port + 1
 
     @property
     def we_send(self) -> bool:
@@ -121,6 +135,15 @@ def _attribute(value: str, media: Optional[MediaOffer]) -> None:
         media.rtpmap[int(pt)] = (enc_parts[0], int(enc_parts[1]) if len(enc_parts) > 1 else 8000)
     elif name == "ptime":
         media.ptime = int(float(rest))
+    elif name == "rtcp":  # RFC 3605 §2.1: port [nettype addrtype address]
+        fields = rest.split()
+        media.rtcp_port = int(fields[0])
+        if not 0 < media.rtcp_port < 65536:
+            raise ValueError(f"RTCP port {media.rtcp_port}")
+        if len(fields) >= 4:
+            media.rtcp_address = fields[3]
+    elif value == "rtcp-mux":
+        media.rtcp_mux = True
     elif value in DIRECTIONS:
         media.direction = value
 
@@ -148,7 +171,8 @@ def negotiate(offer: Offer) -> tuple[Negotiated, int]:
         if not address:
             raise SdpError("SDP offer has no connection address (c=)", 400)
         direction = media.direction or offer.direction
-        return Negotiated(codec[0], codec[1], dtmf, address, media.port, direction), index
+        return Negotiated(codec[0], codec[1], dtmf, address, media.port, direction, rtcp_port=media.rtcp_port,
+                          rtcp_address=media.rtcp_address, rtcp_mux=media.rtcp_mux), index  # fmt: skip
     offered = ", ".join(f"{m.media} {' '.join(m.formats)}" for m in offer.media)
     raise SdpError(f"no audio stream with PCMU or PCMA at 8000 Hz in the offer ({offered})")
 
@@ -174,5 +198,7 @@ def answer(offer: Offer, chosen: Negotiated, index: int, local_address: str, loc
             lines.append(f"a=rtpmap:{chosen.dtmf_payload_type} telephone-event/8000")
             lines.append(f"a=fmtp:{chosen.dtmf_payload_type} 0-16")
         lines.append("a=ptime:20")
+        if chosen.rtcp_mux:
+            lines.append("a=rtcp-mux")
         lines.append(f"a={ANSWER_DIRECTION[chosen.direction]}")
     return ("\r\n".join(lines) + "\r\n").encode()

@@ -10,6 +10,9 @@ running while we are on hold and send nothing), the marker bit on the first
 packet of a talkspurt. Keypad events replace audio packets while they last.
 Receiving is symmetric (RFC 4961): once the caller's packets arrive, we send
 to where they come from, which is what works behind NAT.
+
+RTCP (rtcp.py) uses the next port up, or the RTP port when both sides agreed
+on rtcp-mux: a report every 5 s or so, and a BYE when the call ends.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import audioop
 import logging
 import random
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
 from ivr.audio.codecs import Codec, codec_for
 from ivr.audio.dtmf import ToneDetector, tone
+from ivr.transports.sip.rtcp import RtcpError, RtcpSession, SenderInfo, next_interval, ntp_time
 from ivr.transports.sip.rtp import DtmfEvent, DtmfReceiver, JitterBuffer, RtpError, RtpPacket, dtmf_packets
 from ivr.transports.sip.sdp import Negotiated
 
@@ -49,6 +54,9 @@ class SendStats:
     dtmf_sent: int = 0
     dropped_bad: int = 0  # received datagrams that were not usable RTP
     dropped_foreign: int = 0  # from an address we did not latch to
+    rtcp_sent: int = 0
+    rtcp_received: int = 0
+    rtcp_dropped: int = 0  # RTCP datagrams that were not valid compound packets
 
     def add(self, other: "SendStats") -> None:
         """Sums counters (a finished call's into the endpoint's totals); the maximum stays a maximum."""
@@ -62,6 +70,16 @@ class _Mark:
 
     def __init__(self, name: str):
         self.name = name
+
+
+class _RtcpPort(asyncio.DatagramProtocol):
+    """The RTCP socket next to the RTP one (RFC 3550 §11: RTP port + 1)."""
+
+    def __init__(self, stream: "RtpStream"):
+        self.stream = stream
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        self.stream.rtcp_received(data, addr[:2])
 
 
 class RtpStream(asyncio.DatagramProtocol):
@@ -89,21 +107,35 @@ class RtpStream(asyncio.DatagramProtocol):
         self._last_pcm = b""
         self._concealed = 0
         self._ticker: Optional[asyncio.Task] = None
+        self.rtcp = RtcpSession(self._ssrc)
+        self._rtcp_transport: Optional[asyncio.DatagramTransport] = None
+        self._rtcp_remote: Optional[tuple[str, int]] = None  # latched: where the caller's RTCP comes from
+        self._rtcp_due = 0.0
+        self._octets = 0  # payload bytes sent, for our sender reports
 
     # ---- set-up --------------------------------------------------------------
 
     async def bind(self, host: str, ports: Optional[tuple[int, int]]) -> int:
-        """Binds an even port of the range (RFC 3550 §11), or any free port when the range is None."""
+        """Binds an even RTP port and the odd RTCP port above it (RFC 3550 §11), from the range or any free pair."""
         loop = asyncio.get_running_loop()
-        candidates = [0] if ports is None else list(range(ports[0] + ports[0] % 2, ports[1] + 1, 2))
+        candidates = [0] * 50 if ports is None else list(range(ports[0] + ports[0] % 2, ports[1], 2))
         random.shuffle(candidates)
         for port in candidates[:200]:
             try:
                 await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-                return self.local_port
             except OSError:
                 continue
-        raise OSError(f"no free RTP port in {ports}")
+            if self.local_port % 2 == 0:
+                try:
+                    self._rtcp_transport, _ = await loop.create_datagram_endpoint(
+                        lambda: _RtcpPort(self), local_addr=(host, self.local_port + 1))
+                    return self.local_port
+                except OSError:
+                    pass
+            assert self.transport is not None
+            self.transport.close()  # an odd port from the system, or its neighbour is taken: next pair
+            self.transport = None
+        raise OSError(f"no free RTP/RTCP port pair in {ports or 'the system range'}")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -127,10 +159,14 @@ class RtpStream(asyncio.DatagramProtocol):
             self._ticker = asyncio.create_task(self._tick_loop())
 
     def close(self) -> None:
+        """Ends the media; the caller is told by an RTCP BYE (§6.6) when media had started."""
         if self._ticker is not None:
             self._ticker.cancel()
-        if self.transport is not None:
-            self.transport.close()
+            self._ticker = None
+            self._send_rtcp(bye=True)
+        for transport in (self.transport, self._rtcp_transport):
+            if transport is not None:
+                transport.close()
 
     # ---- outbound --------------------------------------------------------------
 
@@ -164,6 +200,7 @@ class RtpStream(asyncio.DatagramProtocol):
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
+        self._rtcp_due = due + next_interval() / 2  # §6.2: the first report after half an interval
         while True:
             due += FRAME_S
             delay = due - loop.time()
@@ -180,6 +217,9 @@ class RtpStream(asyncio.DatagramProtocol):
             try:
                 self._send_tick()
                 self._receive_tick()
+                if loop.time() >= self._rtcp_due:
+                    self._send_rtcp()
+                    self._rtcp_due = loop.time() + next_interval()
             except Exception:  # one bad tick must not end the call's media
                 log.exception("rtp.tick_failed")
 
@@ -212,12 +252,60 @@ class RtpStream(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.transport.sendto(packet.to_bytes(), self._remote)
             self.stats.packets += 1
+            self._octets += len(packet.payload)
+
+    # ---- RTCP -----------------------------------------------------------------
+
+    def _send_rtcp(self, bye: bool = False) -> None:
+        """An SR while we send (an RR while we are on hold), to the caller's RTCP address."""
+        negotiated = self.negotiated
+        if negotiated is None or self._remote is None:
+            return
+        if negotiated.rtcp_mux:
+            transport, destination = self.transport, self._remote
+        else:
+            transport, destination = self._rtcp_transport, self._rtcp_remote or negotiated.rtcp_destination
+        if transport is None or transport.is_closing():
+            return
+        now = time.time()
+        sender = SenderInfo(ntp_time(now), self._timestamp, self.stats.packets, self._octets) if negotiated.we_send else None
+        transport.sendto(self.rtcp.compound(now, sender, bye=bye), destination)
+        self.stats.rtcp_sent += 1
+
+    def rtcp_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        """The caller's reports; taken only from the host its RTP comes from, so a stranger cannot forge them."""
+        if self._latched_at is not None and self._remote is not None and addr[0] != self._remote[0]:
+            self.stats.dropped_foreign += 1
+            return
+        try:
+            self.rtcp.receive(data, time.time())
+        except RtcpError:
+            self.stats.rtcp_dropped += 1
+            return
+        self.stats.rtcp_received += 1
+        if self.negotiated is not None and not self.negotiated.rtcp_mux:
+            self._rtcp_remote = addr  # symmetric RTCP, as for RTP
+
+    def quality(self) -> dict:
+        """The call's media figures both ways, for the call-event log (MEDIA_QUALITY)."""
+        return {
+            "codec": self.negotiated.codec if self.negotiated else None,
+            "sent_packets": self.stats.packets,
+            **self.rtcp.quality(),
+            "concealed_packets": self.jitter.stats.lost,
+            "late_packets": self.jitter.stats.late,
+            "rtcp_sent": self.stats.rtcp_sent,
+            "rtcp_received": self.stats.rtcp_received,
+        }
 
     # ---- inbound ---------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         negotiated = self.negotiated
         if negotiated is None:
+            return
+        if negotiated.rtcp_mux and len(data) > 1 and 192 <= data[1] <= 223:  # RFC 5761 §4: RTCP on the RTP port
+            self.rtcp_received(data, addr[:2])
             return
         try:
             packet = RtpPacket.parse(data)
@@ -230,7 +318,9 @@ class RtpStream(asyncio.DatagramProtocol):
         if not self._accept_source(addr[:2]):
             self.stats.dropped_foreign += 1
             return
-        if packet.payload_type == negotiated.dtmf_payload_type:
+        is_audio = packet.payload_type == negotiated.payload_type
+        self.rtcp.reception.on_packet(packet, asyncio.get_running_loop().time(), audio=is_audio)
+        if not is_audio:
             try:
                 key = self._dtmf_in.receive(packet)
             except RtpError:
