@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import audioop
+import dataclasses
 import logging
 import random
 import secrets
@@ -328,7 +329,9 @@ class RtpStream(asyncio.DatagramProtocol):
                 return
             if key is not None:
                 self.on_key(key)
-            return
+            # The event took an audio packet's place in the sequence (RFC 4733 §2.5): its slot plays as
+            # silence; left out, the jitter buffer would see a gap and conceal it as a lost packet.
+            packet = dataclasses.replace(packet, payload=b"")
         self.jitter.push(packet)
 
     def _accept_source(self, addr: tuple[str, int]) -> bool:
@@ -351,10 +354,13 @@ class RtpStream(asyncio.DatagramProtocol):
             # Conceal one lost packet with the last one at half level, longer losses with silence.
             self._concealed += 1
             pcm = audioop.mul(self._last_pcm, 2, 0.5) if self._concealed == 1 and self._last_pcm else bytes(2 * SAMPLES)
+        elif not payload:  # a keypad event's slot
+            self._concealed = 0
+            pcm = bytes(2 * SAMPLES)
         else:
             self._concealed = 0
             try:
-                pcm = self.codec.decode(payload or b"")
+                pcm = self.codec.decode(payload)
             except ValueError:
                 return
             self._last_pcm = pcm
