@@ -5,15 +5,21 @@ checks: the greeting arrives (duration and energy of what the phone
 recorded), keys pressed on the phone drive the dialog (an order status
 looked up by keypad), BYE from either side ends the call cleanly, and a
 handoff in `telephony` mode becomes a blind transfer (REFER) that the phone
-carries out to the agent line, with the handoff id.
+carries out to the agent line, with the handoff id. The phones' own RTCP
+reports reach the IVR and end up in the call's MEDIA_QUALITY event.
 
-Speech recognition of the greeting needs a German model, which is not
-available here; what the phone heard is compared by energy only.
+What the phone heard is checked by its energy and duration, and run
+through Vosk: with the test's (Korean) model it must come out as words;
+with a German model and voice configured (IVR_ASR_MODEL_DE, IVR_TTS_VOICE_DE)
+the greeting must come out as the company's name.
 """
 
 from __future__ import annotations
 
+import asyncio
+import audioop
 import json
+import os
 import sqlite3
 import time
 import wave
@@ -22,9 +28,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ivr.audio.asr import Recognizer, VoskModels
 from ivr.audio.codecs import rms
 from ivr.localhost import free_port
-from tests.conftest import TEST_SETTINGS, start_ivr
+from ivr.models.catalogue import locate
+from tests.conftest import MODEL_ENV, TEST_SETTINGS, start_ivr
 from tests.phones import Baresip, Linphone, TransferTarget, missing
 from tests.speech import silence, write_wav
 
@@ -110,6 +118,33 @@ def wait_ended(db_url: str, call_id: str, timeout: float = 30) -> str:
     raise AssertionError(f"call {call_id} not ended")
 
 
+def media_quality(db_url: str, call_id: str, timeout: float = 15) -> dict:
+    """The MEDIA_QUALITY event the IVR logs when a SIP call's media ends."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sqlite3.connect(db_url[len("sqlite:///") :]) as db:
+            row = db.execute("select data from call_events where call_id = ? and event = 'MEDIA_QUALITY'", (call_id,)).fetchone()
+        if row:
+            return json.loads(row[0])
+        time.sleep(0.2)
+    raise AssertionError(f"no MEDIA_QUALITY event for {call_id}")
+
+
+def transcribe(path: Path, model_spec: str) -> str:
+    """What Vosk recognizes in a phone's recording (resampled from the line's 8 kHz to 16 kHz)."""
+    with wave.open(str(path)) as wav:
+        rate, pcm = wav.getframerate(), wav.readframes(wav.getnframes())
+    pcm16k, _ = audioop.ratecv(pcm, 2, 1, rate, 16000, None)
+    recognizer = Recognizer(VoskModels().get(locate("vosk", model_spec, "/nonexistent")))
+
+    async def run() -> str:
+        for i in range(0, len(pcm16k), 3200):
+            await recognizer.accept(pcm16k[i : i + 3200])
+        return (await recognizer.finish()).text
+
+    return asyncio.run(run())
+
+
 def speech_seconds(path: Path) -> tuple[float, float]:
     """(seconds of frames louder than a quiet line, loudest frame RMS) of a recording."""
     with wave.open(str(path)) as wav:
@@ -146,6 +181,32 @@ def test_baresip_hears_the_greeting_and_looks_up_an_order_by_keypad(sip_server, 
     assert heard is not None, "baresip wrote no recording"
     loud_s, peak = speech_seconds(heard)
     assert loud_s > 4.0 and peak > 1500, (loud_s, peak)  # the greeting and two answers, at speech level
+    assert len(transcribe(heard, MODEL_ENV["IVR_ASR_MODEL"]).split()) >= 5  # speech, not just noise
+    # baresip's RTCP reached us and echoed our sender reports: the round trip was measured; loopback loses nothing.
+    quality = media_quality(dialog_db, call_id)
+    assert quality["rtcp_received"] >= 1 and quality["rtt_ms"] is not None and quality["rtt_ms"] < 500, quality
+    assert quality["loss_pct"] == 0 and quality["far_end_loss_pct"] == 0 and quality["far_end_jitter_ms"] < 20, quality
+    assert quality["concealed_packets"] == 0, quality  # the key events' packets are not taken for lost audio
+
+
+@pytest.mark.skipif(bool(missing("baresip", "baresip")), reason=missing("baresip", "baresip") or "")
+def test_baresip_caller_understands_the_german_greeting(sip_server, dialog_db, quiet_microphone, tmp_path):
+    asr, voice = os.environ.get("IVR_ASR_MODEL_DE"), os.environ.get("IVR_TTS_VOICE_DE")
+    if not (asr and voice):
+        pytest.skip("needs a German Vosk model and Piper voice: set IVR_ASR_MODEL_DE and IVR_TTS_VOICE_DE (ivr models pull de)")
+    since = time.time()
+    phone = Baresip(tmp_path / "baresip", quiet_microphone)
+    try:
+        phone.dial(f"sip:{MUSTER}@127.0.0.1:{sip_server.sip_port}")
+        phone.wait_event("CALL_ESTABLISHED")
+        wait_for_line(dialog_db, the_call(dialog_db, MUSTER, since), "bot", "Muster Versand")
+        time.sleep(8.0)  # the whole greeting
+        phone.hang_up()
+    finally:
+        phone.close()
+    assert phone.heard_wav is not None, "baresip wrote no recording"
+    heard = transcribe(phone.heard_wav, asr)
+    assert "muster" in heard and "versand" in heard, heard
 
 
 @pytest.mark.skipif(bool(missing("linphonec", "linphone-cli")), reason=missing("linphonec", "linphone-cli") or "")
@@ -169,6 +230,9 @@ def test_linphone_looks_up_an_order_by_keypad_and_hangs_up(sip_server, dialog_db
     assert wait_ended(dialog_db, call_id) == "caller_hangup"
     loud_s, peak = speech_seconds(phone.heard_wav)
     assert loud_s > 4.0 and peak > 1500, (loud_s, peak)
+    quality = media_quality(dialog_db, call_id)
+    assert quality["rtcp_received"] >= 1 and quality["rtt_ms"] is not None and quality["rtt_ms"] < 500, quality
+    assert quality["loss_pct"] == 0 and quality["far_end_loss_pct"] == 0, quality
 
 
 @pytest.mark.skipif(bool(missing("baresip", "baresip")), reason=missing("baresip", "baresip") or "")
