@@ -20,6 +20,10 @@ Measured:
 - the phones' own event-loop lag, because phones and server share this
   machine's two cores: a late packet counted at a lagging phone may be the
   phone's, not the server's;
+- RTCP, both ways: the phones' RFC 3550 interarrival jitter of the server's
+  stream, and, from the MEDIA_QUALITY events the server logged, its jitter
+  and loss figures for the phones' streams and the round trips it measured
+  from the receiver reports the phones send every 5 s, as real phones do;
 - CPU of the server process tree and of this client.
 """
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 import tempfile
 import time
@@ -101,10 +106,14 @@ class Slot:
                 await asyncio.sleep(0.5)
                 continue
             next_speech = time.monotonic() + 3.0
+            next_report = time.monotonic() + 5.0
             while time.monotonic() < until and not caller.bye_received.is_set():
                 if time.monotonic() >= next_speech:
                     caller.play(self.speech)
                     next_speech += 10.0
+                if time.monotonic() >= next_report:
+                    caller.send_receiver_report()
+                    next_report += 5.0
                 await asyncio.sleep(0.1)
             if not caller.bye_received.is_set():
                 try:
@@ -147,6 +156,28 @@ def packet_metrics(callers: list[SipCaller]) -> dict[str, Any]:
     }
 
 
+def percentiles(values: list[float]) -> dict[str, Optional[float]]:
+    if not values:
+        return {"p50": None, "p99": None, "max": None}
+    array = np.array(values)
+    return {"p50": round(float(np.percentile(array, 50)), 1), "p99": round(float(np.percentile(array, 99)), 1),
+            "max": round(float(array.max()), 1)}  # fmt: skip
+
+
+def rtcp_metrics(callers: list[SipCaller], db: Path) -> dict[str, Any]:
+    """The RTCP figures: jitter of the server's stream at the phones, and what the server logged per call."""
+    with sqlite3.connect(db) as conn:
+        rows = [json.loads(r[0]) for r in conn.execute("select data from call_events where event = 'MEDIA_QUALITY'")]
+    phone_jitter = [c.rtcp.reception.jitter / 8 for c in callers if c.rtcp.reception.received]
+    return {
+        "phones_jitter_of_server_ms": percentiles(phone_jitter),
+        "server_jitter_of_phones_ms": percentiles([r["jitter_ms"] for r in rows if r["jitter_ms"] is not None]),
+        "server_rtt_ms": percentiles([r["rtt_ms"] for r in rows if r["rtt_ms"] is not None]),
+        "server_loss_pct_max": max((r["loss_pct"] or 0 for r in rows), default=None),
+        "media_quality_events": len(rows),
+    }
+
+
 async def loop_lag(until: float, out: list[float]) -> None:
     loop = asyncio.get_running_loop()
     while time.monotonic() < until:
@@ -155,13 +186,13 @@ async def loop_lag(until: float, out: list[float]) -> None:
         out.append((loop.time() - start - 0.02) * 1000)
 
 
-async def run_level(sip_port: int, n: int, seconds: float, speech: bytes) -> dict[str, Any]:
+async def run_level(sip_port: int, n: int, seconds: float, speech: bytes) -> tuple[list[SipCaller], dict[str, Any]]:
     until = time.monotonic() + seconds
     slots = [Slot(sip_port, speech, offset_s=i * 0.05) for i in range(n)]
     lags: list[float] = []
     await asyncio.gather(*(slot.run(until) for slot in slots), loop_lag(until, lags))
     callers = [c for slot in slots for c in slot.finished]
-    return {
+    return callers, {
         "calls_completed": len(callers),
         "calls_failed": sum(slot.failed for slot in slots),
         "calls_ended_by_ivr": sum(c.bye_received.is_set() for c in callers),
@@ -188,11 +219,12 @@ def main(argv: Optional[list[str]] = None) -> int:
 
                 sampler = ProcSampler({"ivr_serve": proc.pid, "bench_client": os.getpid()})
                 sampler.start()
-                level = asyncio.run(run_level(sip_port, n, args.seconds, speech))
+                callers, level = asyncio.run(run_level(sip_port, n, args.seconds, speech))
                 cpu = sampler.finish()
                 server = healthz(url).get("sip", {})
             finally:
                 stop(proc)
+            level.update(rtcp_metrics(callers, Path(tmp) / "ivr.db"))
         result = {"calls": n, "seconds": args.seconds, "waited_for_idle_s": idle, **level,
                   "server_late_ticks": server.get("late_ticks"), "server_ticks": server.get("packets"),
                   "server_max_tick_lateness_ms": round(server.get("max_lateness_ms", 0.0), 1),
@@ -206,6 +238,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"| {r['calls']} | {r['server_late_ticks']} of {r['server_ticks']} | {r['server_max_tick_lateness_ms']} | "
               f"{r['late_packets']} of {r['packets']} ({r['late_pct']} %) | {r['delay_p99_ms']} | {r['lost_packets']} | "
               f"{r['client_loop_lag_p99_ms']} | {r['cpu'].get('ivr_serve', {}).get('cpu_mean_pct')} |")  # fmt: skip
+    print("\n| calls | RTCP jitter of the IVR's stream at the phones p50 / max ms | IVR's jitter of the phones p50 / max ms | round trip p50 / p99 ms | calls with MEDIA_QUALITY |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        a, b, c = r["phones_jitter_of_server_ms"], r["server_jitter_of_phones_ms"], r["server_rtt_ms"]
+        print(f"| {r['calls']} | {a['p50']} / {a['max']} | {b['p50']} / {b['max']} | {c['p50']} / {c['p99']} | {r['media_quality_events']} |")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
     return 0
