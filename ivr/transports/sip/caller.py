@@ -23,7 +23,7 @@ from sipmessage import URI, Request, Response
 
 from ivr.audio.codecs import codec_for
 from ivr.transports.sip.message import Message, StreamFramer, new_branch, new_tag, parse, response
-from ivr.transports.sip.rtcp import Goodbye, Report, RtcpError, RtcpSession, parse_compound
+from ivr.transports.sip.rtcp import Goodbye, Report, RtcpError, RtcpSession, is_rtcp
 from ivr.transports.sip.rtp import DtmfEvent, RtpPacket, dtmf_packets
 from ivr.transports.sip.sdp import negotiate, parse_offer
 
@@ -95,7 +95,7 @@ class SipCaller:
 
         class Rtp(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: tuple) -> None:
-                if caller.rtcp_mux and len(data) > 1 and 192 <= data[1] <= 223:
+                if caller.rtcp_mux and is_rtcp(data):
                     caller._on_rtcp(data)
                     return
                 try:
@@ -175,8 +175,7 @@ class SipCaller:
 
     def _on_rtcp(self, data: bytes) -> None:
         try:
-            self.received.rtcp.append((time.monotonic(), parse_compound(data)))
-            self.rtcp.receive(data, time.time())
+            self.received.rtcp.append((time.monotonic(), self.rtcp.receive(data, time.time())))
         except RtcpError:
             pass
 

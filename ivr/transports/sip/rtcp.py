@@ -138,6 +138,11 @@ def goodbye(ssrc: int) -> bytes:
     return _packet(BYE, 1, struct.pack("!I", ssrc))
 
 
+def is_rtcp(data: bytes) -> bool:
+    """RFC 5761 §4: on a port shared with RTP, RTCP is told apart by its second byte (packet types 192-223)."""
+    return len(data) > 1 and 192 <= data[1] <= 223
+
+
 def parse_compound(data: bytes) -> list[Report | Goodbye]:
     """The reports and BYEs of a compound packet (§6.1); SDES, APP and unknown types are skipped.
 
@@ -317,9 +322,10 @@ class RtcpSession:
             packet += goodbye(self.ssrc)
         return packet
 
-    def receive(self, data: bytes, now_unix: float) -> None:
-        """One RTCP datagram from the caller; RtcpError (nothing changed) for garbage."""
-        for packet in parse_compound(data):
+    def receive(self, data: bytes, now_unix: float) -> list[Report | Goodbye]:
+        """One RTCP datagram from the caller, and what it held; RtcpError (nothing changed) for garbage."""
+        packets = parse_compound(data)
+        for packet in packets:
             if isinstance(packet, Goodbye):
                 self.far_end.said_bye |= self.reception.ssrc in packet.ssrcs
                 continue
@@ -328,6 +334,7 @@ class RtcpSession:
             for block in packet.blocks:
                 if block.ssrc == self.ssrc:
                     self._far_end_report(block, now_unix)
+        return packets
 
     def _far_end_report(self, block: ReportBlock, now_unix: float) -> None:
         far = self.far_end

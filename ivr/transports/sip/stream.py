@@ -30,7 +30,7 @@ from typing import Callable, Optional, Union
 
 from ivr.audio.codecs import Codec, codec_for
 from ivr.audio.dtmf import ToneDetector, tone
-from ivr.transports.sip.rtcp import RtcpError, RtcpSession, SenderInfo, next_interval, ntp_time
+from ivr.transports.sip.rtcp import RtcpError, RtcpSession, SenderInfo, is_rtcp, next_interval, ntp_time
 from ivr.transports.sip.rtp import DtmfEvent, DtmfReceiver, JitterBuffer, RtpError, RtpPacket, dtmf_packets
 from ivr.transports.sip.sdp import Negotiated
 
@@ -305,7 +305,7 @@ class RtpStream(asyncio.DatagramProtocol):
         negotiated = self.negotiated
         if negotiated is None:
             return
-        if negotiated.rtcp_mux and len(data) > 1 and 192 <= data[1] <= 223:  # RFC 5761 §4: RTCP on the RTP port
+        if negotiated.rtcp_mux and is_rtcp(data):
             self.rtcp_received(data, addr[:2])
             return
         try:
