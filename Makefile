@@ -29,7 +29,7 @@ check: setup
 	$(VENV)/ivr check
 
 test: setup
-	$(VENV)/python -m pytest -q
+	$(VENV)/python -m pytest -q --durations=15
 
 bench: setup
 	$(VENV)/python bench/latency.py

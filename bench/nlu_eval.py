@@ -43,6 +43,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ivr.dialog.project import training_env
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
@@ -114,7 +116,7 @@ def train(config: Path, nlu: Path, out_dir: Path, use_cache: bool = False) -> Tu
     (same data and config as an earlier training) would skip the training and
     make the time meaningless.
     """
-    env = dict(os.environ)
+    env = training_env()
     if not use_cache:
         env["RASA_MAX_CACHE_SIZE"] = "0"
     cmd = [

@@ -108,6 +108,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     from ivr.conversation_tests import main_sync
     from ivr.dialog.project import RasaProject, latest_model
+    from ivr.dialog.supervisor import RASA
     from ivr.localhost import free_port
     from ivr.logs import setup_logging
     from ivr.server import Server, model_is_stale
@@ -127,7 +128,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     stories = root / "tests" / "stories"
     if stories.is_dir():
         out = Path(tempfile.mkdtemp(prefix="ivr-rasa-test-"))
-        cmd = [sys.executable, "-m", "rasa", "test", "core", "--model", str(model), "--stories", str(stories),
+        cmd = [*RASA, "test", "core", "--model", str(model), "--stories", str(stories),
                "--out", str(out), "--fail-on-prediction-errors"]  # fmt: skip
         print(f"rasa story tests: {stories}", flush=True)
         if subprocess.call(cmd, cwd=root) != 0:

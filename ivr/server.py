@@ -12,8 +12,9 @@ import asyncio
 import gc
 import logging
 import signal
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Awaitable, Optional
 
 from aiohttp import web
 
@@ -34,6 +35,18 @@ def model_is_stale(project: RasaProject, model: Optional[Path]) -> bool:
     built = model.stat().st_mtime
     sources = [project.config, *project.root.glob("dialogs/**/*.yml"), *project.root.glob("nlu/**/*.yml")]
     return any(path.stat().st_mtime > built for path in sources if path.is_file())
+
+
+async def _all_or_none(steps: list[Awaitable[object]]) -> None:
+    """Run the start-up steps concurrently; when one fails, cancel the others before raising its error."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 class Server:
@@ -57,6 +70,8 @@ class Server:
             model_dir = self.project.root / dialog.model_dir
             if train and model_is_stale(self.project, latest_model(model_dir)):
                 log.info("rasa.training", extra={"out": str(model_dir)})
+                print("Training the dialog model (first start, or the dialog files changed; about 5 minutes on 2 cores)",
+                      file=sys.stderr, flush=True)  # fmt: skip
                 code = await asyncio.to_thread(self.project.train, model_dir)
                 if code != 0:
                     raise SystemExit(f"rasa train failed with exit code {code}; run `ivr check` for details")
@@ -71,11 +86,12 @@ class Server:
             self.rasa = RasaServer(model, dialog.port, self.project.root, actions_url, dialog.startup_timeout_s)
             url = self.rasa.url
         self.runtime = Runtime.create(self.settings, url)
-        await asyncio.to_thread(self.runtime.preload)
-        if self.actions is not None:
-            await self.actions.start()
-        if self.rasa is not None:
-            await self.rasa.start()
+        print("Loading the speech models" + (" and starting the dialog engine" if self.rasa else ""), file=sys.stderr,
+              flush=True)  # fmt: skip
+        # Loading the speech models, the action server and Rasa's model take seconds each and need nothing from
+        # one another: side by side, start-up takes as long as the slowest of them (Rasa), not their sum.
+        await _all_or_none([asyncio.to_thread(self.runtime.preload),
+                            *(child.start() for child in (self.actions, self.rasa) if child is not None)])  # fmt: skip
         self.runner = web.AppRunner(make_app(self.runtime), handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.server.host, self.settings.server.port)

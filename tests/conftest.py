@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -26,17 +28,59 @@ MODEL_ENV = {
 }
 
 
+MODEL_DIR = ROOT / "models" / "rasa"
+
+
+class _Training:
+    """The session's one training of the dialog model, if the project changed since the newest model."""
+
+    proc: Optional[subprocess.Popen] = None
+    log: Optional[Path] = None
+
+    @classmethod
+    def start_if_stale(cls) -> None:
+        from ivr.dialog.project import RasaProject, latest_model, training_env
+        from ivr.server import model_is_stale
+
+        project = RasaProject(ROOT)
+        if cls.proc is None and model_is_stale(project, latest_model(MODEL_DIR)):
+            cls.log = Path(tempfile.mkdtemp(prefix="ivr-train-")) / "train.log"
+            with cls.log.open("w") as out:
+                cls.proc = subprocess.Popen(project.train_command(MODEL_DIR), cwd=ROOT, env=training_env(), stdout=out,
+                                            stderr=subprocess.STDOUT)  # fmt: skip
+
+    @classmethod
+    def wait(cls) -> None:
+        from ivr.dialog.project import prune_models
+
+        if cls.proc is not None:
+            code = cls.proc.wait()
+            assert code == 0, f"rasa train failed ({code}); log {cls.log}:\n{cls.log.read_text()[-3000:]}"
+            prune_models(MODEL_DIR)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that need the trained dialog model run last; its training (minutes, one core) starts now.
+
+    The tests that need no model run on the other core meanwhile, so a fresh clone's CI run does not wait for
+    the training before its first test.
+    """
+    needing = [item for item in items if "rasa_model" in getattr(item, "fixturenames", ())]
+    if not needing or config.option.collectonly:
+        return
+    later = set(needing)
+    items[:] = [item for item in items if item not in later] + needing
+    _Training.start_if_stale()
+
+
 @pytest.fixture(scope="session")
 def rasa_model() -> Path:
-    """The trained model (`ivr train` is run if the project changed since)."""
-    from ivr.dialog.project import RasaProject, latest_model
-    from ivr.server import model_is_stale
+    """The trained model (trained once per session, if the project changed since the newest model)."""
+    from ivr.dialog.project import latest_model
 
-    project = RasaProject(ROOT)
-    out = ROOT / "models" / "rasa"
-    if model_is_stale(project, latest_model(out)):
-        assert project.train(out) == 0, "rasa train failed"
-    model = latest_model(out)
+    _Training.start_if_stale()  # a test run that was collected without the model tests but asks for it anyway
+    _Training.wait()
+    model = latest_model(MODEL_DIR)
     assert model is not None
     return model
 

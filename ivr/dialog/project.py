@@ -8,11 +8,30 @@ dialogs/stories.yml nlu`.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
+
+# Rasa seeds its models (`random_seed` in config.yml), but a seed alone does not make two trainings agree:
+# Python's per-process hash seed changes set and dict-of-set orders that reach the batches, and TensorFlow's
+# CPU kernels may sum in whatever order their threads finish. These pin both, and a fixed thread count makes
+# a 2-core laptop and a 64-core server split the work (and so round) alike. tests/test_training.py checks
+# that two trainings give the same predictions.
+REPRODUCIBLE_TRAINING_ENV = {
+    "PYTHONHASHSEED": "0",
+    "TF_DETERMINISTIC_OPS": "1",
+    "TF_INTRA_OP_PARALLELISM_THREADS": "2",
+    "TF_INTER_OP_PARALLELISM_THREADS": "2",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+
+
+def training_env(base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """The environment every `rasa train` of this project runs in (ivr train, ivr serve, the tests, the benchmarks)."""
+    return {**(os.environ if base is None else base), **REPRODUCIBLE_TRAINING_ENV}
 
 @dataclass(frozen=True)
 class RasaProject:
@@ -44,17 +63,24 @@ class RasaProject:
         previous model never sees a half-written file); only the newest
         `keep` are kept.
         """
-        cmd = [sys.executable, "-m", "rasa", "train", *self.common_args(), "--out", str(out_dir)]
-        if force:
-            cmd.append("--force")
-        code = subprocess.call(cmd, cwd=self.root)
-        for old in sorted(Path(out_dir).glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)[:-keep]:
-            old.unlink(missing_ok=True)
+        code = subprocess.call(self.train_command(out_dir, force), cwd=self.root, env=training_env())
+        prune_models(out_dir, keep)
         return code
+
+    def train_command(self, out_dir: Path, force: bool = False) -> list[str]:
+        """`rasa train` of this project into out_dir; run it in `training_env()` for a reproducible model."""
+        return [sys.executable, "-m", "rasa", "train", *self.common_args(), "--out", str(out_dir),
+                *(["--force"] if force else [])]  # fmt: skip
 
     def validate(self) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "rasa", "data", "validate", *self.common_args()]
         return subprocess.run(cmd, cwd=self.root, capture_output=True, text=True)
+
+
+def prune_models(out_dir: Path, keep: int = 3) -> None:
+    """Only the newest `keep` models stay."""
+    for old in sorted(Path(out_dir).glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)[:-keep]:
+        old.unlink(missing_ok=True)
 
 
 def latest_model(out_dir: Path) -> Optional[Path]:

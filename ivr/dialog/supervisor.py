@@ -26,6 +26,8 @@ from ivr.errors import DialogUnavailable
 log = logging.getLogger("ivr.dialog.supervisor")
 
 CREDENTIALS = "ivr.dialog.rasa_channel.IvrInput: {}\n"
+# Rasa's command line with its models loaded without a throw-away training step (ivr/dialog/rasa_main.py).
+RASA = [sys.executable, "-m", "ivr.dialog.rasa_main"]
 ACTIONS_PACKAGE = "dialogs.actions"
 
 
@@ -37,7 +39,7 @@ def endpoints_yaml(actions_url: str) -> str:
 def rasa_command(model: Path, port: int, config_dir: Path, actions_url: Optional[str]) -> list[str]:
     """`rasa run` with the IVR channel; also used by the tests to start the same server."""
     (config_dir / "credentials.yml").write_text(CREDENTIALS)
-    cmd = [sys.executable, "-m", "rasa", "run", "--model", str(model), "--port", str(port),
+    cmd = [*RASA, "run", "--model", str(model), "--port", str(port),
            "--interface", "127.0.0.1", "--credentials", str(config_dir / "credentials.yml")]  # fmt: skip
     if actions_url:
         (config_dir / "endpoints.yml").write_text(endpoints_yaml(actions_url))
