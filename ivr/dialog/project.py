@@ -13,13 +13,13 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Optional
 
-# Rasa seeds its models (`random_seed` in config.yml), but a seed alone does not make two trainings agree:
-# Python's per-process hash seed changes set and dict-of-set orders that reach the batches, and TensorFlow's
-# CPU kernels may sum in whatever order their threads finish. These pin both, and a fixed thread count makes
-# a 2-core laptop and a 64-core server split the work (and so round) alike. tests/test_training.py checks
-# that two trainings give the same predictions.
+# Rasa seeds its models (`random_seed` in config.yml), but a seed alone does not pin everything a training
+# depends on: Python's per-process hash seed can change the order of sets and dicts built from them, and
+# TensorFlow's CPU kernels may add up in the order their threads finish. These pin both, and a fixed thread
+# count makes a 2-core laptop and a 64-core server split the work (and so round) alike.
+# tests/test_training.py checks that two trainings give the same bytes.
 REPRODUCIBLE_TRAINING_ENV = {
     "PYTHONHASHSEED": "0",
     "TF_DETERMINISTIC_OPS": "1",
@@ -29,9 +29,10 @@ REPRODUCIBLE_TRAINING_ENV = {
 }
 
 
-def training_env(base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+def training_env() -> dict[str, str]:
     """The environment every `rasa train` of this project runs in (ivr train, ivr serve, the tests, the benchmarks)."""
-    return {**(os.environ if base is None else base), **REPRODUCIBLE_TRAINING_ENV}
+    return {**os.environ, **REPRODUCIBLE_TRAINING_ENV}
+
 
 @dataclass(frozen=True)
 class RasaProject:
