@@ -61,6 +61,7 @@ def make_app(runtime: Runtime) -> web.Application:
                 "max_lateness_ms": round(stats.max_lateness_ms, 1),
                 "underruns": stats.underruns,
                 **({"sip": runtime.sip_health()} if runtime.sip_health else {}),
+                **({"dialog": runtime.dialog_health()} if runtime.dialog_health else {}),
             }
         )
 

@@ -22,14 +22,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path, headers: dict[str, str] | None = None) -> None:
     """Return once `url` answers 200; raise with the tail of `log` if `proc` exits or `timeout` passes first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}; log:\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as resp:
                 if resp.status == 200:
                     return
         except OSError:

@@ -23,6 +23,7 @@ from ivr.audio.tts import Synthesizer, load_voice
 from ivr.dialog.rasa_client import RasaClient
 from ivr.models.catalogue import locate
 from ivr.queue.acd import Acd
+from ivr.storage.write_behind import WriteBehind
 from ivr.queue.hold_music import hold_audio
 from ivr.settings import Settings
 from ivr.storage import Storage, open_storage
@@ -62,15 +63,20 @@ class Runtime:
     active_calls: int = 0
     acd: Optional[Acd] = None  # the agent queue; built from the settings when not given
     sip_health: Optional[Callable[[], dict[str, Any]]] = None  # set when the SIP endpoint runs
+    dialog_health: Optional[Callable[[], dict[str, Any]]] = None  # set when `ivr serve` supervises Rasa
     _located: dict[tuple[str, str], Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Calls write through this; other readers and writers (agents, reports) use `storage` directly.
+        self.write_behind = WriteBehind(self.storage, self.settings.storage.max_pending_writes)
         if self.acd is None:
-            self.acd = Acd(self.settings.queue, self.storage.log_event)
+            self.acd = Acd(self.settings.queue, self.write_behind.log_event)
 
     @classmethod
-    def create(cls, settings: Settings, dialog_url: str) -> "Runtime":
-        return cls(settings, open_storage(settings.storage.url), RasaClient(dialog_url, settings.dialog.timeout_s))
+    def create(cls, settings: Settings, dialog_url: str, dialog_token: Optional[str] = None) -> "Runtime":
+        """`dialog_token`: the token of the `rasa run` that `ivr serve` started (none for an external Rasa)."""
+        dialog = RasaClient(dialog_url, settings.dialog.timeout_s, token=dialog_token)
+        return cls(settings, open_storage(settings.storage.url), dialog)
 
     def _locate(self, kind: str, spec: str) -> Path:
         """Model lookups check files on disk: do it once per model, not once per call."""
@@ -99,6 +105,7 @@ class Runtime:
             log.info("tenant.ready", extra={"tenant": number, "language": tenant.language})
 
     async def close(self) -> None:
+        await self.write_behind.close()
         await self.dialog.close()
         await self.storage.close()
         self.asr_pool.shutdown(wait=False, cancel_futures=True)

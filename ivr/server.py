@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,8 +20,9 @@ from typing import Awaitable, Optional
 from aiohttp import web
 
 from ivr.app import make_app
+from ivr.dialog import channel_token
 from ivr.dialog.project import RasaProject, latest_model
-from ivr.dialog.supervisor import ActionServer, RasaServer
+from ivr.dialog.supervisor import ActionServer, RasaServer, claim_port
 from ivr.runtime import Runtime
 from ivr.settings import Settings
 from ivr.transports.sip.endpoint import SipEndpoint
@@ -80,18 +82,24 @@ class Server:
                 raise SystemExit(f"no trained Rasa model in {model_dir}: run `ivr train`")
             actions_url = dialog.actions_url
             if actions_url is None:
-                self.actions = ActionServer(dialog.actions_port, self.project.root, self.settings_file,
-                                            self.settings.storage.url, dialog.startup_timeout_s)  # fmt: skip
+                self.actions = ActionServer(claim_port(dialog.actions_port, "dialog.actions_port"), self.project.root,
+                                            self.settings_file, self.settings.storage.url, dialog.startup_timeout_s)  # fmt: skip
                 actions_url = self.actions.url
-            self.rasa = RasaServer(model, dialog.port, self.project.root, actions_url, dialog.startup_timeout_s)
+            self.rasa = RasaServer(model, claim_port(dialog.port, "dialog.port"), self.project.root, actions_url,
+                                   dialog.startup_timeout_s)  # fmt: skip
             url = self.rasa.url
-        self.runtime = Runtime.create(self.settings, url)
+        # An external `rasa run` (dialog.url) started with IVR_DIALOG_TOKEN set wants the same token from us.
+        token = self.rasa.token if self.rasa else os.environ.get(channel_token.ENV)
+        self.runtime = Runtime.create(self.settings, url, token)
         print("Loading the speech models" + (" and starting the dialog engine" if self.rasa else ""), file=sys.stderr,
               flush=True)  # fmt: skip
         # Loading the speech models, the action server and Rasa's model take seconds each and need nothing from
         # one another: side by side, start-up takes as long as the slowest of them (Rasa), not their sum.
         await _all_or_none([asyncio.to_thread(self.runtime.preload),
                             *(child.start() for child in (self.actions, self.rasa) if child is not None)])  # fmt: skip
+        children = {child.name: child for child in (self.rasa, self.actions) if child is not None}
+        if children:
+            self.runtime.dialog_health = lambda: {name: child.health() for name, child in children.items()}
         self.runner = web.AppRunner(make_app(self.runtime), handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.settings.server.host, self.settings.server.port)

@@ -10,6 +10,7 @@ model is used instead when IVR_ASR_MODEL_DE / _EN point at one.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from typing import Optional
 
 import pytest
 
+from ivr.dialog import channel_token
 from ivr.localhost import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,11 +102,11 @@ def dialog_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-def _serve(cmd: list[str], env: dict, log: Path, ready_url: str, timeout: float):
+def _serve(cmd: list[str], env: dict, log: Path, ready_url: str, timeout: float, headers: dict | None = None):
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_http(ready_url, proc, timeout, log)
+        wait_http(ready_url, proc, timeout, log, headers)
     except Exception:
         proc.kill()
         raise
@@ -136,8 +138,10 @@ def rasa_url(rasa_model: Path, actions_url: str, tmp_path_factory: pytest.TempPa
     work = tmp_path_factory.mktemp("rasa")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    # Guarded like the Rasa `ivr serve` starts: the IVRs the tests start inherit the token from os.environ.
+    token = os.environ[channel_token.ENV] = secrets.token_urlsafe(16)
     proc = _serve(rasa_command(rasa_model, port, work, actions_url), dict(os.environ), work / "rasa.log",
-                  f"{url}/webhooks/ivr/", 300)  # fmt: skip
+                  f"{url}/webhooks/ivr/", 300, {channel_token.HEADER: token})  # fmt: skip
     yield url
     _stop(proc)
 

@@ -6,11 +6,17 @@ transcript and for grammar choice, and it must set per-call slots (tenant
 company, language, caller number) before the first message. One POST does all
 of that, so a turn costs one local HTTP round trip.
 
-This module runs inside the Rasa process: it imports only Rasa and Sanic.
+Every request must carry the token of the `ivr serve` that started this
+process (ivr/dialog/channel_token.py), so that a second instance on the same
+machine cannot use it by mistake.
+
+This module runs inside the Rasa process: it imports only Rasa, Sanic and that
+small module.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Awaitable, Callable, Dict, Text
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
@@ -18,6 +24,8 @@ from rasa.shared.core.events import Event, SlotSet, UserUttered
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
+
+from ivr.dialog import channel_token
 
 CHANNEL_NAME = "ivr"
 
@@ -29,6 +37,13 @@ class IvrInput(InputChannel):
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         hook = Blueprint("ivr_webhook", __name__)
+        token = os.environ.get(channel_token.ENV)
+
+        @hook.middleware("request")
+        async def only_our_ivr(request: Request) -> Any:
+            if not channel_token.accepted(token, request.headers.get(channel_token.HEADER)):
+                return response.json({"error": f"missing or wrong {channel_token.HEADER}"}, status=401)
+            return None
 
         @hook.route("/", methods=["GET"])
         async def health(request: Request) -> HTTPResponse:
@@ -51,10 +66,14 @@ class IvrInput(InputChannel):
             collector = CollectingOutputChannel()
             slots = body.get("slots") or {}
             if slots:
+                # The IVR sends the call's slots with every turn; a tracker that lost them (Rasa restarted)
+                # gets them back, one that holds them is left alone.
                 tracker = await agent.processor.fetch_tracker_and_update_session(sender, collector)
-                for name, value in slots.items():
-                    tracker.update(SlotSet(name, value))
-                await agent.processor.save_tracker(tracker)
+                changed = [SlotSet(name, value) for name, value in slots.items() if tracker.get_slot(name) != value]
+                if changed:
+                    for event in changed:
+                        tracker.update(event)
+                    await agent.processor.save_tracker(tracker)
             await on_new_message(
                 UserMessage(text, collector, sender, input_channel=CHANNEL_NAME, metadata=body.get("metadata"))
             )

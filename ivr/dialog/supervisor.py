@@ -11,8 +11,11 @@ processes when scaled out. Both are restarted with backoff if they die.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import secrets
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -20,10 +23,12 @@ from typing import Optional
 
 import aiohttp
 
+from ivr.dialog import channel_token
 from ivr.dialog.rasa_client import RasaClient
 from ivr.errors import DialogUnavailable
 
 log = logging.getLogger("ivr.dialog.supervisor")
+
 
 CREDENTIALS = "ivr.dialog.rasa_channel.IvrInput: {}\n"
 # Rasa's command line with its models loaded without a throw-away training step (ivr/dialog/rasa_main.py).
@@ -45,6 +50,31 @@ def rasa_command(model: Path, port: int, config_dir: Path, actions_url: Optional
         (config_dir / "endpoints.yml").write_text(endpoints_yaml(actions_url))
         cmd += ["--endpoints", str(config_dir / "endpoints.yml")]
     return cmd
+
+
+def claim_port(port: int, field: str) -> int:
+    """The loopback port a child will listen on: a free one for 0, else `port` if nothing listens there yet.
+
+    A child that cannot bind its port exits, and a readiness probe on that port would then be answered by
+    whoever holds it (another `ivr serve` on the same machine): its callers' turns went to the other
+    instance's Rasa and actions, which read and wrote the other instance's database. Refusing to start
+    with the field to change is the only safe answer to a taken port.
+    """
+    if port == 0:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise DialogUnavailable(
+                f"{field}: port {port} on 127.0.0.1 is already in use (another `ivr serve` or `rasa run`?); "
+                f"set {field}: 0 to start on a free port"
+            ) from None
+    return port
 
 
 def actions_command(port: int) -> list[str]:
@@ -69,11 +99,17 @@ class Supervised:
         self._process: Optional[asyncio.subprocess.Process] = None
         self._watch: Optional[asyncio.Task] = None
         self._stopping = False
+        self.state = "stopped"  # starting | ready | restarting | stopped, shown by /healthz
+        self.restarts = 0
+
+    def health(self) -> dict[str, object]:
+        return {"state": self.state, "restarts": self.restarts}
 
     async def ready(self) -> bool:
         raise NotImplementedError
 
     async def _spawn(self) -> None:
+        self.state = "starting"
         self._process = await asyncio.create_subprocess_exec(*self.command, cwd=self.cwd, env=self.env)
         log.info(f"{self.name}.started", extra={"pid": self._process.pid})
 
@@ -89,6 +125,7 @@ class Supervised:
             if self._process and self._process.returncode is not None:
                 raise DialogUnavailable(f"{self.name} exited with code {self._process.returncode} during start-up")
             if await self.ready():
+                self.state = "ready"
                 return
             await asyncio.sleep(0.5)
         raise DialogUnavailable(f"{self.name} did not become ready within {self.startup_timeout_s:.0f} s")
@@ -101,6 +138,8 @@ class Supervised:
             if self._stopping:
                 return
             log.error(f"{self.name}.exited", extra={"code": code, "restart_in_s": backoff})
+            self.state = "restarting"
+            self.restarts += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
             await self._spawn()
@@ -112,6 +151,7 @@ class Supervised:
 
     async def stop(self) -> None:
         self._stopping = True
+        self.state = "stopped"
         if self._watch:
             self._watch.cancel()
         if self._process and self._process.returncode is None:
@@ -124,16 +164,19 @@ class Supervised:
 
 
 class RasaServer(Supervised):
+    """`rasa run` on its own port, answering only requests that carry this start's token."""
+
     name = "rasa"
 
     def __init__(self, model: Path, port: int, project_root: Path, actions_url: Optional[str], startup_timeout_s: float):
         self.url = f"http://127.0.0.1:{port}"
+        self.token = secrets.token_urlsafe(24)
         config_dir = Path(tempfile.mkdtemp(prefix="ivr-rasa-"))
-        super().__init__(rasa_command(model, port, config_dir, actions_url) + ["--quiet"], project_root, {},
-                         startup_timeout_s)  # fmt: skip
+        super().__init__(rasa_command(model, port, config_dir, actions_url) + ["--quiet"], project_root,
+                         {channel_token.ENV: self.token}, startup_timeout_s)  # fmt: skip
 
     async def ready(self) -> bool:
-        client = RasaClient(self.url, timeout_s=2)
+        client = RasaClient(self.url, timeout_s=2, token=self.token)
         try:
             return await client.ready()
         finally:
