@@ -110,17 +110,17 @@ _AGENT = _obj(
 SCHEMA: dict[str, Any] = _obj(
     {
         "server": _obj({"host": _STR, "port": {**_INT, "minimum": 0, "maximum": 65535}}),
-        "storage": _obj({"url": _STR}),
+        "storage": _obj({"url": _STR, "max_pending_writes": {**_INT, "minimum": 100}}),
         "dialog": _obj(
             {
                 "url": {"type": ["string", "null"]},
-                "port": {**_INT, "minimum": 1, "maximum": 65535},
+                "port": {**_INT, "minimum": 0, "maximum": 65535},
                 "model_dir": _STR,
                 "timeout_s": _NUM,
                 "startup_timeout_s": _NUM,
                 "actions_url": {"type": ["string", "null"]},
                 "confirm_below_confidence": {"type": "number", "minimum": 0, "maximum": 1},
-                "actions_port": {**_INT, "minimum": 1, "maximum": 65535},
+                "actions_port": {**_INT, "minimum": 0, "maximum": 65535},
             }
         ),
         "vad": _obj(
@@ -213,6 +213,9 @@ class ServerSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     url: str = "sqlite:///var/ivr.db"
+    # Call writes waiting for an unavailable database before new calls are refused (ivr/storage/write_behind.py):
+    # a call writes some 20-60 rows, so the default keeps a few hundred calls' worth.
+    max_pending_writes: int = 20_000
 
 
 @dataclass(frozen=True)
@@ -224,12 +227,14 @@ class DialogSettings:
     """
 
     url: Optional[str] = None
-    port: int = 5005
+    # 0: a free loopback port at each start, so two instances on one machine never share a child. A fixed
+    # port that is taken stops start-up with an error naming this field (ivr/dialog/supervisor.py).
+    port: int = 0
     model_dir: str = "models/rasa"
     timeout_s: float = 8.0
     startup_timeout_s: float = 240.0
     actions_url: Optional[str] = None
-    actions_port: int = 5055
+    actions_port: int = 0
     # A number recognized from speech with less ASR confidence than this is read back for a yes/no.
     confirm_below_confidence: float = 0.6
 

@@ -28,9 +28,23 @@ def storage() -> Storage:
     return open_storage(settings().storage.url)
 
 
+class NoTenant(RuntimeError):
+    """A turn without the `tenant` slot: acting on it could use another company's data."""
+
+
 def tenant_of(tracker: Tracker) -> tuple[str, Tenant]:
-    """The tenant the IVR put into the `tenant` slot at call start (its number is the key)."""
-    return settings().tenant_for(tracker.get_slot("tenant"))
+    """The tenant the IVR puts into the `tenant` slot with every turn (its number is the key).
+
+    Never a fallback to the default tenant: a tracker that lost its slots (Rasa
+    restarted, its tracker store emptied) would otherwise look up orders and
+    file handoffs in the wrong company's name. The action fails instead; Rasa
+    then says nothing, and the IVR answers an empty turn with its own fallback
+    and, on repeat, a person (ivr/session/conversation.py).
+    """
+    number = tracker.get_slot("tenant")
+    if not number:
+        raise NoTenant(f"conversation {tracker.sender_id}: no tenant slot; refusing to act without a company")
+    return settings().tenant_for(number)
 
 
 def language_of(tracker: Tracker) -> str:

@@ -31,6 +31,11 @@ class BotReply:
     dtmf: dict[str, str] = field(default_factory=dict)  # menu key -> message for the dialog ("1" -> "/place_order")
     repeat_last: bool = False
 
+    @property
+    def is_silent(self) -> bool:
+        """Nothing to say, nothing to do: on a phone line that is dead air."""
+        return not self.text and not self.hangup and self.handoff is None and not self.repeat_last
+
     @classmethod
     def from_messages(cls, messages: list[dict[str, Any]]) -> "BotReply":
         texts: list[str] = []

@@ -51,7 +51,7 @@ class CallSession:
             started_at=time.time(),
         )
         self.conversation = Conversation(
-            record, self.tenant, runtime.dialog, runtime.storage, settings.timeouts.max_no_input
+            record, self.tenant, runtime.dialog, runtime.write_behind, settings.timeouts.max_no_input
         )
         self.synthesizer = runtime.synthesizer(settings.voice_for(self.tenant))
         self.recognizer = runtime.recognizer(self.tenant.language)

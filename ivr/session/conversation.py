@@ -21,11 +21,12 @@ from ivr.dialog import numbers
 from ivr.dialog.payloads import BotReply, DialogTurn, Handoff
 from ivr.dialog.rasa_client import RasaClient
 from ivr.errors import DialogUnavailable
-from ivr.session.prompts import DTMF_AGENT, DTMF_REPEAT, TECHNICAL_PROBLEM
+from ivr.session.prompts import DTMF_AGENT, DTMF_REPEAT, SAY_AGAIN, STORAGE_UNAVAILABLE, TECHNICAL_PROBLEM
 from ivr.settings import Tenant
-from ivr.storage import CallEvent, CallRecord, Storage, Utterance
+from ivr.storage import CallEvent, CallRecord, Utterance
 from ivr.storage import Handoff as HandoffRecord
 from ivr.storage import base as events
+from ivr.storage.write_behind import WriteBehind
 
 # Slots that are bookkeeping of the dialog, not something an agent needs to see.
 INTERNAL_SLOTS = frozenset({"requested_slot", "no_match_count", "session_started_metadata", "language", "company", "tenant"})
@@ -39,9 +40,10 @@ class Conversation:
         call: CallRecord,
         tenant: Tenant,
         dialog: RasaClient,
-        storage: Storage,
+        storage: WriteBehind,
         max_no_input: int,
     ):
+        """`storage`: the call path's writes never wait for the database (ivr/storage/write_behind.py)."""
         self.call = call
         self.tenant = tenant
         self.dialog = dialog
@@ -53,6 +55,8 @@ class Conversation:
         self.last_slots: dict[str, Any] = {}
         self.last_form: Optional[str] = None
         self.last_requested_slot: Optional[str] = None
+        self.silent_turns = 0  # turns in a row the dialog answered with nothing to say
+        self.lines: list[Utterance] = []  # the transcript as written, for the handoff package without a read
         self._lock = asyncio.Lock()  # one dialog turn at a time per call
 
     @property
@@ -60,17 +64,36 @@ class Conversation:
         return self.tenant.language
 
     async def start(self) -> DialogTurn:
+        """The greeting; or, when the database has been gone so long that nothing more can be kept, an apology.
+
+        A call that cannot be recorded is not taken: its transcript, events and
+        handoff package would be lost. The caller hears why and is hung up on.
+        """
+        if self.storage.saturated:
+            log.error("call.refused_storage_unavailable", extra={"call_id": self.call.call_id})
+            self.ended = True
+            return DialogTurn(reply=BotReply(text=STORAGE_UNAVAILABLE[self.language], hangup=True, barge_in=False))
         await self.storage.start_call(self.call)
         await self.event(events.CALL_START, channel=self.call.channel)
+        return await self._turn("/start_call")
+
+    @property
+    def call_slots(self) -> dict[str, Any]:
+        """Who is calling which company: sent with every turn, not only the first.
+
+        Rasa keeps trackers in memory; after it restarts, a conversation that had
+        these slots only from its first turn went on as the default tenant (its
+        order look-ups and handoffs in another company's name). The channel sets
+        only the values its tracker does not already hold.
+        """
         caller = self.call.caller or ""
-        slots = {
+        return {
             "tenant": self.call.tenant,
             "language": self.tenant.language,
             "company": self.tenant.company,
             "caller_number": self.call.caller,
             "caller_number_spoken": numbers.spoken_digits(caller) if any(ch.isdigit() for ch in caller) else None,
         }
-        return await self._turn("/start_call", slots=slots)
 
     async def caller_said(
         self,
@@ -150,7 +173,7 @@ class Conversation:
     async def hand_off(self, turn: DialogTurn) -> str:
         """Store the context package an agent needs (reason, intents, slots, form, transcript); returns its id."""
         assert turn.reply.handoff is not None
-        transcript = await self.storage.transcript(self.call.call_id)
+        transcript = self.lines
         package = {
             "call_id": self.call.call_id,
             "tenant": self.call.tenant,
@@ -191,12 +214,10 @@ class Conversation:
         await self.storage.end_call(self.call.call_id, time.time(), reason)
         await self.dialog.end(self.call.call_id)
 
-    async def _turn(
-        self, text: str, slots: Optional[dict[str, Any]] = None, metadata: Optional[dict[str, Any]] = None
-    ) -> DialogTurn:
+    async def _turn(self, text: str, metadata: Optional[dict[str, Any]] = None) -> DialogTurn:
         async with self._lock:
             try:
-                turn = await self.dialog.turn(self.call.call_id, text, slots=slots, metadata=metadata)
+                turn = await self.dialog.turn(self.call.call_id, text, slots=self.call_slots, metadata=metadata)
             except DialogUnavailable as exc:
                 log.error("dialog.unavailable", extra={"call_id": self.call.call_id, "error": str(exc)})
                 await self.note("[dialog unavailable]", {"error": str(exc)})
@@ -204,6 +225,9 @@ class Conversation:
                 handoff = Handoff("dialog_unavailable", self.tenant.queue_for("default"))
                 reply = BotReply(text=TECHNICAL_PROBLEM[self.language], handoff=handoff, barge_in=False)
                 return DialogTurn(reply=reply, intent=None)
+            if turn.reply.is_silent:
+                return await self._said_nothing(turn)
+            self.silent_turns = 0
         # What an agent gets if the call is handed over: the dialog state before the handoff reset it.
         if turn.active_loop or turn.requested_slot:
             self.last_form, self.last_requested_slot = turn.active_loop, turn.requested_slot
@@ -213,6 +237,21 @@ class Conversation:
         elif turn.reply.text:
             self.last_reply = turn.reply
         return turn
+
+    async def _said_nothing(self, turn: DialogTurn) -> DialogTurn:
+        """The dialog had nothing to say (an action failed, e.g. the action server died): the IVR speaks.
+
+        First an apology and a request to say it again; the second time in a row
+        a person, as when Rasa does not answer at all. What Rasa understood is
+        kept for the transcript.
+        """
+        self.silent_turns += 1
+        log.error("dialog.no_reply", extra={"call_id": self.call.call_id, "count": self.silent_turns})
+        await self.event(events.NO_REPLY, count=self.silent_turns, intent=turn.intent)
+        if self.silent_turns == 1:
+            return replace(turn, reply=BotReply(text=SAY_AGAIN[self.language]))
+        handoff = Handoff("dialog_failed", self.tenant.queue_for("default"))
+        return replace(turn, reply=BotReply(text=TECHNICAL_PROBLEM[self.language], handoff=handoff, barge_in=False))
 
     async def event(self, name: str, **data: Any) -> None:
         """One row of the call-event log (KPIs are computed from these later)."""
@@ -232,4 +271,5 @@ class Conversation:
         utterance = Utterance(
             self.call.call_id, speaker, text, start, end, asr_confidence, intent, intent_confidence, meta or {}
         )
+        self.lines.append(utterance)
         await self.storage.add_utterance(utterance)

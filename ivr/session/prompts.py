@@ -12,6 +12,19 @@ TECHNICAL_PROBLEM = {
     "en": "Sorry, we are having a technical problem right now. I am putting you through to an agent.",
 }
 
+# The database has been unreachable so long that a new call could not be recorded (ivr/storage/write_behind.py).
+STORAGE_UNAVAILABLE = {
+    "de": "Entschuldigung, wegen einer technischen Störung können wir Ihren Anruf gerade nicht annehmen. "
+          "Bitte rufen Sie in einigen Minuten wieder an.",
+    "en": "Sorry, because of a technical fault we cannot take your call right now. Please call again in a few minutes.",
+}
+
+# The dialog answered with nothing to say (a failed action, a broken story): never silence on the line.
+SAY_AGAIN = {
+    "de": "Entschuldigung, das hat gerade nicht geklappt. Bitte sagen Sie es noch einmal.",
+    "en": "Sorry, that did not work just now. Please say it again.",
+}
+
 GRAMMARS = {
     "yes_no": {
         "de": ["ja", "nein", "genau", "richtig", "stimmt", "nicht", "korrekt", "falsch"],

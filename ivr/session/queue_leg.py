@@ -67,7 +67,7 @@ class QueueLeg:
             await self.session.conversation.event("EXITEMPTY", queue=self.queue)
             await self._take_callback(say.nobody_available(self.language))
             return
-        stored = await self.runtime.storage.get_handoff(self.handoff_id) if self.handoff_id else None
+        stored = await self.runtime.write_behind.get_handoff(self.handoff_id) if self.handoff_id else None
         call = QueuedCall(
             call_id=self.call_id,
             tenant=tenant,

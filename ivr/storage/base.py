@@ -188,6 +188,7 @@ CALLBACK_REQUESTED = "CALLBACK_REQUESTED"
 CLOSED_HOURS = "CLOSED_HOURS"
 HANDOFF = "HANDOFF"
 HANGUP = "HANGUP"
+NO_REPLY = "NO_REPLY"  # the dialog answered a turn with nothing to say (e.g. an action failed); the IVR spoke instead
 MEDIA_QUALITY = "MEDIA_QUALITY"  # SIP calls, when their media ends: loss, jitter and round trip both ways (RTCP)
 
 

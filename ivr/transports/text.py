@@ -73,12 +73,15 @@ def routes(runtime: Runtime) -> list[web.RouteDef]:
             caller=body.get("from"),
             started_at=time.time(),
         )
-        conversation = Conversation(call, tenant, runtime.dialog, runtime.storage, runtime.settings.timeouts.max_no_input)
+        conversation = Conversation(call, tenant, runtime.dialog, runtime.write_behind, runtime.settings.timeouts.max_no_input)
         request.app[CONVERSATIONS][call.call_id] = conversation
         turn = await conversation.start()
         now = time.time()
         await conversation.bot_said(turn.reply, now, now)
-        return web.json_response(await _turn_json(conversation, turn))
+        result = await _turn_json(conversation, turn)
+        if result["ended"]:  # handed over or refused at once: nothing more will come for this conversation
+            await _end(request.app, conversation, "handoff" if turn.reply.handoff else "bot_hangup")
+        return web.json_response(result)
 
     def _get(request: web.Request) -> Conversation:
         conversation = request.app[CONVERSATIONS].get(request.match_info["cid"])
