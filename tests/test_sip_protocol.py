@@ -185,6 +185,23 @@ def test_offers_we_cannot_take_name_what_was_offered():
     assert info.value.status == 400
 
 
+@pytest.mark.parametrize("change", [("c=IN IP4 10.0.0.5", "c=IN IP4 media.example.com"),
+                                    ("a=ptime:20", "a=ptime:20\r\na=rtcp:40001 IN IP4 rtcp.example.com")])  # fmt: skip
+def test_connection_addresses_that_are_host_names_are_refused_not_resolved(change):
+    """A c= host name was resolved by sendto on the event loop, for every packet we sent."""
+    with pytest.raises(SdpError, match="not an IP address") as info:
+        negotiate(parse_offer(SDP.replace(*change).encode()))
+    assert info.value.status == 488
+    chosen, _ = negotiate(parse_offer(SDP.replace("IN IP4 10.0.0.5", "IN IP6 2001:db8::5").encode()))
+    assert chosen.remote_address == "2001:db8::5"
+
+
+def test_media_ports_out_of_range_are_refused():
+    with pytest.raises(SdpError, match="line 6") as info:
+        parse_offer(SDP.replace("m=audio 40000", "m=audio 70000").encode())
+    assert info.value.status == 400
+
+
 # ---- RTP ---------------------------------------------------------------------------------
 
 
