@@ -555,3 +555,193 @@ async def test_unparsable_requests_get_the_matching_4xx(endpoint):
     await asyncio.sleep(0.3)
     assert sorted((r.code, r.phrase) for r in caller.responses) == [(400, "Bad Request"), (416, "Unsupported URI Scheme")]
     caller.close()
+
+
+# ---- issue 17: malformed input, call slots, media latching, where in-dialog requests go ---------------------------------
+
+
+@pytest.fixture
+async def bare_endpoint():
+    """An endpoint without speech models: enough for everything that happens before a call is set up."""
+    from ivr.settings import SipSettings
+
+    ep = SipEndpoint(None, SipSettings(enabled=True, port=0, rtp_ports=None))  # type: ignore[arg-type]
+    await ep.start()
+    yield ep
+    await ep.stop()
+
+
+async def test_non_ascii_max_forwards_gets_400_naming_it_and_leaves_no_transaction(bare_endpoint):
+    """'Max-Forwards: ²' passed isdigit(), then int() raised in the endpoint after the transaction was stored."""
+    caller = SipCaller(("127.0.0.1", bare_endpoint.port))
+    await caller.open()
+    options = bytes(caller._request("OPTIONS", caller_uri(bare_endpoint), f"<sip:ivr@127.0.0.1:{bare_endpoint.port}>"))
+    caller.send_raw(options.replace(b"Max-Forwards: 70", "Max-Forwards: ²".encode()))
+    await until(lambda: caller.responses, what="an answer")
+    (answer,) = caller.responses
+    assert answer.code == 400 and "Max-Forwards" in answer.headers.get("Warning")
+    assert bare_endpoint.bad_messages == 1 and not bare_endpoint._server_tx
+    caller.close()
+
+
+async def test_a_handler_that_fails_answers_500_so_its_transaction_ends(bare_endpoint, monkeypatch):
+    """Whatever goes wrong after a transaction is stored, it gets a final answer, and so the sweeper's Timer J."""
+    from ivr.transports.sip import endpoint as endpoint_module
+    from ivr.transports.sip.call import SipCall
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in call set-up")
+
+    monkeypatch.setattr(SipCall, "__init__", broken)
+    caller = SipCaller(("127.0.0.1", bare_endpoint.port))
+    assert (await caller.call(MUSTER, timeout=5)).code == 500  # before: no answer at all, and the transaction stayed
+    (tx,) = bare_endpoint._server_tx.values()
+    assert tx.final and endpoint_module.SipEndpoint._expired(tx, tx.created + endpoint_module.KEEP_TRANSACTION_S + 1)
+    assert bare_endpoint.bad_messages == 1 and not bare_endpoint.calls
+    caller.close()
+
+
+async def test_a_5000_digit_content_length_on_tcp_closes_that_connection_only(bare_endpoint):
+    """It raised ValueError out of the connection's task ("Task exception was never retrieved"), uncounted."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", bare_endpoint.port)
+    writer.write(b"OPTIONS sip:ivr@127.0.0.1 SIP/2.0\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n")
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the IVR, nothing answered
+    writer.close()
+    assert bare_endpoint.bad_messages == 1
+    caller = SipCaller(("127.0.0.1", bare_endpoint.port), "TCP")  # the listener still serves other connections
+    await caller.open()
+    options = caller._request("OPTIONS", caller_uri(bare_endpoint), f"<sip:ivr@127.0.0.1:{bare_endpoint.port}>")
+    assert (await caller._transact(options)).code == 200
+    caller.close()
+
+
+async def test_invites_that_are_never_acked_hold_no_call_slot(runtime):
+    """Eight INVITEs without ACK used to fill max_calls=8 for 32 s; a call counts against the limit from its ACK."""
+    from sipmessage import URI
+
+    endpoint = await open_endpoint(runtime, max_calls=1)
+    silent: list[SipCaller] = []
+    try:
+        for _ in range(3):
+            never_acks = SipCaller(("127.0.0.1", endpoint.port))
+            await never_acks.open()
+            uri = URI.parse(f"sip:{MUSTER}@127.0.0.1:{endpoint.port}")
+            invite = never_acks._request("INVITE", uri, f"<sip:{MUSTER}@127.0.0.1>", never_acks.sdp())
+            assert (await never_acks._transact(invite)).code == 200  # answered, and never acknowledged
+            silent.append(never_acks)
+        assert (endpoint.health()["calls"], endpoint.health()["calls_pending"]) == (0, 3)
+        caller = SipCaller(("127.0.0.1", endpoint.port))
+        assert (await caller.call(MUSTER)).code == 200
+        await until(lambda: endpoint.confirmed_calls() == 1, what="the ACKed call counted")
+        late = SipCaller(("127.0.0.1", endpoint.port))
+        assert (await late.call(MUSTER)).code == 503  # the limit still holds for confirmed calls
+        late.close()
+        assert (await caller.hang_up()).code == 200
+    finally:
+        await endpoint.stop()  # the un-ACKed dialogs end with a BYE, which their phones answer
+        for never_acks in silent:
+            never_acks.close()
+
+
+class Listener(asyncio.DatagramProtocol):
+    """A socket on another loopback address that records what reaches it."""
+
+    def __init__(self):
+        self.received: list[bytes] = []
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        self.received.append(data)
+
+
+async def listen(host: str) -> tuple[asyncio.DatagramTransport, Listener]:
+    transport, listener = await asyncio.get_running_loop().create_datagram_endpoint(Listener, local_addr=(host, 0))
+    return transport, listener
+
+
+async def test_rtp_sprayed_from_another_host_is_dropped_and_the_greeting_goes_to_the_caller(runtime):
+    """The review's probe: a sprayer that hits the call's RTP port first used to get the greeting and drown the caller."""
+    from ivr.transports.sip.rtp import RtpPacket
+
+    endpoint = await open_endpoint(runtime, answer_delay_s=1.0)  # while it rings, the port is open and configured
+    sprayer, sprayed_to = await listen("127.0.0.2")
+    try:
+        caller = SipCaller(("127.0.0.1", endpoint.port))
+        calling = asyncio.create_task(caller.call(MUSTER))
+        await until(lambda: endpoint.calls and next(iter(endpoint.calls.values())).stream.negotiated, what="media set up")
+        (call,) = endpoint.calls.values()
+        sent = 0
+
+        async def spray() -> None:
+            nonlocal sent
+            while True:
+                sprayer.sendto(RtpPacket(0, sent, 160 * sent, 0x5BA7, b"\xff" * 160).to_bytes(), ("127.0.0.1", call.stream.local_port))
+                sent += 1
+                await asyncio.sleep(0.02)
+
+        spraying = asyncio.create_task(spray())
+        await until(lambda: sent >= 10, what="spraying before the answer")
+        assert (await calling).code == 200
+        await until(lambda: rms(caller.received.pcm(0)) > 300 and len(audio_packets(caller)) > 100, what="greeting at the caller")
+        spraying.cancel()
+        await asyncio.sleep(0.1)  # the last sprayed packets arrive
+        assert sprayed_to.received == []
+        assert call.stream.stats.dropped_foreign == sent
+        assert call.stream._remote == ("127.0.0.1", caller.rtp_port)  # latched to the caller's RTP
+        assert call.stream.rtcp.reception.ssrc == caller.ssrc  # the only source the IVR heard
+        await caller.hang_up()
+    finally:
+        sprayer.close()
+        await endpoint.stop()
+
+
+async def test_media_latching_rule():
+    """SDP host or signalling host, any port (NAT), inside allow_from; every other source is dropped and counted."""
+    from ivr.transports.sip.rtp import RtpPacket
+    from ivr.transports.sip.sdp import Negotiated
+    from ivr.transports.sip.stream import RtpStream
+
+    stream = RtpStream(lambda pcm: None, lambda key: None, lambda mark: None, signalling_host="127.0.0.1",
+                       allowed=lambda host: host != "127.0.0.4")  # fmt: skip
+    await stream.bind("127.0.0.1", None)
+    stream.configure(Negotiated("PCMU", 0, None, "127.0.0.4", 40000, "sendrecv"))  # the SDP names a host outside allow_from
+    sockets = {host: await listen(host) for host in ("127.0.0.1", "127.0.0.3", "127.0.0.4")}
+    try:
+        report = Report(1, None, ()).to_bytes()  # RTCP too: a stranger's reports would redirect ours
+        sockets["127.0.0.3"][0].sendto(report, ("127.0.0.1", stream.local_port + 1))
+        sockets["127.0.0.1"][0].sendto(report, ("127.0.0.1", stream.local_port + 1))
+        await until(lambda: stream.stats.dropped_foreign + stream.stats.rtcp_received == 2, what="two reports")
+        assert (stream.stats.dropped_foreign, stream.stats.rtcp_received) == (1, 1)
+        for n, host in enumerate(["127.0.0.3", "127.0.0.4", "127.0.0.1"]):
+            sockets[host][0].sendto(RtpPacket(0, n, 160 * n, 1, b"\xff" * 160).to_bytes(), ("127.0.0.1", stream.local_port))
+            await until(lambda: stream.stats.dropped_foreign + (stream._latched_at is not None) > n + 1, what=f"packet from {host}")
+        assert stream.stats.dropped_foreign == 3  # a stranger (RTCP and RTP), and the SDP's host outside allow_from
+        signalling_port = sockets["127.0.0.1"][0].get_extra_info("sockname")[1]
+        assert stream._remote == ("127.0.0.1", signalling_port)  # the signalling host, from a port no one announced
+    finally:
+        stream.close()
+        for transport, _ in sockets.values():
+            transport.close()
+
+
+async def test_our_bye_goes_where_the_invite_came_from_not_to_the_contact(endpoint):
+    """A caller's Contact naming a third host used to get our BYE (and REFER): reflection."""
+    victim, reached = await listen("127.0.0.3")
+    victim_port = victim.get_extra_info("sockname")[1]
+    caller = SipCaller(("127.0.0.1", endpoint.port))
+    build = caller._request
+
+    def contact_elsewhere(*args, **kwargs):
+        request = build(*args, **kwargs)
+        request.headers.set("Contact", f"<sip:victim@127.0.0.3:{victim_port}>")
+        return request
+
+    caller._request = contact_elsewhere  # type: ignore[method-assign]
+    try:
+        await caller.call(TELEPHONY_TENANT)  # handed off at once; without a transfer target: our BYE
+        await asyncio.wait_for(caller.bye_received.wait(), 15)
+        (bye,) = [r for r in caller.requests if r.method == "BYE"]
+        assert bye.uri.host == "127.0.0.3"  # the Request-URI is still the Contact (RFC 3261 §12.2.1.1)
+        assert reached.received == []
+    finally:
+        caller.close()
+        victim.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 from sipmessage import Request
@@ -64,12 +65,29 @@ def test_parses_compact_and_folded_headers():
         (lambda m: m.replace(b"SIP/2.0\r\n", b"SIP/3.0\r\n", 1), "neither a request"),
         (lambda m: m.replace(b"Max-Forwards: 70", b"Max Forwards 70"), "line 3: not a header"),
         (lambda m: m.replace(b"Caller", b"\xff\xfe"), "not UTF-8"),
+        # Header numbers: ASCII digits only, within bounds. int() and str.isdigit() take Unicode digits: '²' passed
+        # isdigit() and then raised in int(), out of the parser (Max-Forwards in the endpoint, after its transaction
+        # was stored); '٧٠' (Arabic-Indic 70) was read as 70; 5,000 digits exceed int()'s conversion limit.
+        (lambda m: m.replace(b"Max-Forwards: 70", "Max-Forwards: ²".encode()), "Max-Forwards is not a number"),
+        (lambda m: m.replace(b"Max-Forwards: 70", "Max-Forwards: ٧٠".encode()), "Max-Forwards is not a number"),
+        (lambda m: m.replace(b"Max-Forwards: 70", b"Max-Forwards: 256"), "Max-Forwards is larger than 255"),
+        (lambda m: m.replace(b"Max-Forwards: 70", b"Max-Forwards: -1"), "Max-Forwards is not a number"),
+        (lambda m: content_length(m, "²".encode()), "Content-Length is not a number"),
+        (lambda m: content_length(m, "٣٤".encode()), "Content-Length is not a number"),
+        (lambda m: content_length(m, b"9" * 5000), "Content-Length is larger than 65535"),
+        (lambda m: m.replace(b"Content-Type", b"Content-Length: 0\r\nContent-Type"), "more than one Content-Length"),
+        (lambda m: m.replace(b"CSeq: 1 INVITE", "CSeq: ١ INVITE".encode()), "CSeq header is not ASCII"),
+        (lambda m: m.replace(b"10.0.0.5:5062;branch", "10.0.0.5:٥٠٦٢;branch".encode()), "Via header is not ASCII"),
     ],
 )
 def test_malformed_messages_name_the_problem(mutate, error):
     with pytest.raises(SipParseError, match=error) as info:
         parse(mutate(invite()))
     assert 400 <= info.value.status < 500
+
+
+def content_length(message: bytes, value: bytes) -> bytes:
+    return re.sub(rb"Content-Length: \d+", b"Content-Length: " + value, message)
 
 
 def test_oversized_message_is_refused_with_413():
@@ -104,6 +122,21 @@ def test_stream_framer_refuses_a_message_without_length():
         StreamFramer().feed(invite().replace(b"Content-Length", b"X-Length"))
     with pytest.raises(SipParseError, match="no end of headers"):
         StreamFramer(limit=1000).feed(b"INVITE " + b"x" * 2000)
+
+
+@pytest.mark.parametrize("value, error", [("²", "Content-Length is not a number"), ("٣", "Content-Length is not a number"),
+                                          ("9" * 5000, "Content-Length is larger than 65535")],
+                         ids=["superscript-two", "arabic-indic-three", "5000-digits"])  # fmt: skip
+def test_stream_framer_refuses_content_lengths_that_are_not_ascii_numbers(value, error):
+    """A 5,000-digit Content-Length on TCP raised ValueError from int(): "Task exception was never retrieved"."""
+    with pytest.raises(SipParseError, match=error):
+        StreamFramer().feed(content_length(invite(), value.encode()))
+
+
+def test_stream_framer_finds_content_length_in_any_header_position():
+    moved = invite().replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nl: %d\r\n" % len(SDP)).replace(
+        b"Content-Length: %d\r\n" % len(SDP), b"")
+    assert StreamFramer().feed(moved + moved) == [moved, moved]  # it was only found as the last header
 
 
 # ---- SDP ---------------------------------------------------------------------------------
@@ -149,6 +182,23 @@ def test_offers_we_cannot_take_name_what_was_offered():
     assert info.value.status == 488
     with pytest.raises(SdpError, match="line 2") as info:
         parse_offer(b"v=0\r\nm=audio notaport RTP/AVP 0\r\n")
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize("change", [("c=IN IP4 10.0.0.5", "c=IN IP4 media.example.com"),
+                                    ("a=ptime:20", "a=ptime:20\r\na=rtcp:40001 IN IP4 rtcp.example.com")])  # fmt: skip
+def test_connection_addresses_that_are_host_names_are_refused_not_resolved(change):
+    """A c= host name was resolved by sendto on the event loop, for every packet we sent."""
+    with pytest.raises(SdpError, match="not an IP address") as info:
+        negotiate(parse_offer(SDP.replace(*change).encode()))
+    assert info.value.status == 488
+    chosen, _ = negotiate(parse_offer(SDP.replace("IN IP4 10.0.0.5", "IN IP6 2001:db8::5").encode()))
+    assert chosen.remote_address == "2001:db8::5"
+
+
+def test_media_ports_out_of_range_are_refused():
+    with pytest.raises(SdpError, match="line 6") as info:
+        parse_offer(SDP.replace("m=audio 40000", "m=audio 70000").encode())
     assert info.value.status == 400
 
 

@@ -128,7 +128,9 @@ class SipCall:
         self.remote_cseq = invite.cseq.sequence
         self.state = "early"  # early → confirmed → terminated
         self.session: Optional[CallSession] = None
-        self.stream = RtpStream(self._on_audio, self._on_key, self._on_mark, max(1, self.settings.jitter_ms // 20))
+        self.stream = RtpStream(self._on_audio, self._on_key, self._on_mark, max(1, self.settings.jitter_ms // 20),
+                                signalling_host=flow.remote[0], allowed=endpoint.allows)  # fmt: skip
+        self.counted = False  # against max_calls: from the ACK on (SipEndpoint.confirmed_calls)
         self.negotiated: Optional[Negotiated] = None
         self._offer: Optional[Offer] = None
         self._sdp_id = random.randrange(1 << 30)
@@ -235,6 +237,12 @@ class SipCall:
             return
         if self.state != "confirmed":
             return  # BYE right after the ACK
+        if self.endpoint.confirmed_calls() >= self.settings.max_calls:
+            # Other calls were ACKed while this one waited: it was answered, but the limit holds.
+            log.warning("sip.over_max_calls", extra={"call_id": start.call_id})
+            await self.hang_up("max_calls")
+            return
+        self.counted = True
         # The session (and its call record) starts only now: a call that never got through leaves nothing behind.
         self.session = CallSession(runtime, RtpSink(self), start)
         self.stream.start()
@@ -377,7 +385,7 @@ class SipCall:
 
     def in_dialog(self, method: str, body: bytes = b"", content_type: Optional[str] = None,
                   headers: tuple[tuple[str, str], ...] = ()) -> tuple[Request, tuple[str, int]]:  # fmt: skip
-        """A request inside this dialog (§12.2.1.1) and where to send it (first Route, else the target)."""
+        """A request inside this dialog (§12.2.1.1) and where to send it (`_next_hop`)."""
         self.local_cseq += 1
         request = Request(method, self.remote_target, body)
         for route in self.route_set:
@@ -391,12 +399,25 @@ class SipCall:
             request.headers.add(name, value)
         if content_type:
             request.headers.add("Content-Type", content_type)
-        hop = self.route_set[0].uri if self.route_set else self.remote_target
-        if self.flow.transport == "UDP" and not self.route_set and not self.invite.contact:
-            destination = self.flow.remote
-        else:
-            destination = (hop.host.strip("[]"), hop.port or 5060)
-        return request, destination
+        return request, self._next_hop()
+
+    def _next_hop(self) -> tuple[str, int]:
+        """Where requests inside the dialog go: back to the host and port the INVITE came from.
+
+        Never to a host the peer names in Contact or Record-Route: that let a
+        caller aim our BYE and REFER at a third host (reflection), and made
+        us resolve host names on the event loop. The Request-URI and Route
+        headers still carry the peer's Contact and route set, so a proxy that
+        sent us the INVITE routes them on as usual; a phone behind NAT is
+        reached at its public address. When a TCP or TLS connection has
+        closed, the request goes by UDP to the same host, at the port the
+        first Route or the Contact names.
+        """
+        host, port = self.flow.remote
+        if self.flow.transport != "UDP":
+            hop = self.route_set[0].uri if self.route_set else self.remote_target
+            port = hop.port if hop.port and 0 < hop.port < 65536 else 5060
+        return host, port
 
     async def shutdown(self) -> None:
         """The server stops: the caller gets a BYE (or a 503 while ringing), the transcript is closed."""

@@ -10,7 +10,13 @@ What it does for the calls above it:
   response, which is what works behind NAT and through proxies);
 - turns every malformed message into a 400-class answer or a dropped
   datagram, and closes a TCP connection that stops making sense. Nothing a
-  peer sends can raise out of a transport callback or touch other calls.
+  peer sends can raise out of a transport callback or touch other calls;
+  a request whose handler fails anyway gets a 500, so its transaction ends
+  and is forgotten like any other;
+- counts a call against `max_calls` only once its ACK has come: an INVITE
+  nobody acknowledges holds no call slot, only one of the 4 * max_calls
+  places for dialogs waiting for their ACK (each holds an RTP port pair
+  until the 32 s ACK timer ends it).
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ from ivr.errors import ConfigError
 from ivr.transports.sip.stream import SendStats
 from ivr.transports.sip.message import (
     ALLOW,
+    MAX_FORWARDS,
     REASONS,
     SERVER,
     SipParseError,
     StreamFramer,
+    header_number,
     new_branch,
     parse,
     response,
@@ -52,6 +60,8 @@ T1 = 0.5
 T2 = 4.0
 TIMER_F = 64 * T1  # a request nobody answers
 KEEP_TRANSACTION_S = 32.0  # Timer J: how long a retransmitted request still gets the cached answer
+KEEP_UNANSWERED_S = 300.0  # a transaction whose handler never gave a final answer (a bug) is forgotten after this
+PENDING_PER_CALL = 4  # dialogs waiting for their ACK, per max_calls: they hold RTP ports but no call slot
 _RAW_HEADER = re.compile(rb"(?im)^(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:.*$")
 
 
@@ -109,7 +119,12 @@ class SipEndpoint:
         totals.add(self.finished_media)
         for call in self.live:
             totals.add(call.stream.stats)
-        return {"port": self.port, "calls": len(self.calls), **vars(totals), "bad_messages": self.bad_messages}
+        return {"port": self.port, "calls": self.confirmed_calls(), "calls_pending": len(self.calls) - self.confirmed_calls(),
+                **vars(totals), "bad_messages": self.bad_messages}  # fmt: skip
+
+    def confirmed_calls(self) -> int:
+        """Calls that count against `max_calls`: their ACK has come (SipCall.counted)."""
+        return sum(1 for call in self.calls.values() if call.counted)
 
     @property
     def address(self) -> str:
@@ -181,6 +196,10 @@ class SipEndpoint:
                     self.bad_messages += 1
                     log.warning("sip.bad_stream", extra={"error": exc.reason, "transport": transport})
                     break  # the stream has lost its framing: nothing after this can be trusted
+                except Exception:  # a framer bug: the connection ends, the listener does not
+                    self.bad_messages += 1
+                    log.exception("sip.framer_failed", extra={"transport": transport})
+                    break
                 for frame in frames:
                     self._received(frame, flow)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
@@ -190,12 +209,16 @@ class SipEndpoint:
             writer.close()
 
     async def _sweep(self) -> None:
-        """Forgets answered transactions after Timer J."""
+        """Forgets answered transactions after Timer J, and any transaction after KEEP_UNANSWERED_S."""
         while True:
             await asyncio.sleep(5)
-            limit = time.monotonic() - KEEP_TRANSACTION_S
-            for key in [k for k, tx in self._server_tx.items() if tx.final and tx.created < limit]:
+            now = time.monotonic()
+            for key in [k for k, tx in self._server_tx.items() if self._expired(tx, now)]:
                 del self._server_tx[key]
+
+    @staticmethod
+    def _expired(tx: ServerTransaction, now: float) -> bool:
+        return now - tx.created > (KEEP_TRANSACTION_S if tx.final else KEEP_UNANSWERED_S)
 
     # ---- inbound -------------------------------------------------------------------
 
@@ -208,6 +231,10 @@ class SipEndpoint:
             self.bad_messages += 1
             log.warning("sip.bad_message", extra={"error": exc.reason, "transport": flow.transport})
             self._reject_raw(data, exc, flow)
+            return
+        except Exception:  # a parser bug must not escape the transport callback: the datagram is dropped
+            self.bad_messages += 1
+            log.exception("sip.parser_failed", extra={"transport": flow.transport})
             return
         try:
             if isinstance(message, Response):
@@ -238,8 +265,6 @@ class SipEndpoint:
             future.set_result(answer)
 
     def _on_request(self, request: Request, flow: Flow) -> None:
-        from ivr.transports.sip.call import SipCall
-
         method = request.method
         if method == "ACK":
             tx = self._server_tx.get(transaction_key(request)[:2] + ("INVITE",))
@@ -261,8 +286,18 @@ class SipEndpoint:
             return
         tx = ServerTransaction(request, flow)
         self._server_tx[key] = tx
-        max_forwards = request.headers.get("Max-Forwards")
-        if max_forwards is not None and int(max_forwards) == 0 and method != "OPTIONS":
+        try:
+            self._on_new_request(request, tx, flow)
+        except Exception:
+            if not tx.final:
+                tx.respond(response(request, 500))  # the transaction ends, and the sweeper forgets it
+            raise
+
+    def _on_new_request(self, request: Request, tx: ServerTransaction, flow: Flow) -> None:
+        from ivr.transports.sip.call import SipCall
+
+        method = request.method
+        if header_number("Max-Forwards", request.headers.get("Max-Forwards"), MAX_FORWARDS) == 0 and method != "OPTIONS":
             tx.respond(response(request, 483))
             return
         if method == "OPTIONS":
@@ -274,11 +309,11 @@ class SipEndpoint:
             if call is not None:
                 tx.respond(response(request, 482))  # a second INVITE with this Call-ID: a loop or a fork
                 return
-            if not self._allowed(flow.remote[0]):
+            if not self.allows(flow.remote[0]):
                 tx.respond(response(request, 403))
                 log.warning("sip.caller_not_allowed", extra={"transport": flow.transport})
                 return
-            if len(self.calls) >= self.settings.max_calls:
+            if not self._room_for_a_call():
                 tx.respond(response(request, 503, headers=(("Retry-After", "5"),)))
                 return
             call = SipCall(self, request, flow, tx)
@@ -291,7 +326,14 @@ class SipEndpoint:
             return
         call.on_request(request, tx)
 
-    def _allowed(self, address: str) -> bool:
+    def _room_for_a_call(self) -> bool:
+        """Below max_calls confirmed calls, and below PENDING_PER_CALL * max_calls dialogs waiting for their ACK."""
+        confirmed = self.confirmed_calls()
+        pending = len(self.calls) - confirmed
+        return confirmed < self.settings.max_calls and pending < PENDING_PER_CALL * self.settings.max_calls
+
+    def allows(self, address: str) -> bool:
+        """Whether `allow_from` lets this host place calls and send media (always, when the list is empty)."""
         if not self._networks:
             return True
         try:

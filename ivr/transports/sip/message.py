@@ -22,6 +22,8 @@ Message = Union[Request, Response]
 
 MAX_MESSAGE = 65535  # the largest UDP datagram; stream transports get the same limit per message
 MAX_HEADERS = 128
+MAX_FORWARDS = 255  # RFC 3261 §20.22 suggests 70; anything above 255 is not a real hop count
+MAX_DIGITS = 10  # longer header numbers are refused before int() sees them (it raises ValueError past 4,300 digits)
 SERVER = "ivr-sip/0.1"
 METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REFER", "NOTIFY", "INFO")
 ALLOW = ", ".join(METHODS)
@@ -31,6 +33,8 @@ _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _REQUEST_LINE = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+) (\S+) SIP/2\.0$")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9]) ?(.*)$")
 _REQUIRED = ("Via", "From", "To", "Call-ID", "CSeq")
+_ASCII_DIGITS = re.compile(r"[0-9]+")  # not str.isdigit() or \d: they take '²' and '٣', which int() refuses or reads
+_ASCII_ONLY = ("Via", "CSeq")  # their grammar is ASCII; sipmessage reads their numbers with \d, which takes "٣"
 
 REASONS = {
     100: "Trying", 180: "Ringing", 200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
@@ -77,15 +81,31 @@ def parse(data: bytes) -> Message:
             raise SipParseError(f"line {number}: not a header", detail=repr(line[:40]))
         message.headers.add(COMPACT_FORMS.get(name.lower(), name), value.strip())
     _check(message)
-    length = message.headers.get("Content-Length")
+    if len(message.headers.getlist("Content-Length")) > 1:
+        raise SipParseError("more than one Content-Length header")  # two framings of one message: refuse both
+    length = header_number("Content-Length", message.headers.get("Content-Length"), MAX_MESSAGE, 413)
     if length is not None:
-        if not length.isdigit():
-            raise SipParseError("Content-Length is not a number", detail=repr(length[:20]))
-        if int(length) > len(body):
+        if length > len(body):
             raise SipParseError(f"Content-Length {length} but only {len(body)} body bytes")
-        body = body[: int(length)]
+        body = body[:length]
     message.body = body
     return message
+
+
+def header_number(name: str, value: Optional[str], maximum: int, too_large: int = 400) -> Optional[int]:
+    """A header that is a plain number (Content-Length, Max-Forwards): ASCII digits, at most `maximum`.
+
+    Why not int(): it accepts Unicode digits ('٣' is 3), and with str.isdigit()
+    in front it raises on '²'; a 5,000-digit value exceeds Python's conversion
+    limit. Each of those escaped the parser as an unhandled exception.
+    """
+    if value is None:
+        return None
+    if not _ASCII_DIGITS.fullmatch(value):
+        raise SipParseError(f"{name} is not a number", detail=repr(value[:20]))
+    if len(value) > MAX_DIGITS or int(value) > maximum:
+        raise SipParseError(f"{name} is larger than {maximum}", too_large, repr(value[:20]))
+    return int(value)
 
 
 def _unfold(lines: list[str]) -> list[str]:
@@ -118,6 +138,9 @@ def _check(message: Message) -> None:
     for name in _REQUIRED:
         if message.headers.get(name) is None:
             raise SipParseError(f"missing {name} header")
+    for name in _ASCII_ONLY:
+        if not all(value.isascii() for value in message.headers.getlist(name)):
+            raise SipParseError(f"{name} header is not ASCII")
     try:
         vias = message.via
         message.from_address, message.to_address  # noqa: B018 - parse, raising on bad syntax
@@ -129,9 +152,7 @@ def _check(message: Message) -> None:
     if isinstance(message, Request):
         if cseq.method != message.method:
             raise SipParseError(f"CSeq method {cseq.method} does not match {message.method}")
-        max_forwards = message.headers.get("Max-Forwards")
-        if max_forwards is not None and not max_forwards.isdigit():
-            raise SipParseError("Max-Forwards is not a number")
+        header_number("Max-Forwards", message.headers.get("Max-Forwards"), MAX_FORWARDS)
     if not 0 <= cseq.sequence < 2**31:
         raise SipParseError("CSeq number out of range")
 
@@ -154,10 +175,12 @@ class StreamFramer:
                 if len(self._buffer) > self.limit:
                     raise SipParseError(f"no end of headers within {self.limit} bytes", 413)
                 return frames
-            match = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", bytes(self._buffer[:end]))
+            match = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(.*?)[ \t]*\r?$", bytes(self._buffer[:end]))
             if match is None:
                 raise SipParseError("message on a stream transport without Content-Length")
-            total = end + 4 + int(match.group(1))
+            length = header_number("Content-Length", match.group(1).decode("latin-1"), self.limit, 413)
+            assert length is not None
+            total = end + 4 + length
             if total > self.limit:
                 raise SipParseError(f"message of {total} bytes exceeds {self.limit}", 413)
             if len(self._buffer) < total:

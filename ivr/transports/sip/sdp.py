@@ -8,10 +8,13 @@ the offer's direction: sendonly or inactive from the caller means we stop
 sending (RFC 3264 §8.4). RTCP goes to the port the offer names with a=rtcp
 (RFC 3605), else the RTP port + 1, or shares the RTP port when the offer asks
 for a=rtcp-mux (RFC 5761 §5.1.1: we accept it by repeating the attribute).
+Connection addresses must be IP literals: an offer naming a host gets 488,
+since we do not resolve names for media.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -113,7 +116,10 @@ def parse_offer(body: bytes) -> Offer:
                     session_address = address
             elif kind == "m":
                 parts = value.split()
-                media.append(MediaOffer(parts[0], int(parts[1].split("/")[0]), parts[2], parts[3:]))
+                port = int(parts[1].split("/")[0])
+                if not 0 <= port < 65536:
+                    raise ValueError(f"port {port}")
+                media.append(MediaOffer(parts[0], port, parts[2], parts[3:]))
             elif kind == "a":
                 _attribute(value, media[-1] if media else None)
                 if not media and value in DIRECTIONS:
@@ -148,6 +154,14 @@ def _attribute(value: str, media: Optional[MediaOffer]) -> None:
         media.direction = value
 
 
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
 def negotiate(offer: Offer) -> tuple[Negotiated, int]:
     """The audio stream we take and its index among the m-lines; SdpError if none is acceptable."""
     for index, media in enumerate(offer.media):
@@ -170,6 +184,11 @@ def negotiate(offer: Offer) -> tuple[Negotiated, int]:
         address = media.address or offer.address
         if not address:
             raise SdpError("SDP offer has no connection address (c=)", 400)
+        for named in (address, media.rtcp_address):
+            if named is not None and not _is_ip(named):
+                # Resolving it would block the event loop (on every packet, as sendto resolves), and a name
+                # can point anywhere; every SIP peer we know puts an IP literal here.
+                raise SdpError("SDP connection address (c= or a=rtcp) is not an IP address; host names are not resolved")
         direction = media.direction or offer.direction
         return Negotiated(codec[0], codec[1], dtmf, address, media.port, direction, rtcp_port=media.rtcp_port,
                           rtcp_address=media.rtcp_address, rtcp_mux=media.rtcp_mux), index  # fmt: skip

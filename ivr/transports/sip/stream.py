@@ -9,7 +9,12 @@ Sending: sequence numbers +1 per packet, timestamps +160 per 20 ms (they keep
 running while we are on hold and send nothing), the marker bit on the first
 packet of a talkspurt. Keypad events replace audio packets while they last.
 Receiving is symmetric (RFC 4961): once the caller's packets arrive, we send
-to where they come from, which is what works behind NAT.
+to where they come from, which is what works behind NAT. Only packets from
+an expected host count (`_expected_host`): the address in the caller's SDP
+or the host its signalling came from, and inside `allow_from`. Such a host
+may send from another port than the SDP names (a NAT rewrote it); any other
+host is dropped and counted in `dropped_foreign`, so spraying the RTP port
+range can neither steal a call's audio nor feed it.
 
 RTCP (rtcp.py) uses the next port up, or the RTP port when both sides agreed
 on rtcp-mux: a report every 5 s or so, and a BYE when the call ends.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import audioop
 import dataclasses
+import ipaddress
 import logging
 import random
 import secrets
@@ -54,7 +60,7 @@ class SendStats:
     resyncs: int = 0
     dtmf_sent: int = 0
     dropped_bad: int = 0  # received datagrams that were not usable RTP
-    dropped_foreign: int = 0  # from an address we did not latch to
+    dropped_foreign: int = 0  # RTP or RTCP from a host we do not expect, or from a second source while we hear the first
     rtcp_sent: int = 0
     rtcp_received: int = 0
     rtcp_dropped: int = 0  # RTCP datagrams that were not valid compound packets
@@ -83,8 +89,22 @@ class _RtcpPort(asyncio.DatagramProtocol):
         self.stream.rtcp_received(data, addr[:2])
 
 
+Host = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def _host(address: Optional[str]) -> Optional[Host]:
+    """An IP address for comparing hosts, None for anything else (the SDP has only IP literals: sdp.negotiate)."""
+    try:
+        host = ipaddress.ip_address((address or "").split("%")[0])
+    except ValueError:
+        return None
+    return (host.ipv4_mapped or host) if isinstance(host, ipaddress.IPv6Address) else host  # a dual-stack socket's IPv4 peer
+
+
 class RtpStream(asyncio.DatagramProtocol):
-    def __init__(self, on_audio: OnAudio, on_key: OnKey, on_mark: OnMark, jitter_frames: int = 3):
+    def __init__(self, on_audio: OnAudio, on_key: OnKey, on_mark: OnMark, jitter_frames: int = 3,
+                 signalling_host: Optional[str] = None, allowed: Callable[[str], bool] = lambda host: True):  # fmt: skip
+        """`signalling_host` is where the call's INVITE came from; `allowed` is the endpoint's allow_from check."""
         self.on_audio = on_audio
         self.on_key = on_key
         self.on_mark = on_mark
@@ -96,6 +116,9 @@ class RtpStream(asyncio.DatagramProtocol):
         self.codec: Codec = codec_for("audio/pcmu", 8000)
         self._remote: Optional[tuple[str, int]] = None
         self._latched_at: Optional[float] = None
+        self._signalling_host = _host(signalling_host)
+        self._allowed = allowed
+        self._expected: set[Host] = set()  # hosts media may come from (configure)
         self._outbound: deque[Union[bytes, _Mark]] = deque()
         self._keys: deque[tuple[DtmfEvent, bool]] = deque()  # queued RFC 4733 packets (event, marker)
         self._key_timestamp = 0
@@ -150,6 +173,8 @@ class RtpStream(asyncio.DatagramProtocol):
         if self._latched_at is None or negotiated.remote_address not in ("0.0.0.0", "::"):
             self._remote = (negotiated.remote_address, negotiated.remote_port)
             self._latched_at = None
+        hosts = {_host(negotiated.remote_address), _host(negotiated.rtcp_address), self._signalling_host}
+        self._expected = {h for h in hosts if h is not None and not h.is_unspecified}
         wants_tones = inband_dtmf == "always" or (inband_dtmf == "auto" and negotiated.dtmf_payload_type is None)
         self._tones = ToneDetector() if wants_tones else None
         if resumed:
@@ -274,8 +299,9 @@ class RtpStream(asyncio.DatagramProtocol):
         self.stats.rtcp_sent += 1
 
     def rtcp_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        """The caller's reports; taken only from the host its RTP comes from, so a stranger cannot forge them."""
-        if self._latched_at is not None and self._remote is not None and addr[0] != self._remote[0]:
+        """The caller's reports; taken only from an expected host, and once RTP flows from the host it comes from."""
+        latched_elsewhere = self._latched_at is not None and self._remote is not None and addr[0] != self._remote[0]
+        if latched_elsewhere or not self._expected_host(addr[0]):
             self.stats.dropped_foreign += 1
             return
         try:
@@ -334,7 +360,18 @@ class RtpStream(asyncio.DatagramProtocol):
             packet = dataclasses.replace(packet, payload=b"")
         self.jitter.push(packet)
 
+    def _expected_host(self, address: str) -> bool:
+        """The latching rule: media comes from the SDP's host or the signalling peer's, inside allow_from.
+
+        The port is not checked: a NAT in front of the caller may send from
+        another port than the SDP names, and symmetric RTP follows it there.
+        """
+        host = _host(address)
+        return host is not None and host in self._expected and self._allowed(str(host))
+
     def _accept_source(self, addr: tuple[str, int]) -> bool:
+        if not self._expected_host(addr[0]):
+            return False
         now = asyncio.get_running_loop().time()
         if self._latched_at is not None and addr != self._remote and now - self._latched_at < RELATCH_AFTER_S:
             return False
