@@ -62,6 +62,7 @@ def make_app(runtime: Runtime) -> web.Application:
                 "underruns": stats.underruns,
                 **({"sip": runtime.sip_health()} if runtime.sip_health else {}),
                 **({"dialog": runtime.dialog_health()} if runtime.dialog_health else {}),
+                "storage": runtime.write_behind.health(),
             }
         )
 

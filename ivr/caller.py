@@ -129,6 +129,7 @@ class Caller:
         self.settle_s = settle_s
         self.timeout_s = timeout_s
         self.call_sid = f"CA{uuid.uuid4().hex}"
+        self.call_id: Optional[str] = None  # the server's id of the call, looked up after it
         self.stream_sid = f"MZ{uuid.uuid4().hex}"
         self.state = CallerState()
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
@@ -169,14 +170,24 @@ class Caller:
                         await ws.close()
                     await asyncio.gather(receiver, return_exceptions=True)
             transcript = await self._fetch_transcript(http)
-        return {"call_sid": self.call_sid, "turns": self.turns, "hangup": self.state.hung_up, "transcript": transcript}
+        return {"call_sid": self.call_sid, "call_id": self.call_id, "turns": self.turns, "hangup": self.state.hung_up, "transcript": transcript}
 
     async def _fetch_transcript(self, http: aiohttp.ClientSession) -> list[dict[str, Any]]:
         if self.auth is None:
             return []  # the call API needs a login
         base = self.url.replace("ws://", "http://").replace("wss://", "https://").rsplit("/", 1)[0]
         for _ in range(20):  # the server finishes storing right after the socket closes
-            async with http.get(f"{base}/api/calls/{self.call_sid}", auth=self.auth) as resp:
+            if self.call_id is None:  # the server names its calls itself; ours is found by the CallSid we sent
+                async with http.get(f"{base}/api/calls", params={"provider_call_id": self.call_sid}, auth=self.auth) as resp:
+                    if resp.status in (401, 403, 429):
+                        self.emit("transcript_unavailable", status=resp.status)
+                        return []
+                    calls = (await resp.json())["calls"] if resp.status == 200 else []
+                    self.call_id = calls[0]["call_id"] if calls else None
+                if self.call_id is None:
+                    await asyncio.sleep(0.25)
+                    continue
+            async with http.get(f"{base}/api/calls/{self.call_id}", auth=self.auth) as resp:
                 if resp.status in (401, 403, 429):
                     self.emit("transcript_unavailable", status=resp.status)
                     return []

@@ -47,7 +47,7 @@ async def test_a_whole_call(ivr_server, tmp_path):
     assert lines[2]["text"] and "latency" in lines[2]["meta"]
     latency = lines[2]["meta"]["latency"]
     assert latency["endpoint_ms"] == 300 and latency["total_ms"] >= latency["endpoint_ms"]
-    row = sqlite3.connect(ivr_server.db).execute("select end_reason, ended_at, tenant from calls where call_id=?", (call.call_sid,)).fetchone()
+    row = sqlite3.connect(ivr_server.db).execute("select end_reason, ended_at, tenant from calls where call_id=?", (call.call_id,)).fetchone()
     assert row[0] == "caller_hangup" and row[1] and row[2] == "+442071234567"
 
 
@@ -58,9 +58,9 @@ async def test_dtmf_zero_hands_back_to_telephony_with_the_handoff_id(ivr_server)
     assert result["hangup"] and "1000" in result["hangup"]
     texts = [(l["speaker"], l["text"]) for l in result["transcript"]]
     assert ("caller", "[DTMF 0]") in texts
-    row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_sid,)).fetchone()
+    row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_id,)).fetchone()
     assert row == ("handoff:dtmf_agent",)
-    handoff = sqlite3.connect(ivr_server.db).execute("select reason, package from handoffs where call_id=?", (call.call_sid,)).fetchone()
+    handoff = sqlite3.connect(ivr_server.db).execute("select reason, package from handoffs where call_id=?", (call.call_id,)).fetchone()
     assert handoff[0] == "dtmf_agent"
     package = json.loads(handoff[1])
     assert package["company"] == "Ohne Katalog AG" and package["transcript"][0]["speaker"] == "bot"
@@ -74,10 +74,10 @@ async def test_dtmf_zero_with_no_agent_logged_in_takes_a_callback_request(ivr_se
     call = caller(ivr_server, to="+4930123456")
     result = await call.run(parse_steps(["dtmf:0"]), None)
     assert result["hangup"]
-    row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_sid,)).fetchone()
+    row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_id,)).fetchone()
     assert row == ("queue_callback:dtmf_agent",)
     assert any("kein Mitarbeiter" in t for t in bot_lines(result))
-    callback = sqlite3.connect(ivr_server.db).execute("select number, reason from callbacks where call_id=?", (call.call_sid,)).fetchone()
+    callback = sqlite3.connect(ivr_server.db).execute("select number, reason from callbacks where call_id=?", (call.call_id,)).fetchone()
     assert callback == ("+4917012345", "dtmf_agent")
 
 
@@ -106,7 +106,7 @@ async def test_keypad_number_ends_after_the_inter_digit_timeout(ivr_server):
 async def test_silence_gets_reprompts_then_a_person(ivr_server):
     call = caller(ivr_server, to="+4930123456", settle=0.5)
     result = await call.run(parse_steps(["wait:60"]), None)
-    row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_sid,)).fetchone()
+    row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_id,)).fetchone()
     assert row == ("queue_callback:no_input",)  # nobody staffs the queue in this test
     no_inputs = [l for l in result["transcript"] if l["text"] == "[no input]"]
     assert len(no_inputs) == 3
@@ -197,3 +197,26 @@ async def test_dialog_engine_down_gives_a_clear_message(rasa_url, tmp_path):
     finally:
         dead.proc.terminate()
         dead.proc.wait(30)
+
+
+async def test_a_start_naming_a_live_calls_id_cannot_touch_that_call(ivr_server):
+    """Hardening finding 1. Before, the call id was the client's `callSid`: a second stream started with a
+    live call's CallSid ended that call, logged its hang-up under the second stream's tenant, and wiped its
+    dialog state. Now every stream gets an id of the server's, and the CallSid is only recorded."""
+    victim = caller(ivr_server, to="+442071234567")
+    intruder = caller(ivr_server, to="+4930123456")
+    intruder.call_sid = victim.call_sid
+    victim_run = asyncio.create_task(victim.run(parse_steps(["wait:4", "dtmf:*"]), None))
+    await asyncio.sleep(2)  # the victim is greeted meanwhile
+    await intruder.run(parse_steps([]), None)
+    result = await victim_run
+    assert victim.call_id and intruder.call_id and victim.call_id != intruder.call_id != victim.call_sid
+    db = sqlite3.connect(ivr_server.db)
+    rows = db.execute("select call_id, tenant, end_reason from calls where provider_call_id=? order by started_at",
+                      (victim.call_sid,)).fetchall()  # fmt: skip
+    assert rows == [(victim.call_id, "+442071234567", "caller_hangup"), (intruder.call_id, "+4930123456", "caller_hangup")]
+    hangups = db.execute("select tenant from call_events where call_id=? and event='HANGUP'", (victim.call_id,)).fetchall()
+    assert hangups == [("+442071234567",)]  # once, at the victim's own hang-up, under its own tenant
+    # The victim's dialog went on in its own tenant's language: `*` repeated its English prompt.
+    bot = [line["text"] for line in result["transcript"] if line["speaker"] == "bot"]
+    assert len(bot) >= 2 and "How can I help" in bot[-1]

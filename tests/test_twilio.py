@@ -36,7 +36,12 @@ def test_start_carries_numbers_and_format():
     ser = TwilioSerializer()
     assert isinstance(ser.decode('{"event": "connected", "protocol": "Call", "version": "1.0.0"}'), Ignored)
     frame = ser.decode(start_message())
-    assert frame == CallStart("CA1", "+4930123456", "+4917012", 8000, "media_stream", {"to": "+4930123456", "from": "+4917012"})
+    assert isinstance(frame, CallStart)
+    assert (frame.dialled, frame.caller, frame.sample_rate, frame.channel) == ("+4930123456", "+4917012", 8000, "media_stream")
+    assert frame.parameters == {"to": "+4930123456", "from": "+4917012"}
+    # The client's CallSid is recorded, never used as our id (hardening finding 1).
+    assert frame.provider_call_id == "CA1" and frame.call_id.startswith("ms-")
+    assert ser.decode(start_message()).call_id != frame.call_id
 
 
 def test_alaw_stream_is_decoded_as_alaw():

@@ -27,7 +27,7 @@ _NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
 
 
 def routes(storage: Storage) -> list[web.RouteDef]:
-    """`GET /api/handoffs/{handoff_id}` and `GET /api/calls/{call_id}` on `storage`."""
+    """`GET /api/handoffs/{handoff_id}`, `GET /api/calls/{call_id}` and the provider-id lookup on `storage`."""
 
     async def handoff_detail(request: web.Request) -> web.Response:
         user = await current_user(request)
@@ -52,7 +52,21 @@ def routes(storage: Storage) -> list[web.RouteDef]:
         body = {"call": asdict(call), "transcript": transcript, "wrapups": wrapups}
         return web.json_response(body, headers=_NO_STORE)
 
-    return [web.get("/api/handoffs/{handoff_id}", handoff_detail), web.get("/api/calls/{call_id}", call_detail)]
+    async def calls_by_provider_id(request: web.Request) -> web.Response:
+        """`GET /api/calls?provider_call_id=CA…`: our calls for the provider's id (CallSid, SIP Call-ID)."""
+        user = await current_user(request)
+        provider_call_id = request.query.get("provider_call_id", "")
+        if not provider_call_id:
+            raise web.HTTPBadRequest(text=json.dumps({"error": "query parameter provider_call_id is required"}),
+                                     content_type="application/json")  # fmt: skip
+        found = [asdict(c) for c in await storage.calls_by_provider_id(provider_call_id) if user.sees(c.tenant)]
+        return web.json_response({"calls": found}, headers=_NO_STORE)
+
+    return [
+        web.get("/api/handoffs/{handoff_id}", handoff_detail),
+        web.get("/api/calls", calls_by_provider_id),
+        web.get("/api/calls/{call_id}", call_detail),
+    ]
 
 
 def supervisor_routes(acd: Acd, storage: Storage) -> list[web.RouteDef]:

@@ -49,6 +49,7 @@ class CallSession:
             dialled=start.dialled,
             caller=start.caller,
             started_at=time.time(),
+            provider_call_id=start.provider_call_id,
         )
         self.conversation = Conversation(
             record, self.tenant, runtime.dialog, runtime.write_behind, settings.timeouts.max_no_input

@@ -13,12 +13,19 @@ from typing import Optional, Union
 
 @dataclass(frozen=True)
 class CallStart:
+    """A call begins. `call_id` is always made by the server; what the wire names is `provider_call_id`.
+
+    A client that chose the id could name a live call's and end it, log under
+    another tenant, or wipe its dialog state.
+    """
+
     call_id: str
     dialled: Optional[str]
     caller: Optional[str]
     sample_rate: int
     channel: str
     parameters: dict[str, str] = field(default_factory=dict)
+    provider_call_id: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ class CallRecord:
     started_at: float = 0.0
     ended_at: Optional[float] = None
     end_reason: Optional[str] = None
+    provider_call_id: Optional[str] = None  # the telephony side's id (CallSid, SIP Call-ID); ours is call_id
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,10 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def get_call(self, call_id: str) -> Optional[CallRecord]: ...
+
+    @abc.abstractmethod
+    async def calls_by_provider_id(self, provider_call_id: str) -> list[CallRecord]:
+        """Our calls the telephony side knows by this id (usually one), oldest first."""
 
     @abc.abstractmethod
     async def transcript(self, call_id: str) -> list[Utterance]: ...

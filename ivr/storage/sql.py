@@ -57,6 +57,8 @@ calls = sa.Table(
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("ended_at", sa.Float),
     sa.Column("end_reason", sa.String(64)),
+    sa.Column("provider_call_id", sa.String(200)),
+    sa.Index("ix_calls_provider_call_id", "provider_call_id"),
 )
 
 utterances = sa.Table(
@@ -283,6 +285,11 @@ class SqlStorage(Storage):
         query = calls.select().where(calls.c.call_id == call_id)
         row = await self._read(lambda conn: conn.execute(query).mappings().first())
         return CallRecord(**row) if row else None
+
+    async def calls_by_provider_id(self, provider_call_id: str) -> list[CallRecord]:
+        query = calls.select().where(calls.c.provider_call_id == provider_call_id).order_by(calls.c.started_at)
+        rows = await self._read(lambda conn: conn.execute(query).mappings().all())
+        return [CallRecord(**row) for row in rows]
 
     async def transcript(self, call_id: str) -> list[Utterance]:
         query = utterances.select().where(utterances.c.call_id == call_id).order_by(utterances.c.id)

@@ -9,6 +9,11 @@ phone caller heard nothing and was cut off. Here a write is queued and the call
 goes on talking; one task stores the queue in order and retries what failed
 for a transient reason (locked, connection lost) until it succeeds.
 
+While the database keeps up, each write is still awaited until it is stored
+(a few milliseconds), so whoever reads right after a call's turn, in this
+process or another, sees it. Only a write that takes longer than `settle_s`
+is left to the queue, and from then until the queue has drained no write waits.
+
 What is still queued is also what a reader of this process sees first: the
 handoff package a queue hands to an agent is taken from the queue when it has
 not reached the database yet.
@@ -27,7 +32,7 @@ import asyncio
 import collections
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Optional
 
 import sqlalchemy.exc
@@ -46,15 +51,18 @@ class _Write:
     what: str  # the method, for logs and counters: never the data (it holds callers' words and numbers)
     run: Callable[[], Awaitable[None]]
     handoff: Optional[Handoff] = None
+    stored: asyncio.Event = field(default_factory=asyncio.Event)  # set once written (or given up)
 
 
 class WriteBehind:
     """start_call, add_utterance, log_event, save_handoff and end_call of a Storage, without waiting for it."""
 
-    def __init__(self, storage: Storage, max_pending: int = 20_000, retry_max_s: float = 5.0):
+    def __init__(self, storage: Storage, max_pending: int = 20_000, retry_max_s: float = 5.0, settle_s: float = 0.5):
         self.storage = storage
         self.max_pending = max_pending
         self.retry_max_s = retry_max_s
+        self.settle_s = settle_s
+        self.stalled = False  # a write took longer than settle_s; none waits until the queue is empty again
         self._queue: collections.deque[_Write] = collections.deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -67,19 +75,19 @@ class WriteBehind:
     # ---- the writes -------------------------------------------------------------------------------------------
 
     async def start_call(self, call: CallRecord) -> None:
-        self._put(_Write("start_call", lambda: self.storage.start_call(call)))
+        await self._submit(_Write("start_call", lambda: self.storage.start_call(call)))
 
     async def add_utterance(self, utterance: Utterance) -> None:
-        self._put(_Write("add_utterance", lambda: self.storage.add_utterance(utterance)))
+        await self._submit(_Write("add_utterance", lambda: self.storage.add_utterance(utterance)))
 
     async def log_event(self, event: CallEvent) -> None:
-        self._put(_Write("log_event", lambda: self.storage.log_event(event)))
+        await self._submit(_Write("log_event", lambda: self.storage.log_event(event)))
 
     async def save_handoff(self, handoff: Handoff) -> None:
-        self._put(_Write("save_handoff", lambda: self.storage.save_handoff(handoff), handoff))
+        await self._submit(_Write("save_handoff", lambda: self.storage.save_handoff(handoff), handoff))
 
     async def end_call(self, call_id: str, ended_at: float, reason: str) -> None:
-        self._put(_Write("end_call", lambda: self.storage.end_call(call_id, ended_at, reason)))
+        await self._submit(_Write("end_call", lambda: self.storage.end_call(call_id, ended_at, reason)))
 
     async def get_handoff(self, handoff_id: str) -> Optional[Handoff]:
         """The package, from the queue while it waits there, else from the database."""
@@ -102,6 +110,7 @@ class WriteBehind:
     def health(self) -> dict[str, object]:
         return {
             "pending": self.pending,
+            "stalled": self.stalled,
             "written": self.written,
             "dropped": self.dropped,
             "failing_for_s": round(time.monotonic() - self.failing_since, 1) if self.failing_since else 0,
@@ -125,22 +134,34 @@ class WriteBehind:
 
     # ---- the writer -------------------------------------------------------------------------------------------
 
-    def _put(self, write: _Write) -> None:
+    async def _submit(self, write: _Write) -> None:
+        """Queue the write; wait until it is stored unless that takes longer than settle_s (or already did)."""
+        if not self._put(write) or self.stalled:
+            return
+        try:
+            await asyncio.wait_for(write.stored.wait(), self.settle_s)
+        except asyncio.TimeoutError:
+            self.stalled = True
+            log.warning("storage.slow", extra={"write": write.what, "pending": self.pending})
+
+    def _put(self, write: _Write) -> bool:
         if self.pending >= self.max_pending:
             self.dropped += 1
             log.error("storage.write_dropped", extra={"write": write.what, "pending": self.pending})
-            return
+            return False
         self._queue.append(write)
         self._idle.clear()
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="storage-write-behind")
+        return True
 
     async def _run(self) -> None:
         backoff = 0.05
         while True:
             if not self._queue:
                 self._idle.set()
+                self.stalled = False
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -161,6 +182,7 @@ class WriteBehind:
             else:
                 self.written += 1
             self._queue.popleft()
+            write.stored.set()
             if self.failing_since is not None:
                 log.info("storage.available", extra={"down_s": round(time.monotonic() - self.failing_since, 1),
                                                      "pending": self.pending})  # fmt: skip

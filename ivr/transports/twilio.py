@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import secrets
 from typing import Any
 
 from ivr.audio.codecs import Codec, codec_for
@@ -101,8 +102,10 @@ class TwilioSerializer:
         if not self.stream_sid:
             raise ProtocolError("start: missing streamSid")
         params = start.get("customParameters") or {}
+        call_sid = start.get("callSid")
         return CallStart(
-            call_id=str(start.get("callSid") or self.stream_sid),
+            call_id=f"ms-{secrets.token_hex(8)}",  # never the client's: see CallStart
+            provider_call_id=str(call_sid)[:200] if call_sid else None,
             dialled=_first(params, "to", "To", "called", "Called"),
             caller=_first(params, "from", "From", "caller", "Caller"),
             sample_rate=self.codec.rate,

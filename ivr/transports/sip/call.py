@@ -209,7 +209,8 @@ class SipCall:
             caller=caller_number(invite),
             sample_rate=8000,
             channel="sip",
-            parameters={"sip_call_id": self.sip_call_id[:200], "transport": self.flow.transport, "codec": self.negotiated.codec},
+            parameters={"transport": self.flow.transport, "codec": self.negotiated.codec},
+            provider_call_id=self.sip_call_id[:200],
         )
         try:
             runtime.settings.tenant_for(start.dialled)
