@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import sys
 import time
 import traceback
-from pathlib import PurePath
 from types import TracebackType
 from typing import Awaitable, Callable, Optional
 
@@ -71,13 +71,17 @@ def type_name(exc: BaseException) -> str:
 
 
 def frames_of(tb: Optional[TracebackType]) -> list[str]:
-    """`path:line in function` per frame, the path from its package on (`ivr/agents/api.py`), no locals."""
-    return [f"{_short(f.filename)}:{f.lineno} in {f.name}" for f in traceback.extract_tb(tb)]
+    """`path:line in function` per frame, the path as imported (`ivr/agents/api.py`), no locals or source."""
+    return [f"{_importable(f.filename)}:{f.lineno} in {f.name}" for f in traceback.extract_tb(tb)]
 
 
-def _short(filename: str) -> str:
-    parts = PurePath(filename).parts
-    return "/".join(parts[-3:])
+def _importable(filename: str) -> str:
+    """`filename` relative to the longest `sys.path` entry it lies under (site-packages, the project)."""
+    roots = sorted((os.path.abspath(p or os.curdir) for p in sys.path), key=len, reverse=True)
+    for root in roots:
+        if filename.startswith(root.rstrip(os.sep) + os.sep):
+            return filename[len(root.rstrip(os.sep)) + 1 :]
+    return filename
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -108,7 +112,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except Exception as exc:
         request_id = secrets.token_hex(8)
-        frames = frames_of(exc.__traceback__)
+        frames = frames_of(exc.__traceback__.tb_next if exc.__traceback__ else None)  # from the handler on
         route = request.match_info.route.resource
         log.error(
             "http.unhandled_error",
