@@ -9,6 +9,7 @@ from aiohttp import web
 from ivr.agents import api as agent_api
 from ivr.agents import auth as agent_auth
 from ivr.agents import desktop as agent_desktop
+from ivr.logs import error_middleware
 from ivr.runtime import Runtime
 from ivr.transports import text
 from ivr.transports.browser import BrowserSerializer
@@ -20,10 +21,10 @@ WEB_SCRIPTS = frozenset({"pcm16.js"})
 
 
 def make_app(runtime: Runtime) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[error_middleware])  # unhandled errors: logged without data, 500 with an id
     app[RUNTIME] = runtime
     app[text.CONVERSATIONS] = {}
-    agent_auth.setup(app, lambda: runtime.settings.agents)
+    agent_auth.setup(app, lambda: runtime.settings.agents, runtime.settings.logins)
 
     async def twilio_media(request: web.Request) -> web.StreamResponse:
         return await media_socket(request, runtime, TwilioSerializer)

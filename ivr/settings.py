@@ -192,6 +192,15 @@ SCHEMA: dict[str, Any] = _obj(
             }
         ),
         "agents": _nullable({"type": "array", "items": _AGENT}),
+        "logins": _obj(
+            {
+                "hash_threads": {**_INT, "minimum": 1, "maximum": 8},
+                "hash_queue": {**_INT, "minimum": 0, "maximum": 1000},
+                "attempts_per_minute": _NUM,
+                "attempt_burst": {**_INT, "minimum": 1},
+                "trusted_proxies": {"type": "array", "items": _STR},
+            }
+        ),
         "default_tenant": {"type": ["string", "null"]},
         "tenants": {
             "type": "object",
@@ -352,6 +361,24 @@ class AgentUser:
 
 
 @dataclass(frozen=True)
+class LoginSettings:
+    """Limits of password checks (ivr/agents/auth.py), so logins can neither starve the server nor be sprayed.
+
+    scrypt runs on `hash_threads` threads of its own (never the pool storage
+    uses); beyond `hash_queue` waiting checks a login is answered 503. Each
+    source address may start `attempt_burst` checks at once, refilled at
+    `attempts_per_minute`. The source is the connection's peer, or, when the
+    peer is in `trusted_proxies` (networks), the address X-Forwarded-For names.
+    """
+
+    hash_threads: int = 1
+    hash_queue: int = 16
+    attempts_per_minute: float = 30.0
+    attempt_burst: int = 30
+    trusted_proxies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """Model per language: a catalogue name (see voices/catalogue.yml) or a path."""
 
@@ -377,6 +404,7 @@ class Settings:
     queue: QueueSettings = QueueSettings()
     sip: SipSettings = SipSettings()
     agents: tuple[AgentUser, ...] = ()
+    logins: LoginSettings = LoginSettings()
     default_tenant: Optional[str] = None
 
     def tenant_for(self, dialled: Optional[str]) -> tuple[str, Tenant]:
@@ -461,6 +489,8 @@ def settings_from_dict(data: dict[str, Any]) -> Settings:
         )
         for a in data.get("agents") or ()
     )
+    logins = dict(data.get("logins") or {})
+    kwargs["logins"] = LoginSettings(**{**logins, "trusted_proxies": tuple(logins.get("trusted_proxies") or ())})
     kwargs["default_tenant"] = data.get("default_tenant")
     return Settings(**kwargs)
 
@@ -537,6 +567,7 @@ def validate(data: Any, source: Any = None, path: str = "settings") -> list[str]
             problems += [_problem(path, source, ["tenants", number, *loc], msg) for loc, msg in tenant_problems(valid)]
     problems += _agent_problems(data, source, path)
     problems += _sip_problems(data, source, path, error_paths)
+    problems += _network_problems(data, source, path, ["logins", "trusted_proxies"])
     if not problems and data.get("default_tenant") and data["default_tenant"] not in data["tenants"]:
         message = f"{data['default_tenant']!r} is not one of the tenants"
         problems.append(_problem(path, source, ["default_tenant"], message))
@@ -559,6 +590,22 @@ def _sip_problems(data: dict[str, Any], source: Any, path: str, error_paths: lis
         low, high = (int(p) for p in ports.split("-"))
         if not 1024 <= low < high <= 65535:
             problems.append(_problem(path, source, ["sip", "rtp_ports"], f"{ports!r}: want LOW-HIGH with 1024 <= LOW < HIGH <= 65535"))
+    return problems
+
+
+def _network_problems(data: dict[str, Any], source: Any, path: str, where: list[str]) -> list[str]:
+    """Entries of the list at `where` (e.g. logins.trusted_proxies) that are no network in CIDR notation."""
+    import ipaddress
+
+    node: Any = data
+    for key in where:
+        node = node.get(key) if isinstance(node, dict) else None
+    problems: list[str] = []
+    for i, network in enumerate(node if isinstance(node, list) else ()):
+        try:
+            ipaddress.ip_network(str(network), strict=False)
+        except ValueError:
+            problems.append(_problem(path, source, [*where, i], f"{network!r} is not a network (e.g. 10.0.0.0/8)"))
     return problems
 
 

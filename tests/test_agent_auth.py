@@ -151,8 +151,11 @@ async def test_login_sets_an_http_only_strict_cookie_and_me_answers(client):
     assert me.headers["Cache-Control"] == "no-store"
 
 
-async def test_a_login_form_works_too(client):
-    resp = await client.post("/agent/login", data={"username": "carl", "password": PASSWORDS["carl"]})
+async def test_a_login_form_of_this_site_works_too(client):
+    url = client.make_url("/")
+    origin = f"{url.scheme}://{url.host}:{url.port}"  # what a browser sends with a form of this site
+    resp = await client.post("/agent/login", data={"username": "carl", "password": PASSWORDS["carl"]},
+                             headers={"Origin": origin})  # fmt: skip
     assert resp.status == 200 and (await resp.json())["tenants"] == [UK]
 
 
@@ -189,7 +192,7 @@ async def test_roles_are_checked(client):
 # Brute force
 
 
-async def test_five_failures_lock_the_username_for_five_minutes(client, caplog):
+async def test_five_failures_lock_the_username_at_that_address_for_five_minutes(client, caplog):
     clock = Clock()
     client.app[AUTH].throttle = LoginThrottle(clock=clock)
     caplog.set_level(logging.INFO, logger="ivr.agents")

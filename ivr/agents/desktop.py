@@ -29,11 +29,10 @@ import logging
 import time
 from importlib import resources
 from typing import Any, Optional, Union
-from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, hdrs, web
 
-from ivr.agents.auth import current_user, user_json
+from ivr.agents.auth import current_user, foreign_origin, user_json
 from ivr.agents.summary import summarize
 from ivr.queue.acd import Acd, AcdError, Agent, AgentState
 from ivr.settings import AgentUser, Settings
@@ -330,15 +329,6 @@ def _flag(message: dict[str, Any]) -> bool:
     return on
 
 
-def _same_origin(request: web.Request) -> bool:
-    """Browsers send Origin with websocket handshakes: a page of another site must not use the agent's cookie."""
-    origin = request.headers.get(hdrs.ORIGIN)
-    if not origin:
-        return True  # not a browser (tests, tools); the cookie or Basic credentials still have to be valid
-    host = urlsplit(origin).netloc
-    return host in {request.host, request.headers.get("X-Forwarded-Host")}
-
-
 def routes(runtime: Any) -> list[web.RouteDef]:
     """`GET /agent` and `GET /agent/ws` on `runtime` (its acd, settings and storage)."""
 
@@ -348,8 +338,10 @@ def routes(runtime: Any) -> list[web.RouteDef]:
 
     async def socket(request: web.Request) -> web.StreamResponse:
         user = await current_user(request)  # 401/403/429 before the upgrade
-        if not _same_origin(request):
-            raise web.HTTPForbidden(text=json.dumps({"error": "cross-site request"}), content_type="application/json")
+        reason = foreign_origin(request)  # a page of another site must not use the agent's cookie
+        if reason is not None:
+            message = json.dumps({"error": f"cross-site request: {reason}"})
+            raise web.HTTPForbidden(text=message, content_type="application/json")
         acd: Acd = runtime.acd
         ws = web.WebSocketResponse(heartbeat=20, max_msg_size=1 << 16)
         await ws.prepare(request)
