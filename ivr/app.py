@@ -24,6 +24,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=[error_middleware])  # unhandled errors: logged without data, 500 with an id
     app[RUNTIME] = runtime
     app[text.CONVERSATIONS] = {}
+    app.on_shutdown.append(text.end_all)
     agent_auth.setup(app, lambda: runtime.settings.agents, runtime.settings.logins)
 
     async def twilio_media(request: web.Request) -> web.StreamResponse:

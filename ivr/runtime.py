@@ -9,6 +9,8 @@ pools so that ASR and TTS cannot starve each other.
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 import threading
 import os
@@ -64,6 +66,7 @@ class Runtime:
     acd: Optional[Acd] = None  # the agent queue; built from the settings when not given
     sip_health: Optional[Callable[[], dict[str, Any]]] = None  # set when the SIP endpoint runs
     dialog_health: Optional[Callable[[], dict[str, Any]]] = None  # set when `ivr serve` supervises Rasa
+    sessions: set[Any] = field(default_factory=set)  # the CallSessions on the line, for shutdown
     _located: dict[tuple[str, str], Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,6 +106,18 @@ class Runtime:
             self.recognizer(tenant.language)
             self.synthesizer(self.settings.voice_for(tenant))
             log.info("tenant.ready", extra={"tenant": number, "language": tenant.language})
+
+    async def shut_down_calls(self, timeout_s: float) -> None:
+        """Stopping: every call ends properly (waiting callers get a callback) within `timeout_s`, else hard."""
+        sessions = list(self.sessions)
+        if not sessions:
+            return
+        log.info("calls.shutting_down", extra={"calls": len(sessions)})
+        done, pending = await asyncio.wait([asyncio.ensure_future(s.shut_down()) for s in sessions], timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        for session in list(self.sessions):  # what did not finish in time: closed without a goodbye
+            await session.close("server_shutdown")
 
     async def close(self) -> None:
         await self.write_behind.close()

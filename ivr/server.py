@@ -29,6 +29,9 @@ from ivr.transports.sip.endpoint import SipEndpoint
 
 log = logging.getLogger("ivr.server")
 
+# How long calls get to end properly on shutdown: a waiting caller hears why and that we call back (~10 s).
+SHUTDOWN_GRACE_S = 20.0
+
 
 def model_is_stale(project: RasaProject, model: Optional[Path]) -> bool:
     """True when there is no model or a project file is newer than it."""
@@ -117,6 +120,9 @@ class Server:
         gc.freeze()
 
     async def stop(self) -> None:
+        """SIGTERM or Ctrl-C: every call ends properly before the sockets close (waiting callers get a callback)."""
+        if self.runtime is not None:
+            await self.runtime.shut_down_calls(SHUTDOWN_GRACE_S)
         if self.sip is not None:
             await self.sip.stop()
         if self.runner is not None:

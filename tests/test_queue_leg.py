@@ -292,3 +292,23 @@ async def test_the_caller_keeps_being_transcribed_for_the_agent(runtime):
     stored = [u for u in lines if u.speaker == "caller" and u.text == final["text"]]
     assert stored and stored[0].intent is None  # kept for the record, not sent to the dialog
     await session.close("caller_hangup")
+
+
+async def test_shutdown_calls_back_a_waiting_caller_instead_of_dropping_them(runtime):
+    """Hardening finding 13: SIGTERM used to leave waiting callers without a callback or ticket."""
+    desk = Desk()
+    agent = await runtime.acd.login(agent_user(), desk)
+    await runtime.acd.set_state(agent, AgentState.BREAK)
+    other = await runtime.acd.login(agent_user("ben"), Desk())
+    await runtime.acd.set_state(other, AgentState.AVAILABLE)
+    session, sink = await start_call(runtime)
+    await other.link.wait_for("offer")
+    await runtime.acd.decline(other, session.call_id)  # the caller waits
+    await until(lambda: any("Reihe" in t or "Position" in t for t in sink.bot_texts()))
+    await runtime.shut_down_calls(60)
+    assert sink.hung_up.result() == "queue_callback:dialog_unavailable"
+    assert "beenden" in " ".join(sink.bot_texts()) and session not in runtime.sessions
+    callbacks = await runtime.storage.callbacks(MUSTER)
+    assert [c.call_id for c in callbacks] == [session.call_id]
+    exits = [e.data for e in await runtime.storage.events(call_id=session.call_id) if e.event == "EXITWITHTIMEOUT"]
+    assert exits and exits[0]["shutdown"] is True

@@ -93,3 +93,8 @@ def reconnecting(language: str) -> str:
 
 def transferring(language: str) -> str:
     return "Ich verbinde Sie weiter. Einen Moment bitte." if language == "de" else "I am transferring you. One moment please."
+
+
+def service_ending(language: str) -> str:
+    """The server is being shut down while the caller waits: said before the callback (or ticket) line."""
+    return "Wir müssen dieses Gespräch leider beenden." if language == "de" else "We have to end this call now."

@@ -85,6 +85,7 @@ class CallSession:
         """Answer: greet (never barge-able: it carries the AI disclosure)."""
         runtime = self.runtime
         runtime.active_calls += 1
+        runtime.sessions.add(self)
         log.info("call.start", extra={"call_id": self.call_id, "tenant": self.tenant_number, "channel": self.start_frame.channel})
         await self.sink.send_event({"type": "call", "call_id": self.call_id, "company": self.tenant.company})
         turn = await self.conversation.start()
@@ -128,8 +129,15 @@ class CallSession:
             await self.conversation.end(reason)
         finally:
             self.runtime.active_calls -= 1
+            self.runtime.sessions.discard(self)
             self.finished.set()
             log.info("call.end", extra={"call_id": self.call_id, "reason": reason})
+
+    async def shut_down(self) -> None:
+        """The server stops: a caller waiting for an agent gets a callback or ticket; every line is hung up."""
+        if self.queue_leg is not None:
+            await self.queue_leg.shut_down()
+        await self.close("server_shutdown", hangup=True)
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)

@@ -205,6 +205,16 @@ class QueueLeg:
 
     # ---- the end --------------------------------------------------------------
 
+    async def shut_down(self) -> None:
+        """The server stops while the caller waits: never dropped, but called back (or given a ticket)."""
+        if self.state != "waiting":
+            return
+        self.state = "done"
+        self._stop_loop()
+        await self.session.player.stop()
+        await self.acd.leave(self.call_id, "EXITWITHTIMEOUT", shutdown=True)
+        await self._take_callback(say.service_ending(self.language))
+
     async def close(self) -> None:
         """The call ends (caller hung up, max duration): leave the queue, or complete the agent call."""
         self._stop_loop()

@@ -123,6 +123,12 @@ def routes(runtime: Runtime) -> list[web.RouteDef]:
     ]
 
 
+async def end_all(app: web.Application) -> None:
+    """On shutdown (aiohttp's on_shutdown): no text conversation is left open in storage."""
+    for conversation in list(app[CONVERSATIONS].values()):
+        await _end(app, conversation, "server_shutdown")
+
+
 async def _end(app: web.Application, conversation: Conversation, reason: str) -> None:
     app[CONVERSATIONS].pop(conversation.call.call_id, None)
     await conversation.end(reason)

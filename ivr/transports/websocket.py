@@ -117,4 +117,8 @@ async def media_socket(request: web.Request, runtime: Runtime, make_serializer: 
     finally:
         if session is not None and not session.closed:
             await session.close(end_reason)
+        elif session is not None:
+            # Closed by another task (shutdown, an agent's hang-up): its close broke our receive loop; let it
+            # send its close frame with the reason before this handler ends and aiohttp closes without one.
+            await session.finished.wait()
     return ws

@@ -423,7 +423,7 @@ class SipCall:
     async def shutdown(self) -> None:
         """The server stops: the caller gets a BYE (or a 503 while ringing), the transcript is closed."""
         if self.session is not None:
-            await self.session.close("server_shutdown", hangup=True)
+            await self.session.shut_down()
         else:
             await self.hang_up("server_shutdown")
         pending = [t for t in self._tasks if t is not asyncio.current_task()]
