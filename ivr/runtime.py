@@ -78,7 +78,8 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings, dialog_url: str, dialog_token: Optional[str] = None) -> "Runtime":
         """`dialog_token`: the token of the `rasa run` that `ivr serve` started (none for an external Rasa)."""
-        dialog = RasaClient(dialog_url, settings.dialog.timeout_s, token=dialog_token)
+        dialog = RasaClient(dialog_url, settings.dialog.timeout_s, token=dialog_token,
+                            turns_per_tenant=settings.dialog.turns_per_tenant)  # fmt: skip
         return cls(settings, open_storage(settings.storage.url), dialog)
 
     def _locate(self, kind: str, spec: str) -> Path:

@@ -120,6 +120,7 @@ SCHEMA: dict[str, Any] = _obj(
                 "startup_timeout_s": _NUM,
                 "actions_url": {"type": ["string", "null"]},
                 "confirm_below_confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                "turns_per_tenant": {**_INT, "minimum": 1},
                 "actions_port": {**_INT, "minimum": 0, "maximum": 65535},
             }
         ),
@@ -246,6 +247,8 @@ class DialogSettings:
     actions_port: int = 0
     # A number recognized from speech with less ASR confidence than this is read back for a yes/no.
     confirm_below_confidence: float = 0.6
+    # Dialog turns of one tenant in Rasa at a time; more wait, so one company cannot stall another's callers.
+    turns_per_tenant: int = 4
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ class ScriptedDialog:
         self.replies = list(replies)
 
     async def turn(self, sender: str, text: str, slots: Optional[dict[str, Any]] = None,
-                   metadata: Optional[dict[str, Any]] = None) -> DialogTurn:  # fmt: skip
+                   metadata: Optional[dict[str, Any]] = None, tenant: str = "") -> DialogTurn:  # fmt: skip
         return DialogTurn(reply=self.replies.pop(0), intent="start_call" if text == "/start_call" else "request_human")
 
     async def end(self, sender: str) -> None:

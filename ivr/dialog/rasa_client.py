@@ -14,12 +14,23 @@ from ivr.errors import DialogUnavailable
 
 
 class RasaClient:
-    """One aiohttp session shared by all calls; one POST per turn."""
+    """One aiohttp session shared by all calls; one POST per turn.
 
-    def __init__(self, base_url: str, timeout_s: float = 8.0, token: Optional[str] = None):
+    Rasa works through its requests one after the other (inference holds its
+    process), so turns are let through per tenant, at most `turns_per_tenant`
+    at a time: one company's surge of calls (or one slow turn) then queues
+    behind itself, and another company's caller is answered in between. A turn
+    that cannot get through within the timeout fails like one Rasa did not
+    answer, and the caller is offered a person.
+    """
+
+    def __init__(self, base_url: str, timeout_s: float = 8.0, token: Optional[str] = None, turns_per_tenant: int = 4):
         self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.headers = {channel_token.HEADER: token} if token else {}
+        self.turns_per_tenant = turns_per_tenant
+        self._lanes: dict[str, asyncio.Semaphore] = {}
         self._session: Optional[aiohttp.ClientSession] = None
 
     def _http(self) -> aiohttp.ClientSession:
@@ -33,8 +44,22 @@ class RasaClient:
         text: str,
         slots: Optional[dict[str, Any]] = None,
         metadata: Optional[dict[str, Any]] = None,
+        tenant: str = "",
     ) -> DialogTurn:
         """Send one caller message; raises DialogUnavailable on timeout or error."""
+        lane = self._lanes.setdefault(tenant, asyncio.Semaphore(self.turns_per_tenant))
+        try:
+            await asyncio.wait_for(lane.acquire(), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise DialogUnavailable(f"{self.turns_per_tenant} turns of this tenant already waiting on Rasa") from None
+        try:
+            return await self._post_turn(sender, text, slots, metadata)
+        finally:
+            lane.release()
+
+    async def _post_turn(
+        self, sender: str, text: str, slots: Optional[dict[str, Any]], metadata: Optional[dict[str, Any]]
+    ) -> DialogTurn:
         body = {"sender": sender, "text": text, "slots": slots or {}, "metadata": metadata or {}}
         started = time.perf_counter()
         try:

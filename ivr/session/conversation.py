@@ -217,7 +217,8 @@ class Conversation:
     async def _turn(self, text: str, metadata: Optional[dict[str, Any]] = None) -> DialogTurn:
         async with self._lock:
             try:
-                turn = await self.dialog.turn(self.call.call_id, text, slots=self.call_slots, metadata=metadata)
+                turn = await self.dialog.turn(self.call.call_id, text, slots=self.call_slots, metadata=metadata,
+                                              tenant=self.call.tenant)  # fmt: skip
             except DialogUnavailable as exc:
                 log.error("dialog.unavailable", extra={"call_id": self.call.call_id, "error": str(exc)})
                 await self.note("[dialog unavailable]", {"error": str(exc)})
