@@ -183,7 +183,9 @@ class Caller:
                         self.emit("transcript_unavailable", status=resp.status)
                         return []
                     calls = (await resp.json())["calls"] if resp.status == 200 else []
-                    self.call_id = calls[0]["call_id"] if calls else None
+                    # A provider id names one call; should it name more, ours is the latest to the number we rang.
+                    ours = [c for c in calls if c["dialled"] == self.to] or calls
+                    self.call_id = ours[-1]["call_id"] if ours else None
                 if self.call_id is None:
                     await asyncio.sleep(0.25)
                     continue

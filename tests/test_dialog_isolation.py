@@ -84,7 +84,7 @@ async def test_rasa_answers_only_the_ivr_holding_its_start_token(rasa_url: str):
                 await client.ready()
             with pytest.raises(DialogUnavailable, match="HTTP 401"):
                 await client.turn("isolation-probe", "/start_call", slots={"tenant": "+4930123"})
-        turn = await ours.turn("isolation-probe", "/start_call")
+        turn = await ours.turn("isolation-probe", "/start_call", slots={"tenant": "+442071234567", "language": "en"})
         assert turn.reply.text
     finally:
         await ours.end("isolation-probe")
