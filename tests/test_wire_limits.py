@@ -269,6 +269,7 @@ async def test_malformed_start_closes_with_a_reason_and_stores_nothing(client, r
         await ws.send_json(message)
         code, reason, _ = await closed(ws)
     assert code == 1003 and field in reason
+    await runtime.write_behind.drain(10)  # call-path writes are stored behind the call
     assert rows(db, "select count(*) from calls") == [(0,)]
     assert runtime.active_calls == 0
 
@@ -303,6 +304,7 @@ async def test_a_call_id_in_use_is_refused_and_the_running_call_is_untouched(cli
             await ws2.send_json(start_message(callSid="CAsame"))
             code, reason, _ = await closed(ws2)
         assert code == 1008 and "call id 'CAsame' is taken" in reason
+        await runtime.write_behind.drain(10)  # call-path writes are stored behind the call
         assert rows(db, "select ended_at from calls where call_id = 'CAsame'") == [(None,)]  # still running
         await ws1.send_json({"event": "stop"})
         await closed(ws1)
@@ -316,7 +318,7 @@ async def test_a_failure_on_our_side_closes_with_1011_and_a_reason(client, runti
     async def broken(call):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(runtime.storage, "start_call", broken)
+    monkeypatch.setattr(runtime.write_behind, "start_call", broken)
     async with client.ws_connect("/media") as ws:
         await ws.send_json(start_message())
         code, reason, _ = await closed(ws)
@@ -387,6 +389,7 @@ async def test_recognized_text_is_cut_to_the_limit_before_the_dialog(runtime):
         await session.handle(AudioIn(b"\1\0" * 160))
     await until(lambda: len(dialog.texts) >= 2, what="caller turn")
     assert dialog.texts[1].startswith("bla") and len(dialog.texts[1]) <= 300
+    await runtime.write_behind.drain(10)  # call-path writes are stored behind the call
     lines = [u for u in await runtime.storage.transcript(session.call_id) if u.speaker == "caller"]
     assert len(lines[0].text) <= 300 and lines[0].meta["cut_from_chars"] == len(said)
     await session.close("caller_hangup")
@@ -469,6 +472,7 @@ async def test_malformed_create_is_a_400_naming_the_field_and_stores_nothing(cli
     tuned(runtime)
     status, error = await post(client, "/api/conversations", body)
     assert status == 400 and error["field"] == field and field in error["error"]
+    await runtime.write_behind.drain(10)  # call-path writes are stored behind the call
     assert rows(db, "select count(*) from calls") == [(0,)]
     assert not client.app[text.CONVERSATIONS]
 
@@ -508,6 +512,7 @@ async def test_a_body_over_the_limit_is_a_413(client, runtime, db):
     status, error = await post(client, f"/api/conversations/{cid}/messages", data=b'{"text": "' + b"x" * 900_000 + b'"}')
     assert status == 413
     assert dialog.texts == ["/start_call"]
+    await runtime.write_behind.drain(10)  # call-path writes are stored behind the call
     assert all(len(r[0]) < 100 for r in rows(db, "select text from utterances"))
 
 
@@ -526,6 +531,7 @@ async def test_idle_text_conversations_are_ended(client, runtime, db):
     later = time.monotonic() + idle_s + 1  # looking from the future: `idle` was last used idle_s + 1 ago ...
     client.app[text.CONVERSATIONS][fresh].last_active = later - 1  # ... and `fresh` a second ago
     assert await text.expire_idle(client.app, idle_s, now=lambda: later) == 1
+    await runtime.write_behind.drain(10)  # call-path writes are stored behind the call
     assert rows(db, "select call_id, end_reason, ended_at is not null from calls where ended_at is not null") == [
         (idle, "idle_timeout", 1)
     ]
@@ -540,6 +546,7 @@ async def test_a_start_the_dialog_cannot_answer_leaves_no_open_conversation(clie
     """The `runtime` fixture's dialog is on the discard port: the greeting turn is a handoff at once."""
     status, turn = await post(client, "/api/conversations", {"to": MUSTER})
     assert status == 200 and turn["ended"]
+    await runtime.write_behind.drain(10)  # call-path writes are stored behind the call
     assert rows(db, "select end_reason from calls") == [("handoff",)]
     assert not client.app[text.CONVERSATIONS]
 
@@ -554,4 +561,5 @@ async def test_a_start_that_fails_leaves_no_open_conversation(client, runtime, d
     resp = await client.post("/api/conversations", json={"to": MUSTER})
     assert resp.status == 500
     assert not client.app[text.CONVERSATIONS]
+    await runtime.write_behind.drain(10)  # call-path writes are stored behind the call
     assert rows(db, "select end_reason from calls") == [("start_failed",)]

@@ -29,6 +29,9 @@ log = logging.getLogger("ivr.transport")
 
 MAX_PROTOCOL_ERRORS = 20  # a client this broken is not a call any more
 MAX_REASON_BYTES = 123  # of a WebSocket close reason (RFC 6455 §5.5: control frames carry 125 bytes)
+# Call ids of the streams running in this process: a call's row reaches the database a moment after its
+# start (ivr/storage/write_behind.py), so a second start with the same id right after is caught here.
+_RUNNING: set[str] = set()
 
 
 def close_reason(text: str) -> bytes:
@@ -157,11 +160,23 @@ def _check_pace(realtime: RealTimeGuard, frame: AudioIn, sample_rate: int) -> No
 
 
 async def _open_session(runtime: Runtime, sink: WebSocketSink, frame: CallStart) -> CallSession:
-    """A session for a valid start; refusals are protocol errors, and nothing is stored for them."""
-    # A call id in use would mix two calls' transcripts, and ending this stream would end the other call's row.
-    if await runtime.storage.get_call(frame.call_id) is not None:
-        raise ProtocolError(f"start: call id {fields.shown(frame.call_id)} is taken", close_code=1008)
+    """A session for a valid start; refusals are protocol errors, and nothing is stored for them.
+
+    A call id in use would mix two calls' transcripts, and ending this stream
+    would end the other call's row. The id is reserved before the first await,
+    so two starts racing with one id cannot both pass.
+    """
+    taken = ProtocolError(f"start: call id {fields.shown(frame.call_id)} is taken", close_code=1008)
+    if frame.call_id in _RUNNING:
+        raise taken
+    _RUNNING.add(frame.call_id)
     try:
-        return CallSession(runtime, sink, frame)
-    except LookupError as exc:
-        raise ProtocolError(str(exc)) from exc
+        if await runtime.storage.get_call(frame.call_id) is not None:
+            raise taken
+        try:
+            return CallSession(runtime, sink, frame)
+        except LookupError as exc:
+            raise ProtocolError(str(exc)) from exc
+    except BaseException:
+        _RUNNING.discard(frame.call_id)
+        raise
