@@ -294,24 +294,6 @@ async def test_malformed_media_mid_call_is_answered_and_the_call_goes_on(client,
     await until(lambda: rows(db, "select end_reason from calls") == [("protocol_error",)], what="call ended")
 
 
-async def test_a_call_id_in_use_is_refused_and_the_running_call_is_untouched(client, runtime, db):
-    tuned(runtime)
-    first = start_message(callSid="CAsame")
-    async with client.ws_connect("/media") as ws1:
-        await ws1.send_json(first)
-        await until(lambda: rows(db, "select count(*) from calls") == [(1,)], what="first call stored")
-        async with client.ws_connect("/media") as ws2:
-            await ws2.send_json(start_message(callSid="CAsame"))
-            code, reason, _ = await closed(ws2)
-        assert code == 1008 and "call id 'CAsame' is taken" in reason
-        await runtime.write_behind.drain(10)  # call-path writes are stored behind the call
-        assert rows(db, "select ended_at from calls where call_id = 'CAsame'") == [(None,)]  # still running
-        await ws1.send_json({"event": "stop"})
-        await closed(ws1)
-    await until(lambda: rows(db, "select end_reason from calls where call_id = 'CAsame'") == [("caller_hangup",)],
-                what="first call ended by its own stop")  # fmt: skip
-
-
 async def test_a_failure_on_our_side_closes_with_1011_and_a_reason(client, runtime, monkeypatch):
     tuned(runtime)
 

@@ -7,7 +7,7 @@ its transcript finished, and other calls are untouched.
 
 A stream always ends with a close code and a reason: 1003 for a malformed
 message before `start` (or after too many), 1008 for a client over a limit
-(audio much faster than real time, a call id that is taken), 1011 with
+(audio much faster than real time), 1011 with
 "internal error" if something on our side failed. Never a bare 1006.
 """
 
@@ -23,15 +23,11 @@ from ivr.runtime import Runtime
 from ivr.session.call import CallSession
 from ivr.session.frames import AudioIn, CallStart, InboundFrame
 from ivr.session.limits import RealTimeGuard
-from ivr.transports import fields
 
 log = logging.getLogger("ivr.transport")
 
 MAX_PROTOCOL_ERRORS = 20  # a client this broken is not a call any more
 MAX_REASON_BYTES = 123  # of a WebSocket close reason (RFC 6455 §5.5: control frames carry 125 bytes)
-# Call ids of the streams running in this process: a call's row reaches the database a moment after its
-# start (ivr/storage/write_behind.py), so a second start with the same id right after is caught here.
-_RUNNING: set[str] = set()
 
 
 def close_reason(text: str) -> bytes:
@@ -160,23 +156,8 @@ def _check_pace(realtime: RealTimeGuard, frame: AudioIn, sample_rate: int) -> No
 
 
 async def _open_session(runtime: Runtime, sink: WebSocketSink, frame: CallStart) -> CallSession:
-    """A session for a valid start; refusals are protocol errors, and nothing is stored for them.
-
-    A call id in use would mix two calls' transcripts, and ending this stream
-    would end the other call's row. The id is reserved before the first await,
-    so two starts racing with one id cannot both pass.
-    """
-    taken = ProtocolError(f"start: call id {fields.shown(frame.call_id)} is taken", close_code=1008)
-    if frame.call_id in _RUNNING:
-        raise taken
-    _RUNNING.add(frame.call_id)
+    """A session for a valid start; a number no tenant has is a protocol error, and nothing is stored for it."""
     try:
-        if await runtime.storage.get_call(frame.call_id) is not None:
-            raise taken
-        try:
-            return CallSession(runtime, sink, frame)
-        except LookupError as exc:
-            raise ProtocolError(str(exc)) from exc
-    except BaseException:
-        _RUNNING.discard(frame.call_id)
-        raise
+        return CallSession(runtime, sink, frame)
+    except LookupError as exc:
+        raise ProtocolError(str(exc)) from exc
