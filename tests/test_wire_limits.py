@@ -151,7 +151,8 @@ def start_message(**changes: Any) -> dict[str, Any]:
 
 
 def media(pcm: bytes) -> dict[str, Any]:
-    return {"event": "media", "streamSid": "MZ1", "media": {"payload": base64.b64encode(codec_for("audio/x-mulaw", 8000).encode(pcm)).decode()}}
+    payload = base64.b64encode(codec_for("audio/x-mulaw", 8000).encode(pcm)).decode()
+    return {"event": "media", "streamSid": "MZ1", "media": {"payload": payload}}
 
 
 async def closed(ws: aiohttp.ClientWebSocketResponse, timeout: float = 15.0) -> tuple[int, str, list[dict]]:
@@ -424,7 +425,8 @@ def test_token_bucket():
 
 async def test_no_input_fires_when_the_client_never_echoes_marks(runtime):
     dialog = tuned(runtime)
-    runtime.settings = dataclasses.replace(runtime.settings, timeouts=dataclasses.replace(runtime.settings.timeouts, no_input_s=0.2))
+    timeouts = dataclasses.replace(runtime.settings.timeouts, no_input_s=0.2)
+    runtime.settings = dataclasses.replace(runtime.settings, timeouts=timeouts)
     session, sink = await started_session(runtime, Sink(supports_marks=True))
     await until(lambda: "/no_input" in dialog.texts, timeout=15, what="a no-input turn")
     assert sink.marks  # marks were asked for, none came back

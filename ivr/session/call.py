@@ -212,7 +212,8 @@ class CallSession:
         """
         if self._asr_backlog + len(audio) > self._asr_backlog_limit:
             if not self._asr_dropped:
-                log.warning("call.asr_backlog", extra={"call_id": self.call_id, "backlog_ms": self._asr_backlog * 1000 // (2 * ASR_RATE)})
+                backlog_ms = self._asr_backlog * 1000 // (2 * ASR_RATE)
+                log.warning("call.asr_backlog", extra={"call_id": self.call_id, "backlog_ms": backlog_ms})
             self._asr_dropped += len(audio)
             return
         self._asr_backlog += len(audio)
