@@ -48,7 +48,7 @@ class FakeDialog:
         self.reply = reply
         self.texts: list[str] = []
 
-    async def turn(self, sender: str, text: str, slots=None, metadata=None) -> DialogTurn:
+    async def turn(self, sender: str, text: str, slots=None, metadata=None, **options: Any) -> DialogTurn:
         self.texts.append(text)
         return DialogTurn(self.reply, intent="greet" if text == "/start_call" else "other", confidence=0.9)
 
