@@ -23,7 +23,7 @@ WEB_SCRIPTS = frozenset({"pcm16.js"})
 def make_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=[error_middleware])  # unhandled errors: logged without data, 500 with an id
     app[RUNTIME] = runtime
-    app[text.CONVERSATIONS] = {}
+    text.setup(app, runtime)
     app.on_shutdown.append(text.end_all)
     agent_auth.setup(app, lambda: runtime.settings.agents, runtime.settings.logins)
 

@@ -24,4 +24,16 @@ class DialogUnavailable(IvrError):
 
 
 class ProtocolError(IvrError):
-    """A transport received a message it cannot accept (bad JSON, wrong codec, …)."""
+    """A transport received a message it cannot accept (bad JSON, wrong codec, …).
+
+    The message names the offending field; it is sent back to the client (an
+    error event, the WebSocket close reason). `close_code` is the WebSocket
+    close code when the stream ends over it: 1003 (unsupported data) for
+    malformed messages, 1008 (policy violation) for a client over a limit.
+    `fatal` errors end the stream at once, even in the middle of a call.
+    """
+
+    def __init__(self, message: str, close_code: int = 1003, fatal: bool = False):
+        super().__init__(message)
+        self.close_code = close_code
+        self.fatal = fatal

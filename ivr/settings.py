@@ -138,6 +138,17 @@ SCHEMA: dict[str, Any] = _obj(
         "timeouts": _obj(
             {"no_input_s": _NUM, "max_no_input": {**_INT, "minimum": 1}, "max_call_s": _NUM, "inter_digit_s": _NUM}
         ),
+        "limits": _obj(
+            {
+                "max_text_chars": {**_INT, "minimum": 1, "maximum": 4000},
+                "max_dtmf_digits": {**_INT, "minimum": 1, "maximum": 256},
+                "dtmf_turns_per_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 50},
+                "dtmf_burst": {**_INT, "minimum": 1, "maximum": 100},
+                "media_burst_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
+                "asr_backlog_s": {"type": "number", "minimum": 1, "maximum": 120},
+                "text_idle_s": {"type": "number", "minimum": 10},
+            }
+        ),
         "models": _obj(
             {
                 "cache_dir": _STR,
@@ -278,6 +289,26 @@ class TimeoutSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """Bounds on what one caller can push into the IVR (see docs/architecture.md, "Limits").
+
+    A caller's turn is seconds of speech, so text that reaches the dialog is
+    bounded (`max_text_chars`, typed or recognized); keypad input is bounded in
+    length and in the dialog turns it makes; a media stream may run ahead of
+    real time by `media_burst_s` (network catch-up), not more; the recognizer's
+    backlog per call is bounded; text conversations nobody continues end.
+    """
+
+    max_text_chars: int = 500  # typed text longer than this is refused; recognized text is cut
+    max_dtmf_digits: int = 32  # one keypad entry (a collected number, a text-API `dtmf`)
+    dtmf_turns_per_s: float = 1.0  # dialog turns from keys, sustained ...
+    dtmf_burst: int = 5  # ... and in a burst; keys beyond are dropped
+    media_burst_s: float = 3.0  # how far a media stream's audio may run ahead of real time
+    asr_backlog_s: float = 10.0  # caller audio waiting for the recognizer; more is dropped
+    text_idle_s: float = 900.0  # a text conversation without a request this long is ended
+
+
+@dataclass(frozen=True)
 class QueueSettings:
     """The agent queue (ACD): how long phones ring, what waiting callers hear, when they get a way out.
 
@@ -403,6 +434,7 @@ class Settings:
     vad: VadSettings = VadSettings()
     barge_in: BargeInSettings = BargeInSettings()
     timeouts: TimeoutSettings = TimeoutSettings()
+    limits: LimitSettings = LimitSettings()
     models: ModelSettings = field(default_factory=ModelSettings)
     queue: QueueSettings = QueueSettings()
     sip: SipSettings = SipSettings()
@@ -453,6 +485,7 @@ _SECTIONS = {
     "vad": VadSettings,
     "barge_in": BargeInSettings,
     "timeouts": TimeoutSettings,
+    "limits": LimitSettings,
     "models": ModelSettings,
 }
 

@@ -332,3 +332,28 @@ def test_sip_section_is_parsed_and_checked(tmp_path):
     assert sip.register.registrar == "sip:pbx.example.com" and sip.register.password_env == "IVR_SIP_PASSWORD"
     assert sip.transports == ("udp", "tcp") and sip.inband_dtmf == "auto"
     assert (sip.tls.port, sip.tls.certificate) == (5061, "/etc/ivr/sip.crt")
+
+
+def test_limits_are_parsed_and_checked(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text(
+        "limits:\n"
+        "  max_text_chars: 0\n"  # line 2: at least one character
+        "  media_burst_s: -1\n"  # line 3
+        "  text_idle_s: 5\n"  # line 4: shorter than a person types
+        "  max_dtmf_digits: 12.5\n"  # line 5
+        "tenants:\n"
+        '  "+4930111": {company: A}\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    text = str(err.value).replace(f"{path}:", "ivr.yml:")
+    assert "ivr.yml:2: limits.max_text_chars: 0 is less than the minimum of 1" in text
+    assert "ivr.yml:3: limits.media_burst_s: -1 is less than or equal to the minimum of 0" in text
+    assert "ivr.yml:4: limits.text_idle_s: 5 is less than the minimum of 10" in text
+    assert "ivr.yml:5: limits.max_dtmf_digits: 12.5 is not of type 'integer'" in text
+
+    path.write_text("limits:\n  max_text_chars: 300\n  text_idle_s: 60\ntenants:\n  \"+4930111\": {company: A}\n")
+    limits = load_settings(path, env={}).limits
+    assert (limits.max_text_chars, limits.text_idle_s, limits.max_dtmf_digits) == (300, 60, 32)
+    assert load_settings(ROOT / "ivr.yml", env={}).limits.max_text_chars == 500

@@ -23,6 +23,10 @@ log = logging.getLogger("ivr.audio.playback")
 
 FRAME_S = FRAME_MS / 1000
 LEAD_FRAMES = 3
+# A prompt's mark normally comes back as its audio ends at the far end. A client that never echoes
+# marks must not keep the call "speaking" forever (no no-input prompt, ever): the prompt is taken
+# as played this long after its audio would have ended by its own duration.
+MARK_GRACE_S = 2.0
 
 
 @dataclass
@@ -102,6 +106,9 @@ class Player:
         self.current: Optional[Prompt] = None
         self._task = asyncio.create_task(self._run())
         self._pending_marks: dict[str, Prompt] = {}
+        self._mark_timers: dict[str, asyncio.TimerHandle] = {}
+        self._overdue: set[asyncio.Task] = set()
+        self.marks_overdue = 0
 
     @property
     def speaking(self) -> bool:
@@ -138,6 +145,7 @@ class Player:
                 name = f"prompt-{prompt.prompt_id}"
                 self._pending_marks[name] = prompt
                 await self.sink.send_mark(name)
+                self._expect_mark(name, prompt)
             else:
                 # No acknowledgement from the far end: the prompt ends when its audio would.
                 remaining = prompt.first_frame_at + prompt.frames_sent * FRAME_S - time.monotonic() if prompt.first_frame_at else 0
@@ -196,7 +204,37 @@ class Player:
             self.stats.frames += 1
             self._schedule += FRAME_S
 
+    def _expect_mark(self, name: str, prompt: Prompt) -> None:
+        """Finish the prompt by its own duration if its mark is not back MARK_GRACE_S after that."""
+        ends_in = prompt.first_frame_at + prompt.frames_sent * FRAME_S - time.monotonic() if prompt.first_frame_at else 0.0
+        loop = asyncio.get_running_loop()
+        self._mark_timers[name] = loop.call_later(max(0.0, ends_in) + MARK_GRACE_S, self._mark_overdue, name)
+
+    def _mark_overdue(self, name: str) -> None:
+        self._mark_timers.pop(name, None)
+        if name not in self._pending_marks:
+            return
+        if not self.marks_overdue:
+            log.warning("playback.mark_overdue", extra={"prompt_id": self._pending_marks[name].prompt_id})
+        self.marks_overdue += 1
+        task = asyncio.create_task(self.mark_acknowledged(name))
+        self._overdue.add(task)
+        task.add_done_callback(self._overdue_done)
+
+    def _overdue_done(self, task: asyncio.Task) -> None:
+        self._overdue.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("playback.finish_failed", exc_info=task.exception())
+
+    def _cancel_mark_timers(self) -> None:
+        for timer in self._mark_timers.values():
+            timer.cancel()
+        self._mark_timers.clear()
+
     async def mark_acknowledged(self, name: str) -> None:
+        timer = self._mark_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
         prompt = self._pending_marks.pop(name, None)
         if prompt is not None:
             await self._finish(prompt)
@@ -226,6 +264,7 @@ class Player:
             prompt.interrupted = True
             cut.append((prompt, prompt.heard_text(frames_played)))
         self._pending_marks.clear()
+        self._cancel_mark_timers()
         if cut:
             await self.sink.clear()
         for prompt, _ in cut:
@@ -233,6 +272,7 @@ class Player:
         return cut
 
     async def close(self) -> None:
+        self._cancel_mark_timers()
         self._task.cancel()
         try:
             await self._task

@@ -22,6 +22,7 @@ from ivr.dialog.payloads import BotReply, DialogTurn
 from ivr.runtime import Runtime
 from ivr.session.conversation import Conversation
 from ivr.session.frames import AudioIn, CallStart, CallStop, DtmfIn, InboundFrame, MarkAck
+from ivr.session.limits import TokenBucket, cut_text
 from ivr.session.prompts import GRAMMARS
 from ivr.session.queue_leg import QueueLeg
 from ivr.storage import CallRecord
@@ -62,7 +63,15 @@ class CallSession:
         self.player = Player(sink, self._prompt_finished, runtime.pacing)
         self.closed = False
         self.finished = asyncio.Event()  # set when close() has done everything, the hang-up message included
+        # Audio waiting for the recognizer is bounded in bytes (limits.asr_backlog_s); control items
+        # (end of turn, reset) always go in: each needs a turn's worth of audio before it, so they are
+        # bounded by the audio the transport lets in.
         self._asr_queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._asr_backlog = 0  # bytes of audio in _asr_queue
+        self._asr_backlog_limit = int(settings.limits.asr_backlog_s * ASR_RATE) * 2
+        self._asr_dropped = 0  # bytes of caller audio dropped because the recognizer was that far behind
+        self._key_turns = TokenBucket(settings.limits.dtmf_turns_per_s, settings.limits.dtmf_burst)
+        self._keys_dropped = 0
         self._asr_task = asyncio.create_task(self._asr_worker())
         self._ignoring = False  # the current utterance started during a prompt that forbids barge-in
         self._turn_started_wall: Optional[float] = None
@@ -131,7 +140,12 @@ class CallSession:
             self.runtime.active_calls -= 1
             self.runtime.sessions.discard(self)
             self.finished.set()
-            log.info("call.end", extra={"call_id": self.call_id, "reason": reason})
+            extra: dict[str, Any] = {"call_id": self.call_id, "reason": reason}
+            if self._asr_dropped:
+                extra["asr_dropped_ms"] = self._asr_dropped * 1000 // (2 * ASR_RATE)
+            if self._keys_dropped:
+                extra["keys_dropped"] = self._keys_dropped
+            log.info("call.end", extra=extra)
 
     async def shut_down(self) -> None:
         """The server stops: a caller waiting for an agent gets a callback or ticket; every line is hung up."""
@@ -164,7 +178,7 @@ class CallSession:
                     self._speech_started(event)
                 elif isinstance(event, SpeechAudio):
                     if not self._ignoring:
-                        self._asr_queue.put_nowait(event.audio)
+                        self._queue_audio(event.audio)
                 elif isinstance(event, SpeechEnded):
                     self._speech_ended(event)
                 elif isinstance(event, SpeechDiscarded):
@@ -176,16 +190,34 @@ class CallSession:
         if self.queue_leg is not None:
             # Waiting or talking to an agent: transcribe, never cut hold music or announcements.
             self._turn_started_wall = time.time() - len(event.audio) / 2 / ASR_RATE
-            self._asr_queue.put_nowait(event.audio)
+            self._queue_audio(event.audio)
             return
         if self.player.speaking and not self.player.barge_in_allowed:
             self._ignoring = True
             return
         self._cancel_no_input()
         self._turn_started_wall = time.time() - len(event.audio) / 2 / ASR_RATE
-        self._asr_queue.put_nowait(event.audio)
+        self._queue_audio(event.audio)
         if self.player.speaking and self.runtime.settings.barge_in.enabled and self.runtime.settings.barge_in.min_words == 0:
             self._spawn(self._barge_in(""))
+
+    def _queue_audio(self, audio: bytes) -> None:
+        """Caller audio for the recognizer, unless it is already `limits.asr_backlog_s` behind.
+
+        The recognizer keeps up with real time by far, and the transports let
+        audio in at about real time; a backlog this long means the machine is
+        overloaded, and more audio would only grow memory and delay every
+        answer. What is dropped is counted and logged (call.asr_backlog, and
+        asr_dropped_ms at call.end); the turn still ends and is answered.
+        """
+        if self._asr_backlog + len(audio) > self._asr_backlog_limit:
+            if not self._asr_dropped:
+                backlog_ms = self._asr_backlog * 1000 // (2 * ASR_RATE)
+                log.warning("call.asr_backlog", extra={"call_id": self.call_id, "backlog_ms": backlog_ms})
+            self._asr_dropped += len(audio)
+            return
+        self._asr_backlog += len(audio)
+        self._asr_queue.put_nowait(audio)
 
     def _speech_ended(self, event: SpeechEnded) -> None:
         if self._ignoring:
@@ -215,7 +247,9 @@ class CallSession:
                     pending = queued  # a control item: handle it after this batch
                     break
                 batch.append(queued)
-            partial = await self.recognizer.accept(b"".join(batch))
+            audio = b"".join(batch)
+            self._asr_backlog -= len(audio)
+            partial = await self.recognizer.accept(audio)
             if partial:
                 await self.sink.send_event({"type": "transcript", "speaker": "caller", "text": partial, "final": False})
                 if self.queue_leg is not None:
@@ -244,19 +278,23 @@ class CallSession:
         try:
             result: AsrResult = await self.recognizer.finish()
             asr_done = time.monotonic()
-            await self.sink.send_event({"type": "transcript", "speaker": "caller", "text": result.text, "final": True})
             meta: dict[str, Any] = {"speech_ms": event.speech_ms, "end_reason": event.reason}
+            text = cut_text(result.text, self.runtime.settings.limits.max_text_chars)
+            if text != result.text:
+                meta["cut_from_chars"] = len(result.text)  # see limits.max_text_chars
+                log.warning("call.asr_text_cut", extra={"call_id": self.call_id, "chars": len(result.text)})
+            await self.sink.send_event({"type": "transcript", "speaker": "caller", "text": text, "final": True})
             if result.words:
-                meta["words"] = [[w.word, w.confidence] for w in result.words]
+                meta["words"] = [[w.word, w.confidence] for w in result.words[: len(text.split())]]
             if self._barged:
                 meta["barge_in"], self._barged = self._barged, None
             started = self._turn_started_wall or time.time()
             if self.queue_leg is not None:
                 # The dialog is over: the transcript goes on, for the record and the agent's screen.
-                await self.conversation.heard(result.text, started, time.time(), result.confidence, meta)
-                await self.queue_leg.caller_said(result.text, result.confidence)
+                await self.conversation.heard(text, started, time.time(), result.confidence, meta)
+                await self.queue_leg.caller_said(text, result.confidence)
                 return
-            turn = await self.conversation.caller_said(result.text, started, time.time(), result.confidence, meta)
+            turn = await self.conversation.caller_said(text, started, time.time(), result.confidence, meta)
             dialog_done = time.monotonic()
             latency = {
                 "endpoint_ms": round(hangover_s * 1000),
@@ -272,7 +310,7 @@ class CallSession:
 
     async def _on_dtmf(self, key: str) -> None:
         """Keys go to the dialog one by one, except on a prompt that expects digits:
-        those are collected until # or the inter-digit timeout."""
+        those are collected until #, the inter-digit timeout or `limits.max_dtmf_digits` keys."""
         self._cancel_no_input()
         if self.queue_leg is not None:
             await self.queue_leg.caller_dtmf(key)
@@ -285,7 +323,7 @@ class CallSession:
             if self._digit_timer is not None:
                 self._digit_timer.cancel()
                 self._digit_timer = None
-            if key == "#":
+            if key == "#" or len(self._digits) >= self.runtime.settings.limits.max_dtmf_digits:
                 await self._submit_keys()
             else:
                 timeout = self.runtime.settings.timeouts.inter_digit_s
@@ -300,6 +338,19 @@ class CallSession:
             await self._send_keys(keys)
 
     async def _send_keys(self, keys: str) -> None:
+        """One dialog turn for keys, within `limits.dtmf_turns_per_s` / `dtmf_burst`.
+
+        Every key outside a digits prompt is a turn of its own; a client
+        sending keys as fast as it can would make the dialog answer each one.
+        Keys over the limit are dropped (counted, keys_dropped at call.end),
+        and the no-input timer runs again so the call never goes silent.
+        """
+        if not self._key_turns.take():
+            if not self._keys_dropped:
+                log.warning("call.dtmf_limited", extra={"call_id": self.call_id})
+            self._keys_dropped += 1
+            self._arm_no_input()
+            return
         self._busy += 1
         try:
             turn = await self.conversation.dtmf(keys)

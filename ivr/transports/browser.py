@@ -15,7 +15,7 @@ from typing import Any
 
 from ivr.errors import ProtocolError
 from ivr.session.frames import AudioIn, CallStart, CallStop, DtmfIn, InboundFrame, MarkAck
-from ivr.transports.twilio import DTMF_DIGITS
+from ivr.transports import fields
 
 RATE = 16000
 
@@ -35,35 +35,35 @@ class BrowserSerializer:
             if len(message) % 2:
                 raise ProtocolError("binary audio must be 16-bit PCM (even number of bytes)")
             return AudioIn(message)
-        try:
-            data = json.loads(message)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(f"message is not JSON: {exc.msg}") from exc
-        event = data.get("event") if isinstance(data, dict) else None
+        data = fields.parse_json(message)
+        if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+            raise ProtocolError("message has no 'event' field")
+        event = data["event"]
         if event == "start":
-            rate = data.get("sampleRate", RATE)
-            if rate != RATE:
-                raise ProtocolError(f"start.sampleRate must be {RATE}, got {rate!r}")
-            self.started = True
-            return CallStart(
-                call_id=f"web-{uuid.uuid4().hex[:16]}",
-                dialled=str(data["to"]) if data.get("to") else None,
-                caller=str(data.get("from") or "browser"),
-                sample_rate=RATE,
-                channel=self.channel,
-            )
+            return self._start(data)
         if not self.started:
-            raise ProtocolError(f"{event!r} before 'start'")
+            raise ProtocolError(f"{fields.shown(event)} before 'start'")
         if event == "dtmf":
-            digit = str(data.get("digit", ""))
-            if digit not in DTMF_DIGITS:
-                raise ProtocolError(f"dtmf.digit {digit!r} is not a DTMF digit")
-            return DtmfIn(digit)
+            return DtmfIn(fields.digit(data.get("digit", ""), "dtmf.digit"))
         if event == "mark":
-            return MarkAck(str(data.get("name", "")))
+            return MarkAck(fields.text(data.get("name"), "mark.name", fields.MAX_ID_CHARS) or "")
         if event == "stop":
             return CallStop("caller_hangup")
-        raise ProtocolError(f"unknown event {event!r}")
+        raise ProtocolError(f"unknown event {fields.shown(event)}")
+
+    def _start(self, data: dict[str, Any]) -> CallStart:
+        rate = data.get("sampleRate", RATE)
+        if isinstance(rate, bool) or rate != RATE:
+            raise ProtocolError(f"start.sampleRate must be {RATE}, got {fields.shown(rate)}")
+        frame = CallStart(
+            call_id=f"web-{uuid.uuid4().hex[:16]}",
+            dialled=fields.text(data.get("to"), "start.to", fields.MAX_NUMBER_CHARS),
+            caller=fields.text(data.get("from"), "start.from", fields.MAX_NUMBER_CHARS) or "browser",
+            sample_rate=RATE,
+            channel=self.channel,
+        )
+        self.started = True
+        return frame
 
     def encode_audio(self, pcm: bytes) -> bytes:
         return pcm

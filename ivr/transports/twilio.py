@@ -16,13 +16,12 @@ import base64
 import binascii
 import json
 import secrets
-from typing import Any
+from typing import Any, Optional
 
 from ivr.audio.codecs import Codec, codec_for
 from ivr.errors import ProtocolError
 from ivr.session.frames import AudioIn, CallStart, CallStop, DtmfIn, Ignored, InboundFrame, MarkAck
-
-DTMF_DIGITS = set("0123456789*#ABCD")
+from ivr.transports import fields
 
 
 def _field(data: dict[str, Any], *path: str) -> Any:
@@ -34,10 +33,10 @@ def _field(data: dict[str, Any], *path: str) -> Any:
     return node
 
 
-def _first(params: dict[str, Any], *names: str) -> Any:
+def _first(params: dict[str, Any], *names: str) -> Optional[str]:
     for name in names:
         if params.get(name):
-            return str(params[name])
+            return fields.text(params[name], f"start.customParameters.{name}", fields.MAX_NUMBER_CHARS)
     return None
 
 
@@ -56,10 +55,7 @@ class TwilioSerializer:
     def decode(self, message: str | bytes) -> InboundFrame:
         if isinstance(message, bytes):
             raise ProtocolError("binary WebSocket message; Media Streams messages are JSON text")
-        try:
-            data = json.loads(message)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(f"message is not JSON: {exc.msg} at column {exc.colno}") from exc
+        data = fields.parse_json(message)
         if not isinstance(data, dict) or not isinstance(data.get("event"), str):
             raise ProtocolError("message has no 'event' field")
         event = data["event"]
@@ -68,50 +64,78 @@ class TwilioSerializer:
         if event == "start":
             return self._start(data)
         if not self.stream_sid:
-            raise ProtocolError(f"'{event}' before 'start'")
+            raise ProtocolError(f"{fields.shown(event)} before 'start'")
         if event == "media":
-            track = data.get("media", {}).get("track", "inbound")
-            if track not in ("inbound", "inbound_track"):
-                return Ignored(f"media track {track}")
-            try:
-                payload = base64.b64decode(_field(data, "media", "payload"), validate=True)
-            except (binascii.Error, TypeError) as exc:
-                raise ProtocolError("media.payload is not valid base64") from exc
-            return AudioIn(self.codec.decode(payload))
+            return self._media(data)
         if event == "dtmf":
-            digit = str(_field(data, "dtmf", "digit"))
-            if digit not in DTMF_DIGITS:
-                raise ProtocolError(f"dtmf.digit {digit!r} is not a DTMF digit")
-            return DtmfIn(digit)
+            return DtmfIn(fields.digit(_field(data, "dtmf", "digit"), "dtmf.digit"))
         if event == "mark":
-            return MarkAck(str(_field(data, "mark", "name")))
+            return MarkAck(str(fields.text(_field(data, "mark", "name"), "mark.name", fields.MAX_ID_CHARS) or ""))
         if event == "stop":
             return CallStop("caller_hangup")
-        raise ProtocolError(f"unknown event {event!r}")
+        raise ProtocolError(f"unknown event {fields.shown(event)}")
+
+    def _media(self, data: dict[str, Any]) -> InboundFrame:
+        media = fields.mapping(data.get("media"), "media")
+        track = media.get("track", "inbound")
+        if track not in ("inbound", "inbound_track"):
+            return Ignored(f"media track {fields.shown(track)}")
+        payload = _field(data, "media", "payload")
+        if not isinstance(payload, str):
+            raise ProtocolError(f"media.payload must be a base64 string, got {fields.type_name(payload)}")
+        try:
+            audio = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError("media.payload is not valid base64") from exc
+        try:
+            return AudioIn(self.codec.decode(audio))
+        except ValueError as exc:  # an odd number of bytes of 16-bit PCM
+            raise ProtocolError(f"media.payload: {exc}") from exc
 
     def _start(self, data: dict[str, Any]) -> CallStart:
-        start = _field(data, "start")
-        fmt = start.get("mediaFormat") or {}
+        start = fields.mapping(_field(data, "start"), "start")
+        fmt = fields.mapping(start.get("mediaFormat"), "start.mediaFormat", required=False)
+        encoding = fields.text(fmt.get("encoding"), "start.mediaFormat.encoding", 40) or "audio/x-mulaw"
+        rate = fields.integer(fmt.get("sampleRate"), "start.mediaFormat.sampleRate", 8000)
         try:
-            self.codec = codec_for(str(fmt.get("encoding", "audio/x-mulaw")), int(fmt.get("sampleRate", 8000)))
+            codec = codec_for(encoding, rate)
         except ValueError as exc:
             raise ProtocolError(f"start.mediaFormat: {exc}") from exc
-        if int(fmt.get("channels", 1)) != 1:
+        if fields.integer(fmt.get("channels"), "start.mediaFormat.channels", 1) != 1:
             raise ProtocolError("start.mediaFormat.channels: only mono audio is supported")
-        self.stream_sid = str(start.get("streamSid") or data.get("streamSid") or "")
-        if not self.stream_sid:
+        stream_sid = fields.text(start.get("streamSid"), "start.streamSid", fields.MAX_ID_CHARS) or fields.text(
+            data.get("streamSid"), "streamSid", fields.MAX_ID_CHARS
+        )
+        if not stream_sid:
             raise ProtocolError("start: missing streamSid")
-        params = start.get("customParameters") or {}
-        call_sid = start.get("callSid")
-        return CallStart(
+        call_sid = fields.text(start.get("callSid"), "start.callSid", fields.MAX_ID_CHARS)
+        params = self._parameters(start.get("customParameters"))
+        frame = CallStart(
             call_id=f"ms-{secrets.token_hex(8)}",  # never the client's: see CallStart
-            provider_call_id=str(call_sid)[:200] if call_sid else None,
+            provider_call_id=call_sid,
             dialled=_first(params, "to", "To", "called", "Called"),
             caller=_first(params, "from", "From", "caller", "Caller"),
-            sample_rate=self.codec.rate,
+            sample_rate=codec.rate,
             channel=self.channel,
-            parameters={str(k): str(v) for k, v in params.items()},
+            parameters=params,
         )
+        # Only a start that is valid through and through starts the stream.
+        self.codec, self.stream_sid = codec, stream_sid
+        return frame
+
+    @staticmethod
+    def _parameters(value: Any) -> dict[str, str]:
+        """`<Parameter>` names and values from TwiML: strings (numbers are taken as their text), bounded."""
+        params = fields.mapping(value, "start.customParameters", required=False)
+        if len(params) > fields.MAX_PARAMETERS:
+            raise ProtocolError(f"start.customParameters has {len(params)} entries; at most {fields.MAX_PARAMETERS}")
+        checked: dict[str, str] = {}
+        for name, item in params.items():
+            if len(name) > fields.MAX_PARAMETER_CHARS:
+                raise ProtocolError(f"start.customParameters: a name is longer than {fields.MAX_PARAMETER_CHARS} characters")
+            where = f"start.customParameters.{name[: fields.SHOWN_CHARS]}"
+            checked[name] = fields.text(item, where, fields.MAX_PARAMETER_CHARS) or ""
+        return checked
 
     def encode_audio(self, pcm: bytes) -> str:
         payload = base64.b64encode(self.codec.encode(pcm)).decode("ascii")

@@ -4,6 +4,11 @@ It turns wire messages into frames with the protocol's serializer, starts a
 call session on `start`, and guarantees clean-up: whatever happens to the
 connection (caller hang-up, network drop, bad messages), the session is closed,
 its transcript finished, and other calls are untouched.
+
+A stream always ends with a close code and a reason: 1003 for a malformed
+message before `start` (or after too many), 1008 for a client over a limit
+(audio much faster than real time), 1011 with
+"internal error" if something on our side failed. Never a bare 1006.
 """
 
 from __future__ import annotations
@@ -16,11 +21,19 @@ from aiohttp import WSMsgType, web
 from ivr.errors import ProtocolError
 from ivr.runtime import Runtime
 from ivr.session.call import CallSession
-from ivr.session.frames import CallStart, InboundFrame
+from ivr.session.frames import AudioIn, CallStart, InboundFrame
+from ivr.session.limits import RealTimeGuard
 
 log = logging.getLogger("ivr.transport")
 
 MAX_PROTOCOL_ERRORS = 20  # a client this broken is not a call any more
+MAX_REASON_BYTES = 123  # of a WebSocket close reason (RFC 6455 §5.5: control frames carry 125 bytes)
+
+
+def close_reason(text: str) -> bytes:
+    """A close reason within the frame limit, cut on a character boundary (a cut UTF-8 sequence
+    is invalid, and clients fail the whole close frame over it)."""
+    return text.encode("utf-8")[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
 
 
 class Serializer(Protocol):
@@ -73,7 +86,7 @@ class WebSocketSink:
     async def hangup(self, reason: str) -> None:
         await self._send(self.serializer.encode_event({"type": "hangup", "reason": reason}))
         if not self.ws.closed:
-            await self.ws.close(code=1000, message=reason.encode()[:120])
+            await self.ws.close(code=1000, message=close_reason(reason))
 
 
 async def media_socket(request: web.Request, runtime: Runtime, make_serializer: Callable[[], Serializer]) -> web.StreamResponse:
@@ -81,6 +94,7 @@ async def media_socket(request: web.Request, runtime: Runtime, make_serializer: 
     await ws.prepare(request)
     serializer = make_serializer()
     sink = WebSocketSink(ws, serializer)
+    realtime = RealTimeGuard(runtime.settings.limits.media_burst_s)
     session: Optional[CallSession] = None
     errors = 0
     end_reason = "connection_lost"
@@ -90,13 +104,12 @@ async def media_socket(request: web.Request, runtime: Runtime, make_serializer: 
                 continue
             try:
                 frame = serializer.decode(msg.data)
+                if isinstance(frame, AudioIn):
+                    _check_pace(realtime, frame, serializer.sample_rate)
                 if isinstance(frame, CallStart):
                     if session is not None:
                         raise ProtocolError("second 'start' on one stream")
-                    try:
-                        session = CallSession(runtime, sink, frame)
-                    except LookupError as exc:
-                        raise ProtocolError(str(exc)) from exc
+                    session = await _open_session(runtime, sink, frame)
                     await session.begin()
                 elif session is not None:
                     await session.handle(frame)
@@ -108,12 +121,19 @@ async def media_socket(request: web.Request, runtime: Runtime, make_serializer: 
                         break
             except ProtocolError as exc:
                 errors += 1
-                log.warning("transport.bad_message", extra={"channel": serializer.channel, "error": str(exc)})
+                log.warning("transport.bad_message", extra={"channel": serializer.channel, "error": str(exc),
+                                                            "call_id": session.call_id if session else None})  # fmt: skip
                 await sink.send_event({"type": "error", "message": str(exc)})
-                if session is None or errors >= MAX_PROTOCOL_ERRORS:
-                    await ws.close(code=1003, message=str(exc).encode()[:120])
+                if exc.fatal or session is None or errors >= MAX_PROTOCOL_ERRORS:
+                    await ws.close(code=exc.close_code, message=close_reason(str(exc)))
                     end_reason = "protocol_error"
                     break
+    except Exception:
+        # A failure on our side (storage, a bug): this stream ends with a reason; other calls go on.
+        log.exception("transport.failed", extra={"channel": serializer.channel, "call_id": session.call_id if session else None})
+        end_reason = "internal_error"
+        if not ws.closed:
+            await ws.close(code=1011, message=b"internal error")
     finally:
         if session is not None and not session.closed:
             await session.close(end_reason)
@@ -122,3 +142,22 @@ async def media_socket(request: web.Request, runtime: Runtime, make_serializer: 
             # send its close frame with the reason before this handler ends and aiohttp closes without one.
             await session.finished.wait()
     return ws
+
+
+def _check_pace(realtime: RealTimeGuard, frame: AudioIn, sample_rate: int) -> None:
+    """Audio much faster than real time is not a caller: it is a flood, and it would hold up every call."""
+    if not realtime.add(len(frame.pcm) / 2 / sample_rate):
+        raise ProtocolError(
+            f"media: audio arrives faster than real time ({realtime.level_s:.1f} s ahead; "
+            f"limits.media_burst_s allows {realtime.burst_s:g} s)",
+            close_code=1008,
+            fatal=True,
+        )
+
+
+async def _open_session(runtime: Runtime, sink: WebSocketSink, frame: CallStart) -> CallSession:
+    """A session for a valid start; a number no tenant has is a protocol error, and nothing is stored for it."""
+    try:
+        return CallSession(runtime, sink, frame)
+    except LookupError as exc:
+        raise ProtocolError(str(exc)) from exc
