@@ -41,7 +41,7 @@ import aiohttp
 import yaml
 
 from ivr.errors import ConfigError
-from ivr.storage import Storage
+from ivr.storage import EventName, Storage
 
 TURN_KEYS = {"say", "dtmf", "no_input", "expect", "asr_confidence"}
 EXPECT_KEYS = {"reply", "not_reply", "intent", "active_loop", "requested_slot", "slots", "handoff", "hangup", "ended"}
@@ -159,8 +159,8 @@ async def check_stored(script: Script, call_id: str, storage: Storage) -> list[s
     names = [e.event for e in events]
     problems = []
     where = f"{script.path.name}: stored"
-    for kind, event in (("orders", "ORDER_PLACED"), ("tickets", "TICKET_CREATED"), ("callbacks", "CALLBACK_REQUESTED"),
-                        ("handoffs", "HANDOFF")):  # fmt: skip
+    for kind, event in (("orders", EventName.ORDER_PLACED), ("tickets", EventName.TICKET_CREATED), ("callbacks", EventName.CALLBACK_REQUESTED),
+                        ("handoffs", EventName.HANDOFF)):  # fmt: skip
         wanted = script.stored.get(kind)
         if wanted is None:
             continue
@@ -169,10 +169,10 @@ async def check_stored(script: Script, call_id: str, storage: Storage) -> list[s
             problems.append(f"{where}.{kind}: {names.count(event)} {event} events, expected {count}")
     tenant = events[0].tenant if events else ""
     for event in events:
-        if event.event == "ORDER_PLACED" and isinstance(script.stored.get("orders"), dict):
+        if event.event == EventName.ORDER_PLACED and isinstance(script.stored.get("orders"), dict):
             order = await storage.get_order(tenant, event.data["order_number"])
             problems += _compare(f"{where}.orders", script.stored["orders"], _order_facts(order))
-        if event.event == "TICKET_CREATED" and isinstance(script.stored.get("tickets"), dict):
+        if event.event == EventName.TICKET_CREATED and isinstance(script.stored.get("tickets"), dict):
             ticket = await storage.get_ticket(tenant, event.data["ticket_number"])
             problems += _compare(f"{where}.tickets", script.stored["tickets"], ticket.__dict__ if ticket else {})
     for name in script.stored.get("events") or []:

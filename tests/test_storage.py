@@ -27,13 +27,10 @@ from alembic.script import ScriptDirectory
 
 from ivr.errors import ConfigError
 from ivr.storage import (
-    CALL_START,
-    HANGUP,
-    INTENT,
-    NO_MATCH,
     ORDER_STATUSES,
     CallEvent,
     Customer,
+    EventName,
     Handoff,
     Order,
     OrderLine,
@@ -347,7 +344,7 @@ async def test_tenants_never_see_each_others_records(storage: SqlStorage):
     await storage.save_handoff(Handoff("h-1", "call-1", DE, "agent_requested", 1.0, {}))
     assert await storage.get_handoff("h-1", tenant=UK) is None
     assert (await storage.get_handoff("h-1", tenant=DE)).tenant == DE
-    await storage.log_event(CallEvent("call-1", DE, 1.0, CALL_START))
+    await storage.log_event(CallEvent("call-1", DE, 1.0, EventName.CALL_START))
     assert await storage.events(tenant=UK) == []
 
 
@@ -424,12 +421,12 @@ async def test_wrapups_are_kept_per_call_oldest_first(storage: SqlStorage):
 
 async def test_event_log_is_in_time_order_and_filters(storage: SqlStorage):
     logged = [
-        CallEvent("a", DE, 10.0, CALL_START),
-        CallEvent("a", DE, 12.0, INTENT, {"intent": "order_status", "confidence": 0.9}),
-        CallEvent("b", UK, 11.0, CALL_START),
-        CallEvent("a", DE, 12.0, NO_MATCH),  # same time as the INTENT: logging order decides
-        CallEvent("b", UK, 20.0, HANGUP, {"reason": "caller"}),
-        CallEvent("a", DE, 9.0, INTENT, {"intent": "greet"}),  # logged late, happened first
+        CallEvent("a", DE, 10.0, EventName.CALL_START),
+        CallEvent("a", DE, 12.0, EventName.INTENT, {"intent": "order_status", "confidence": 0.9}),
+        CallEvent("b", UK, 11.0, EventName.CALL_START),
+        CallEvent("a", DE, 12.0, EventName.NO_MATCH),  # same time as the INTENT: logging order decides
+        CallEvent("b", UK, 20.0, EventName.HANGUP, {"reason": "caller"}),
+        CallEvent("a", DE, 9.0, EventName.INTENT, {"intent": "greet"}),  # logged late, happened first
     ]
     for event in logged:
         await storage.log_event(event)

@@ -15,6 +15,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from dialogs.actions.context import language_of, tenant_of
 from dialogs.actions.handoff import log_event
+from ivr.storage import EventName
 
 
 def faq_topic(tracker: Tracker) -> str | None:
@@ -32,7 +33,7 @@ class ActionAnswerFaq(Action):
         _, tenant = tenant_of(tracker)
         topic = faq_topic(tracker)
         answer = tenant.faq_answer(topic, language_of(tracker)) if topic else None
-        await log_event(tracker, "FAQ", topic=topic, answered=answer is not None)
+        await log_event(tracker, EventName.FAQ, topic=topic, answered=answer is not None)
         form = tracker.active_loop.get("name") if tracker.active_loop else None
         if answer is None:
             dispatcher.utter_message(response="utter_faq_no_answer")

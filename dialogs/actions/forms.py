@@ -30,6 +30,7 @@ from rasa_sdk.forms import FormValidationAction
 from dialogs.actions.answers import Invalid, yes_no
 from dialogs.actions.context import language_of, latest_intent, latest_text, settings
 from dialogs.actions.handoff import log_event
+from ivr.storage import EventName
 from ivr.dialog.numbers import digit_string, spoken_digits
 
 UNSURE = "unsure_confirmed"
@@ -86,7 +87,7 @@ class IvrForm(FormValidationAction):
         if requested is None:
             # activation (Rasa has already set the active loop, but no slot was asked for yet):
             # the request itself may already carry answers ("zwei Kaffeemaschinen bitte")
-            await log_event(tracker, "FORM_STARTED", form=self.form)
+            await log_event(tracker, EventName.FORM_STARTED, form=self.form)
             events = self._next(tracker, await self.prefill(latest_text(tracker), tracker, dispatcher))
             if events[-1]["value"] is None:
                 # Answered completely by the request itself ("where is order 271828"): the form ends

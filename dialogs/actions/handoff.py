@@ -17,7 +17,7 @@ from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from dialogs.actions.context import ivr_payload, latest_intent, storage, tenant_of
-from ivr.storage import CallEvent
+from ivr.storage import CallEvent, EventName
 
 REASON_BY_INTENT = {"request_human": "caller_request", "angry": "angry_caller"}
 FORM_RESET = [ActiveLoop(None), SlotSet("requested_slot", None)]
@@ -44,7 +44,7 @@ def purpose_of(tracker: Tracker) -> str:
     return "default"
 
 
-async def log_event(tracker: Tracker, event: str, **data: Any) -> None:
+async def log_event(tracker: Tracker, event: EventName, **data: Any) -> None:
     tenant, _ = tenant_of(tracker)
     await storage().log_event(CallEvent(tracker.sender_id, tenant, time.time(), event, data))
 
@@ -59,7 +59,7 @@ class ActionHandoff(Action):
         _, tenant = tenant_of(tracker)
         reason = handoff_reason(tracker)
         if not tenant.is_open(datetime.now(timezone.utc)):
-            await log_event(tracker, "CLOSED_HOURS", reason=reason)
+            await log_event(tracker, EventName.CLOSED_HOURS, reason=reason)
             dispatcher.utter_message(response="utter_closed_offer_callback")
             return [*FORM_RESET, SlotSet("handoff_reason", reason), FollowupAction("callback_form")]
         queue = tenant.queue_for(purpose_of(tracker))
@@ -78,7 +78,7 @@ class ActionCancel(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[EventType]:
         form: Optional[str] = tracker.active_loop.get("name") if tracker.active_loop else None
         if form:
-            await log_event(tracker, "FORM_CANCELLED", form=form)
+            await log_event(tracker, EventName.FORM_CANCELLED, form=form)
             dispatcher.utter_message(response="utter_cancelled")
         else:
             dispatcher.utter_message(response="utter_how_can_i_help")

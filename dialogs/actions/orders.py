@@ -20,7 +20,7 @@ from dialogs.actions.answers import Invalid
 from dialogs.actions.forms import IvrForm, escalate
 from dialogs.actions.handoff import clear_form_slots, log_event
 from ivr.dialog.numbers import spoken_digits
-from ivr.storage import OrderLine
+from ivr.storage import EventName, OrderLine
 
 ORDER_NUMBER_DIGITS = 6
 CUSTOMER_NUMBER_DIGITS = (4, 8)
@@ -46,7 +46,7 @@ class ActionStartOrder(Action):
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[EventType]:
         _, tenant = tenant_of(tracker)
         if not tenant.catalogue:
-            await log_event(tracker, "ORDER_UNAVAILABLE")
+            await log_event(tracker, EventName.ORDER_UNAVAILABLE)
             dispatcher.utter_message(response="utter_no_catalogue")
             return [FollowupAction("utter_anything_else")]
         return [FollowupAction("order_form")]
@@ -210,8 +210,8 @@ class ActionPlaceOrder(Action):
             tenant_number, tracker.get_slot("customer_number"), [line], tracker.get_slot("delivery_address"),
             tracker.sender_id,
         )  # fmt: skip
-        await log_event(tracker, "FORM_COMPLETED", form="order_form")
-        await log_event(tracker, "ORDER_PLACED", order_number=order.order_number, lines=1)
+        await log_event(tracker, EventName.FORM_COMPLETED, form="order_form")
+        await log_event(tracker, EventName.ORDER_PLACED, order_number=order.order_number, lines=1)
         dispatcher.utter_message(response="utter_order_placed", order_number=spoken_digits(order.order_number))
         return [*clear_form_slots(domain, "order_form"), SlotSet("last_order_number", order.order_number),
                 FollowupAction("utter_anything_else")]  # fmt: skip
@@ -242,7 +242,7 @@ class ActionOrderStatus(Action):
         tenant_number, _ = tenant_of(tracker)
         number = tracker.get_slot("order_number")
         order = await storage().get_order(tenant_number, number)
-        await log_event(tracker, "FORM_COMPLETED", form="order_status_form")
+        await log_event(tracker, EventName.FORM_COMPLETED, form="order_status_form")
         dispatcher.utter_message(response=f"utter_order_status_{order.status}", number=spoken_digits(number))
         return [*clear_form_slots(domain, "order_status_form"), FollowupAction("utter_anything_else")]
 
@@ -277,11 +277,11 @@ class ActionCancelOrder(Action):
         tenant_number, _ = tenant_of(tracker)
         number = tracker.get_slot("order_number")
         spoken = spoken_digits(number)
-        await log_event(tracker, "FORM_COMPLETED", form="cancel_order_form")
+        await log_event(tracker, EventName.FORM_COMPLETED, form="cancel_order_form")
         if tracker.get_slot("cancel_confirmed"):
             result = await storage().cancel_order(tenant_number, number)
             if result.outcome == "cancelled":
-                await log_event(tracker, "ORDER_CANCELLED", order_number=number)
+                await log_event(tracker, EventName.ORDER_CANCELLED, order_number=number)
                 dispatcher.utter_message(response="utter_order_cancelled", number=spoken)
             else:
                 dispatcher.utter_message(response=f"utter_not_cancellable_{result.status}", number=spoken)

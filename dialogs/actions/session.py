@@ -17,6 +17,7 @@ from dialogs.actions import answers
 from dialogs.actions.context import latest_intent, tenant_of
 from dialogs.actions.forms import MAX_TRIES, IvrForm
 from dialogs.actions.handoff import log_event
+from ivr.storage import EventName
 
 NO_MATCH_INTENTS = frozenset({"nlu_fallback", "out_of_scope", "inform", "dont_know"})
 
@@ -57,7 +58,7 @@ class ActionNoMatch(Action):
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[EventType]:
         count = consecutive_no_matches(tracker)
-        await log_event(tracker, "NO_MATCH", count=count, intent=latest_intent(tracker))
+        await log_event(tracker, EventName.NO_MATCH, count=count, intent=latest_intent(tracker))
         if count >= MAX_TRIES:
             return [SlotSet("handoff_reason", "no_match"), FollowupAction("action_handoff")]
         dispatcher.utter_message(response="utter_default" if count == 1 else "utter_help")

@@ -20,6 +20,7 @@ from dialogs.actions.context import language_of, storage, tenant_of
 from dialogs.actions.answers import Invalid
 from dialogs.actions.forms import IvrForm
 from dialogs.actions.handoff import clear_form_slots, log_event
+from ivr.storage import EventName
 from ivr.dialog.numbers import spoken_digits
 
 CATEGORIES = ("defect", "delivery", "billing", "service", "other")
@@ -104,8 +105,8 @@ class ActionCreateTicket(Action):
             call_id=tracker.sender_id,
             caller=tracker.get_slot("caller_number"),
         )
-        await log_event(tracker, "FORM_COMPLETED", form="ticket_form")
-        await log_event(tracker, "TICKET_CREATED", ticket_number=ticket.ticket_number, category=ticket.category)
+        await log_event(tracker, EventName.FORM_COMPLETED, form="ticket_form")
+        await log_event(tracker, EventName.TICKET_CREATED, ticket_number=ticket.ticket_number, category=ticket.category)
         spoken = spoken_digits(ticket.ticket_number)
         done = [*clear_form_slots(domain, "ticket_form"), SlotSet("last_ticket_number", ticket.ticket_number)]
         if ticket.urgency == "high" and tenant.is_open(datetime.now(timezone.utc)):
@@ -135,6 +136,6 @@ class ActionRequestCallback(Action):
             tenant=tenant_number, number=number, reason=tracker.get_slot("handoff_reason") or "closed",
             language=language_of(tracker), call_id=tracker.sender_id,
         )  # fmt: skip
-        await log_event(tracker, "CALLBACK_REQUESTED", reason=tracker.get_slot("handoff_reason"))
+        await log_event(tracker, EventName.CALLBACK_REQUESTED, reason=tracker.get_slot("handoff_reason"))
         dispatcher.utter_message(response="utter_callback_booked", number=spoken_digits(number))
         return clear_form_slots(domain, "callback_form")

@@ -36,12 +36,12 @@ from ivr.agents.auth import current_user, foreign_origin, user_json
 from ivr.agents.summary import summarize
 from ivr.queue.acd import Acd, AcdError, Agent, AgentState
 from ivr.settings import AgentUser, Settings
-from ivr.storage.base import CallEvent, Storage, Wrapup
+from ivr.storage.base import Storage, Wrapup
+from ivr.storage.events import CallEvent, EventName
 from ivr.tenants import DEFAULT_QUEUE, Tenant
 
 log = logging.getLogger("ivr.agents")
 
-WRAPUP = "WRAPUP"  # call-event log verb: the agent's disposition (never the notes)
 MAX_NOTES = 2000
 MAX_AUDIO_BYTES = 32000  # one second of 16 kHz PCM16 per message at most (the desktop sends 20 ms)
 MAX_AUDIO_QUEUED = 250  # caller frames waiting for a slow connection (5 s); more are dropped
@@ -287,7 +287,7 @@ class DesktopLink:
         now = time.time()
         await self.storage.save_wrapup(Wrapup(call_id, tenant, agent.username, disposition, notes.strip(), now, handoff_id))
         self._wrapup_for = None
-        await self.storage.log_event(CallEvent(call_id, tenant, now, WRAPUP, {"agent": agent.username, "disposition": disposition}))
+        await self.storage.log_event(CallEvent(call_id, tenant, now, EventName.WRAPUP, {"agent": agent.username, "disposition": disposition}))
         log.info("agent.wrapup", extra={"agent": agent.username, "call_id": call_id, "disposition": disposition})
         if agent.state == AgentState.WRAP_UP and agent.call is not None and agent.call.call_id == call_id:
             await self.acd.wrap_up_done(agent)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Protocol
 
 from ivr.settings import AgentUser, QueueSettings
-from ivr.storage import CallEvent
+from ivr.storage import CallEvent, EventName
 
 log = logging.getLogger("ivr.queue")
 
@@ -228,7 +228,7 @@ class Acd:
                 await self._dispatch()  # a call it had goes to the other agents
             agent = Agent(user, link, AgentState.OFFLINE, self.clock())
             self.agents[user.username] = agent
-            await self._event(NO_CALL, ALL_TENANTS, "AGENTLOGIN", agent=user.username)
+            await self._event(NO_CALL, ALL_TENANTS, EventName.AGENTLOGIN, agent=user.username)
             await self._send_state(agent)
             return agent
 
@@ -268,12 +268,12 @@ class Acd:
             self.calls[call.call_id] = call
             position = self.position(call.call_id)
             call.position_at_entry = position
-            await self._event(call.call_id, call.tenant, "ENTERQUEUE", queue=call.queue, position=position,
+            await self._event(call.call_id, call.tenant, EventName.ENTERQUEUE, queue=call.queue, position=position,
                               priority=call.priority, handoff_id=call.handoff_id)  # fmt: skip
             await self._dispatch()
             return self.position(call.call_id) or position
 
-    async def leave(self, call_id: str, verb: str = "ABANDON", **data: Any) -> None:
+    async def leave(self, call_id: str, verb: EventName = EventName.ABANDON, **data: Any) -> None:
         """The caller stops waiting: hung up (ABANDON), gave up for a callback (EXITWITHKEY), waited too long
         (EXITWITHTIMEOUT). A connected caller who hangs up completes the call instead (COMPLETECALLER)."""
         async with self._lock:
@@ -283,7 +283,7 @@ class Acd:
             now = self.clock()
             agent = self.agents.get(call.agent) if call.agent else None
             if call.connected_at is not None:
-                await self._complete(call, "COMPLETECALLER")
+                await self._complete(call, EventName.COMPLETECALLER)
                 if agent is not None:
                     await agent.link.send({"type": "ended", "call_id": call_id, "by": "caller"})
                 return
@@ -313,7 +313,7 @@ class Acd:
             call.connected_at = now
             agent.muted = False  # mute is per call
             await self._set(agent, AgentState.ON_CALL)
-            await self._event(call_id, call.tenant, "CONNECT", queue=call.queue, agent=agent.username,
+            await self._event(call_id, call.tenant, EventName.CONNECT, queue=call.queue, agent=agent.username,
                               holdtime=round(now - call.entered_at, 1), ringtime=round(now - (call.ring_started or now), 1))  # fmt: skip
             await agent.link.send({"type": "connected", "call_id": call_id})
             await call.link.agent_connected(agent)
@@ -344,7 +344,7 @@ class Acd:
         call.declined_by.add(agent.username)
         call.agent = None
         agent.call = None
-        await self._event(call.call_id, call.tenant, "RINGNOANSWER", queue=call.queue, agent=agent.username,
+        await self._event(call.call_id, call.tenant, EventName.RINGNOANSWER, queue=call.queue, agent=agent.username,
                           ringtime=round(now - (call.ring_started or now), 1), declined=declined)  # fmt: skip
         call.ring_started = None
         await self._set(agent, then)
@@ -355,7 +355,7 @@ class Acd:
         async with self._lock:
             call = self._connected(agent)
             self.calls.pop(call.call_id, None)
-            await self._complete(call, "COMPLETEAGENT")
+            await self._complete(call, EventName.COMPLETEAGENT)
         await call.link.agent_hung_up()
 
     async def transfer(self, agent: Agent, queue: str) -> None:
@@ -363,7 +363,7 @@ class Acd:
         async with self._lock:
             call = self._connected(agent)
             now = self.clock()
-            await self._event(call.call_id, call.tenant, "TRANSFER", queue=call.queue, agent=agent.username, to_queue=queue,
+            await self._event(call.call_id, call.tenant, EventName.TRANSFER, queue=call.queue, agent=agent.username, to_queue=queue,
                               holdtime=round((call.connected_at or now) - call.entered_at, 1),
                               calltime=round(now - (call.connected_at or now), 1))  # fmt: skip
             self._record_handle_time(call, now)
@@ -376,7 +376,7 @@ class Acd:
             self._seq += 1
             call.seq = self._seq
             call.position_at_entry = self.position(call.call_id)
-            await self._event(call.call_id, call.tenant, "ENTERQUEUE", queue=queue, position=call.position_at_entry,
+            await self._event(call.call_id, call.tenant, EventName.ENTERQUEUE, queue=queue, position=call.position_at_entry,
                               priority=call.priority, handoff_id=call.handoff_id, transferred=True)  # fmt: skip
         await call.link.requeued(f"transfer:{queue}")
         async with self._lock:
@@ -388,7 +388,7 @@ class Acd:
             if call.held == on:
                 return
             call.held = on
-            await self._event(call.call_id, call.tenant, "HOLD" if on else "UNHOLD", queue=call.queue, agent=agent.username)
+            await self._event(call.call_id, call.tenant, EventName.HOLD if on else EventName.UNHOLD, queue=call.queue, agent=agent.username)
         await call.link.hold(on)
 
     def mute(self, agent: Agent, on: bool) -> None:
@@ -436,7 +436,7 @@ class Acd:
             raise AcdError("you are not on a call")
         return call
 
-    async def _complete(self, call: QueuedCall, verb: str) -> None:
+    async def _complete(self, call: QueuedCall, verb: EventName) -> None:
         """End of a connected call: log it, learn its handle time, put the agent into wrap-up."""
         now = self.clock()
         connected = call.connected_at or now
@@ -529,14 +529,14 @@ class Acd:
                 call.agent, call.ring_started = None, None
             else:
                 now = self.clock()
-                await self._event(call.call_id, call.tenant, "AGENTDUMP", queue=call.queue, agent=agent.username,
+                await self._event(call.call_id, call.tenant, EventName.AGENTDUMP, queue=call.queue, agent=agent.username,
                                   calltime=round(now - call.connected_at, 1), reason=reason)  # fmt: skip
                 call.agent, call.connected_at, call.held, call.ring_started = None, None, False, None
                 call.head = True
                 call.declined_by.add(agent.username)
                 await call.link.requeued("agent_lost")
         agent.call = None
-        await self._event(NO_CALL, ALL_TENANTS, "AGENTLOGOFF", agent=agent.username, reason=reason)  # pairs AGENTLOGIN
+        await self._event(NO_CALL, ALL_TENANTS, EventName.AGENTLOGOFF, agent=agent.username, reason=reason)  # pairs AGENTLOGIN
         agent.state = AgentState.OFFLINE
 
     async def _set(self, agent: Agent, state: AgentState) -> None:
@@ -547,14 +547,14 @@ class Acd:
         if state == AgentState.AVAILABLE:
             agent.idle_since = self.clock()
         if state == AgentState.BREAK or previous == AgentState.BREAK:
-            await self._event(NO_CALL, ALL_TENANTS, "PAUSE" if state == AgentState.BREAK else "UNPAUSE", agent=agent.username)
+            await self._event(NO_CALL, ALL_TENANTS, EventName.PAUSE if state == AgentState.BREAK else EventName.UNPAUSE, agent=agent.username)
         log.info("agent.state", extra={"agent": agent.username, "state": state.value, "previous": previous.value})
         await self._send_state(agent)
 
     async def _send_state(self, agent: Agent) -> None:
         await agent.link.send({"type": "state", "state": agent.state.value})
 
-    async def _event(self, call_id: str, tenant: str, name: str, **data: Any) -> None:
+    async def _event(self, call_id: str, tenant: str, name: EventName, **data: Any) -> None:
         data = {k: v for k, v in data.items() if v is not None}
         try:
             await self._log_event(CallEvent(call_id, tenant, self.clock(), name, data))

@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Optional
 
-from ivr.storage import CallEvent
+from ivr.storage import CallEvent, EventName
 
 SHORT_ABANDON_S = 5.0
 
@@ -73,23 +73,23 @@ def queue_kpis(events: Iterable[CallEvent], threshold_s: float = 20.0) -> list[Q
 
     for event in events:
         data, name = event.data, event.event
-        if name == "ENTERQUEUE":
+        if name == EventName.ENTERQUEUE:
             row(event).offered += 1
-        elif name == "CONNECT":
+        elif name == EventName.CONNECT:
             k = row(event)
             k.answered += 1
             hold = float(data.get("holdtime", 0))
             k.hold_total_s += hold
             k.answered_in_threshold += hold <= threshold_s
-        elif name == "ABANDON":
+        elif name == EventName.ABANDON:
             k = row(event)
             k.abandoned += 1
             k.short_abandons += float(data.get("waittime", 0)) < min(SHORT_ABANDON_S, threshold_s)
-        elif name in ("EXITWITHKEY", "EXITWITHTIMEOUT", "EXITEMPTY"):
+        elif name in (EventName.EXITWITHKEY, EventName.EXITWITHTIMEOUT, EventName.EXITEMPTY):
             row(event).left_for_callback += 1
-        elif name == "RINGNOANSWER":
+        elif name == EventName.RINGNOANSWER:
             row(event).ring_no_answer += 1
-        elif name in ("COMPLETEAGENT", "COMPLETECALLER", "TRANSFER"):
+        elif name in (EventName.COMPLETEAGENT, EventName.COMPLETECALLER, EventName.TRANSFER):
             k = row(event)
             k.completed += 1
             k.talk_total_s += float(data.get("calltime", 0))
@@ -101,8 +101,8 @@ def containment(events: Iterable[CallEvent]) -> dict[str, Optional[float]]:
     calls: dict[str, set[str]] = defaultdict(set)
     handed: dict[str, set[str]] = defaultdict(set)
     for event in events:
-        if event.event == "CALL_START":
+        if event.event == EventName.CALL_START:
             calls[event.tenant].add(event.call_id)
-        elif event.event == "HANDOFF":
+        elif event.event == EventName.HANDOFF:
             handed[event.tenant].add(event.call_id)
     return {t: round(1 - len(handed[t] & ids) / len(ids), 3) if ids else None for t, ids in sorted(calls.items())}

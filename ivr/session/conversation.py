@@ -23,9 +23,8 @@ from ivr.dialog.rasa_client import RasaClient
 from ivr.errors import DialogUnavailable
 from ivr.session.prompts import DTMF_AGENT, DTMF_REPEAT, SAY_AGAIN, STORAGE_UNAVAILABLE, TECHNICAL_PROBLEM
 from ivr.settings import Tenant
-from ivr.storage import CallEvent, CallRecord, Utterance
+from ivr.storage import CallEvent, CallRecord, EventName, Utterance
 from ivr.storage import Handoff as HandoffRecord
-from ivr.storage import base as events
 from ivr.storage.write_behind import WriteBehind
 
 # Slots that are bookkeeping of the dialog, not something an agent needs to see.
@@ -74,7 +73,7 @@ class Conversation:
             self.ended = True
             return DialogTurn(reply=BotReply(text=STORAGE_UNAVAILABLE[self.language], hangup=True, barge_in=False))
         await self.storage.start_call(self.call)
-        await self.event(events.CALL_START, channel=self.call.channel)
+        await self.event(EventName.CALL_START, channel=self.call.channel)
         return await self._turn("/start_call")
 
     @property
@@ -118,7 +117,7 @@ class Conversation:
             metadata["asr_confidence"] = asr_confidence  # the dialog reads unsure numbers back
         turn = await self._turn(normalized, metadata=metadata)
         await self._store("caller", text, start, end, asr_confidence, turn.intent, turn.confidence, meta)
-        await self.event(events.INTENT, intent=turn.intent, confidence=turn.confidence)
+        await self.event(EventName.INTENT, intent=turn.intent, confidence=turn.confidence)
         return turn
 
     async def heard(
@@ -162,7 +161,7 @@ class Conversation:
         self.no_input_count += 1
         now = time.time()
         await self._store("system", "[no input]", now, now, meta={"count": self.no_input_count})
-        await self.event(events.NO_INPUT, count=self.no_input_count)
+        await self.event(EventName.NO_INPUT, count=self.no_input_count)
         if self.no_input_count <= self.max_no_input:
             return await self._turn("/no_input", metadata={"count": self.no_input_count})
         turn = await self._turn("/request_human", metadata={"reason": "no_input"})
@@ -196,7 +195,7 @@ class Conversation:
         await self.storage.save_handoff(
             HandoffRecord(handoff_id, self.call.call_id, self.call.tenant, package["reason"], time.time(), package)
         )
-        await self.event(events.HANDOFF, handoff_id=handoff_id, reason=package["reason"], queue=package["queue"])
+        await self.event(EventName.HANDOFF, handoff_id=handoff_id, reason=package["reason"], queue=package["queue"])
         return handoff_id
 
     async def bot_said(self, reply: BotReply, start: float, end: float, meta: Optional[dict[str, Any]] = None) -> None:
@@ -210,7 +209,7 @@ class Conversation:
         if self.ended:
             return
         self.ended = True
-        await self.event(events.HANGUP, reason=reason)
+        await self.event(EventName.HANGUP, reason=reason)
         await self.storage.end_call(self.call.call_id, time.time(), reason)
         await self.dialog.end(self.call.call_id)
 
@@ -248,13 +247,13 @@ class Conversation:
         """
         self.silent_turns += 1
         log.error("dialog.no_reply", extra={"call_id": self.call.call_id, "count": self.silent_turns})
-        await self.event(events.NO_REPLY, count=self.silent_turns, intent=turn.intent)
+        await self.event(EventName.NO_REPLY, count=self.silent_turns, intent=turn.intent)
         if self.silent_turns == 1:
             return replace(turn, reply=BotReply(text=SAY_AGAIN[self.language]))
         handoff = Handoff("dialog_failed", self.tenant.queue_for("default"))
         return replace(turn, reply=BotReply(text=TECHNICAL_PROBLEM[self.language], handoff=handoff, barge_in=False))
 
-    async def event(self, name: str, **data: Any) -> None:
+    async def event(self, name: EventName, **data: Any) -> None:
         """One row of the call-event log (KPIs are computed from these later)."""
         await self.storage.log_event(CallEvent(self.call.call_id, self.call.tenant, time.time(), name, data))
 

@@ -23,7 +23,7 @@ from ivr.audio.codecs import Framer, StreamResampler, frame_bytes
 from ivr.queue import announcements as say
 from ivr.queue import hold_music
 from ivr.queue.acd import Agent, QueuedCall
-from ivr.storage import base as events
+from ivr.storage import EventName
 
 if TYPE_CHECKING:
     from ivr.session.call import CallSession
@@ -64,7 +64,7 @@ class QueueLeg:
     async def enter(self) -> None:
         tenant = self.session.tenant_number
         if self.acd.staffed(tenant, self.queue) == 0:
-            await self.session.conversation.event("EXITEMPTY", queue=self.queue)
+            await self.session.conversation.event(EventName.EXITEMPTY, queue=self.queue)
             await self._take_callback(say.nobody_available(self.language))
             return
         stored = await self.runtime.write_behind.get_handoff(self.handoff_id) if self.handoff_id else None
@@ -93,7 +93,7 @@ class QueueLeg:
             announce = True
             while self.state == "waiting":
                 if time.monotonic() - self.waiting_since >= self.settings.max_wait_s:
-                    await self.acd.leave(self.call_id, "EXITWITHTIMEOUT")
+                    await self.acd.leave(self.call_id, EventName.EXITWITHTIMEOUT)
                     await self._take_callback(say.waited_too_long(self.language))
                     return
                 if announce:
@@ -142,7 +142,7 @@ class QueueLeg:
         self.state = "done"  # at once: a second key 1 while the music stops must not leave the queue twice
         self._stop_loop()
         await self.session.player.stop()
-        await self.acd.leave(self.call_id, "EXITWITHKEY", key=CALLBACK_KEY)
+        await self.acd.leave(self.call_id, EventName.EXITWITHKEY, key=CALLBACK_KEY)
         await self._take_callback(None)
 
     async def _take_callback(self, lead: Optional[str]) -> None:
@@ -154,12 +154,12 @@ class QueueLeg:
         caller = session.start_frame.caller or ""
         if sum(ch.isdigit() for ch in caller) >= 5:
             request = await storage.add_callback(tenant, caller, self.reason, self.language, self.call_id)
-            await session.conversation.event(events.CALLBACK_REQUESTED, callback_id=request.id, reason=self.reason)
+            await session.conversation.event(EventName.CALLBACK_REQUESTED, callback_id=request.id, reason=self.reason)
             closing = say.callback_taken(caller, self.language)
         else:
             ticket = await storage.create_ticket(tenant, "other", f"Handoff ({self.reason}); no caller number", None,
                                                  "normal", call_id=self.call_id, caller=None)  # fmt: skip
-            await session.conversation.event(events.TICKET_CREATED, ticket_number=ticket.ticket_number, category="other")
+            await session.conversation.event(EventName.TICKET_CREATED, ticket_number=ticket.ticket_number, category="other")
             closing = say.ticket_taken(ticket.ticket_number, self.language)
         await self._say(" ".join(p for p in (lead, closing) if p))
         await session.close(f"queue_callback:{self.reason}", hangup=True)
@@ -212,7 +212,7 @@ class QueueLeg:
         self.state = "done"
         self._stop_loop()
         await self.session.player.stop()
-        await self.acd.leave(self.call_id, "EXITWITHTIMEOUT", shutdown=True)
+        await self.acd.leave(self.call_id, EventName.EXITWITHTIMEOUT, shutdown=True)
         await self._take_callback(say.service_ending(self.language))
 
     async def close(self) -> None:
@@ -220,7 +220,7 @@ class QueueLeg:
         self._stop_loop()
         if self.state in ("waiting", "connected"):
             self.state = "done"
-            await self.acd.leave(self.call_id, "ABANDON")
+            await self.acd.leave(self.call_id, EventName.ABANDON)
 
     # ---- audio out -------------------------------------------------------------
 

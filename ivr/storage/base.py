@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, Optional, Sequence, Union
 
+from ivr.storage.events import CallEvent
+
 
 @dataclass(frozen=True)
 class CallRecord:
@@ -170,43 +172,6 @@ class Wrapup:
     notes: str
     created_at: float
     handoff_id: Optional[str] = None
-
-
-# Event names of the call-event log. Queue events (ENTERQUEUE, CONNECT, ABANDON,
-# COMPLETE, TRANSFER, RINGNOANSWER) join these when the agent queue exists; the
-# log itself takes any name.
-CALL_START = "CALL_START"
-INTENT = "INTENT"
-NO_INPUT = "NO_INPUT"
-NO_MATCH = "NO_MATCH"
-FORM_STARTED = "FORM_STARTED"
-FORM_COMPLETED = "FORM_COMPLETED"
-FORM_CANCELLED = "FORM_CANCELLED"
-ORDER_PLACED = "ORDER_PLACED"
-ORDER_CANCELLED = "ORDER_CANCELLED"
-TICKET_CREATED = "TICKET_CREATED"
-CALLBACK_REQUESTED = "CALLBACK_REQUESTED"
-CLOSED_HOURS = "CLOSED_HOURS"
-HANDOFF = "HANDOFF"
-HANGUP = "HANGUP"
-NO_REPLY = "NO_REPLY"  # the dialog answered a turn with nothing to say (e.g. an action failed); the IVR spoke instead
-MEDIA_QUALITY = "MEDIA_QUALITY"  # SIP calls, when their media ends: loss, jitter and round trip both ways (RTCP)
-
-
-@dataclass(frozen=True)
-class CallEvent:
-    """One row of the flat call-event log (in the style of Asterisk's queue_log).
-
-    Nothing is aggregated when it is written: KPIs (containment, handoff rate,
-    form completion, …) are computed from these rows later, so new KPIs work on
-    old calls too.
-    """
-
-    call_id: str
-    tenant: str
-    ts: float
-    event: str
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 class Storage(abc.ABC):

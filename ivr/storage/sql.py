@@ -455,7 +455,7 @@ class SqlStorage(Storage):
         return [Wrapup(**{k: v for k, v in row.items() if k != "id"}) for row in rows]
 
     async def log_event(self, event: CallEvent) -> None:
-        await self._execute(call_events.insert().values(**event.__dict__))
+        await self._execute(call_events.insert().values(**{**event.__dict__, "event": event.event.value}))
 
     async def events(
         self, call_id: Optional[str] = None, tenant: Optional[str] = None, since: Optional[float] = None

@@ -27,7 +27,7 @@ from sipmessage import URI, Address, Request
 
 from ivr.session.call import CallSession
 from ivr.session.frames import AudioIn, CallStart, CallStop, DtmfIn, InboundFrame, MarkAck
-from ivr.storage import MEDIA_QUALITY
+from ivr.storage import EventName
 from ivr.transports.sip.endpoint import T1, T2, TIMER_F, Flow, ServerTransaction
 from ivr.transports.sip.message import ALLOW, new_tag, response
 from ivr.transports.sip.rtp import DTMF_EVENTS
@@ -380,7 +380,7 @@ class SipCall:
         self.endpoint.forget(self)
         quality = self.stream.quality()
         log.info("sip.media_quality", extra={"call_id": self.session.call_id, **quality})
-        await self.session.conversation.event(MEDIA_QUALITY, **quality)
+        await self.session.conversation.event(EventName.MEDIA_QUALITY, **quality)
 
     # ---- outgoing requests ------------------------------------------------------------------
 
