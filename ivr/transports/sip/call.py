@@ -7,11 +7,10 @@ changes the media (hold and resume). A handoff in `telephony` mode becomes a
 blind transfer: REFER to the configured target with the handoff id in a header
 (RFC 3515, RFC 4488 progress by NOTIFY), then BYE.
 
-The routing rules are the media stream's: the dialled number comes from the
-Request-URI, or the To header when the Request-URI does not name a tenant
-(trunks that put the registered account there); the caller's number comes
-from P-Asserted-Identity, else From, and is withheld when the caller asked
-for privacy (RFC 3323/3325), as German law requires for suppressed numbers.
+The dialog's identifiers, route set and in-dialog requests are in dialog.py,
+the transactions and their retransmissions in transaction.py. The endpoint
+that dispatches to this call is seen only through `CallHost`, so this module
+does not import endpoint.py (which imports it).
 """
 
 from __future__ import annotations
@@ -21,65 +20,44 @@ import logging
 import random
 import re
 import secrets
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
-from sipmessage import URI, Address, Request
+from sipmessage import Request
 
 from ivr.session.call import CallSession
 from ivr.session.frames import AudioIn, CallStart, CallStop, DtmfIn, InboundFrame, MarkAck
 from ivr.storage import EventName
-from ivr.transports.sip.endpoint import T1, T2, TIMER_F, Flow, ServerTransaction
-from ivr.transports.sip.message import ALLOW, new_tag, response
+from ivr.transports.sip.dialog import (
+    HANDOFF_HEADER,
+    Dialog,
+    caller_number,
+    dialled_number,
+    refer_outcome,
+    transfer_target,
+)
+from ivr.transports.sip.message import ALLOW, response
 from ivr.transports.sip.rtp import DTMF_EVENTS
 from ivr.transports.sip.sdp import Negotiated, Offer, SdpError, answer, negotiate, parse_offer
 from ivr.transports.sip.stream import RtpStream
+from ivr.transports.sip.transaction import Flow, ServerTransaction, UserAgent
 
 if TYPE_CHECKING:
-    from ivr.settings import Settings
-    from ivr.transports.sip.endpoint import SipEndpoint
+    from ivr.runtime import Runtime
+    from ivr.settings import SipSettings
 
 log = logging.getLogger("ivr.sip.call")
 
-HANDOFF_HEADER = "X-Handoff-Id"  # on the REFER, for the PBX that carries out the transfer
-HANDOFF_PARAMETER = "x-handoff-id"  # on the transfer target's URI, for whoever answers the transferred call
-ANONYMOUS = {"anonymous", "unknown", "restricted", "unavailable"}
+class CallHost(UserAgent, Protocol):
+    """What a call needs from the endpoint that dispatches to it."""
 
+    runtime: "Runtime"
+    settings: "SipSettings"
 
-def dialled_number(invite: Request, settings: "Settings") -> Optional[str]:
-    candidates = [invite.uri.user, invite.to_address.uri.user]
-    for number in candidates:
-        if number and settings.has_tenant(number):
-            return number
-    return next((n for n in candidates if n), None)
+    def allows(self, address: str) -> bool: ...
 
+    def confirmed_calls(self) -> int: ...
 
-def caller_number(invite: Request) -> Optional[str]:
-    privacy = {token.strip().lower() for token in re.split(r"[;,]", invite.headers.get("Privacy") or "")}
-    if "id" in privacy or "user" in privacy:
-        return None
-    asserted = invite.headers.get("P-Asserted-Identity")
-    user: Optional[str] = None
-    if asserted:
-        try:
-            user = Address.parse_many(asserted)[0].uri.user
-        except (ValueError, IndexError):
-            user = None
-    user = user or invite.from_address.uri.user
-    return None if not user or user.lower() in ANONYMOUS else user
-
-
-def transfer_target(template: str, queue: str, handoff_id: str) -> str:
-    """The Refer-To URI: `{queue}` and `{handoff_id}` filled in; without `{handoff_id}` it goes in a URI parameter.
-
-    The id rides in the URI because every phone keeps the Request-URI when it
-    follows a REFER. The RFC 3261 alternative, a header embedded in Refer-To
-    (`?X-Handoff-Id=`), is not safe: baresip 1.0 copies it into the
-    Request-URI, where it does not belong, and linphone 5.1 crashes on REFER.
-    """
-    uri = template.replace("{queue}", queue).replace("{handoff_id}", handoff_id)
-    if handoff_id and "{handoff_id}" not in template:
-        uri += f";{HANDOFF_PARAMETER}={handoff_id}"
-    return uri
+    def forget(self, call: "SipCall") -> None: ...
 
 
 class RtpSink:
@@ -109,23 +87,14 @@ class RtpSink:
 
 
 class SipCall:
-    def __init__(self, endpoint: "SipEndpoint", invite: Request, flow: Flow, tx: ServerTransaction):
+    def __init__(self, endpoint: CallHost, invite: Request, flow: Flow, tx: ServerTransaction):
         self.endpoint = endpoint
         self.settings = endpoint.settings
         self.invite = invite
         self.flow = flow
         self.tx = tx
         self.sip_call_id = invite.call_id
-        self.local_tag = new_tag()
-        self.remote_tag = invite.from_address.parameters.get("tag")
-        to = invite.to_address
-        self.local_address = Address(to.uri, to.name, to.parameters.replace(tag=self.local_tag))
-        self.remote_address = invite.from_address
-        contacts = invite.contact
-        self.remote_target: URI = contacts[0].uri if contacts else invite.from_address.uri
-        self.route_set = list(invite.record_route)  # §12.1.1: the UAS keeps Record-Route in order
-        self.local_cseq = random.randrange(1, 1 << 16)
-        self.remote_cseq = invite.cseq.sequence
+        self.dialog = Dialog(endpoint, invite, flow)
         self.state = "early"  # early → confirmed → terminated
         self.session: Optional[CallSession] = None
         self.stream = RtpStream(self._on_audio, self._on_key, self._on_mark, max(1, self.settings.jitter_ms // 20),
@@ -150,20 +119,14 @@ class SipCall:
         return task
 
     def matches(self, request: Request) -> bool:
-        return request.to_address.parameters.get("tag") == self.local_tag
-
-    def _contact(self) -> str:
-        if self.flow.transport == "TLS":
-            return f"<sip:ivr@{self.endpoint.address}:{self.endpoint.tls_port};transport=tls>"
-        transport = ";transport=tcp" if self.flow.transport == "TCP" else ""
-        return f"<sip:ivr@{self.endpoint.address}:{self.endpoint.port}{transport}>"
+        return self.dialog.matches(request)
 
     def _answer(self, code: int, tx: Optional[ServerTransaction] = None, **kwargs: Any) -> None:
         tx = tx or self.tx
         headers = list(kwargs.pop("headers", ()))
         if code >= 180 or code == 101:
-            headers.append(("Contact", self._contact()))
-        tx.respond(response(tx.request, code, self.local_tag, headers=headers, **kwargs))
+            headers.append(("Contact", self.dialog.contact()))
+        tx.respond(response(tx.request, code, self.dialog.local_tag, headers=headers, **kwargs))
 
     @property
     def done(self) -> bool:
@@ -174,7 +137,7 @@ class SipCall:
         """A final error answer to the INVITE (retransmitted until its ACK); the call is over."""
         self.state = "terminated"
         self._answer(code, headers=list(headers))
-        self.endpoint.retransmit_until_ack(self.tx)
+        self.tx.repeat_until_acked()
         self.stream.close()
         self.endpoint.forget(self)
 
@@ -252,21 +215,12 @@ class SipCall:
         self._spawn(self._watch_session())
 
     async def _wait_for_ack(self) -> bool:
-        """Retransmits the 2xx (UDP: T1 doubling to T2) until the ACK; False after 64*T1 (§13.3.1.4)."""
-        interval = T1
-        waited = 0.0
-        while waited < TIMER_F:
-            try:
-                await asyncio.wait_for(self._acked.wait(), interval)
-                return True
-            except asyncio.TimeoutError:
-                if self.state != "confirmed":
-                    return False
-                waited += interval
-                if self.flow.transport == "UDP" and self.tx.last is not None:
-                    self.flow.send(self.tx.last)
-                    interval = min(interval * 2, T2)
-        return self._acked.is_set()
+        """Retransmits the 2xx (UDP: T1 doubling to T2) until the ACK; False after 64*T1 (§13.3.1.4).
+
+        The dialog does this, not the INVITE's server transaction: a 2xx ends
+        that transaction, and its ACK is a transaction of its own (§17.2.1).
+        """
+        return await self.tx.repeat_until(self._acked, lambda: self.state == "confirmed")
 
     def on_ack(self, request: Request) -> None:
         if request.cseq.sequence == self.invite.cseq.sequence or self.state == "confirmed":
@@ -281,10 +235,10 @@ class SipCall:
     # ---- in-dialog requests ---------------------------------------------------------------
 
     def on_request(self, request: Request, tx: ServerTransaction) -> None:
-        if request.cseq.sequence <= self.remote_cseq and request.method != "ACK":
+        if request.cseq.sequence <= self.dialog.remote_cseq and request.method != "ACK":
             tx.respond(response(request, 500, headers=(("Warning", '399 ivr "CSeq lower than the last one"'),)))
             return
-        self.remote_cseq = request.cseq.sequence
+        self.dialog.remote_cseq = request.cseq.sequence
         method = request.method
         if method == "BYE":
             tx.respond(response(request, 200))
@@ -323,9 +277,7 @@ class SipCall:
         except SdpError as exc:
             self._answer(exc.status, tx, headers=[("Warning", f'399 ivr "{exc}"')])
             return
-        contacts = request.contact
-        if contacts:
-            self.remote_target = contacts[0].uri  # a target refresh (§12.2.2)
+        self.dialog.refresh_target(request)
         self.negotiated = negotiated
         self.stream.configure(negotiated, self.settings.inband_dtmf)
         self._sdp_version += 1
@@ -384,42 +336,6 @@ class SipCall:
 
     # ---- outgoing requests ------------------------------------------------------------------
 
-    def in_dialog(self, method: str, body: bytes = b"", content_type: Optional[str] = None,
-                  headers: tuple[tuple[str, str], ...] = ()) -> tuple[Request, tuple[str, int]]:  # fmt: skip
-        """A request inside this dialog (§12.2.1.1) and where to send it (`_next_hop`)."""
-        self.local_cseq += 1
-        request = Request(method, self.remote_target, body)
-        for route in self.route_set:
-            request.headers.add("Route", str(route))
-        request.headers.add("From", str(self.local_address))
-        request.headers.add("To", str(self.remote_address))
-        request.headers.add("Call-ID", self.sip_call_id)
-        request.headers.add("CSeq", f"{self.local_cseq} {method}")
-        request.headers.add("Contact", self._contact())
-        for name, value in headers:
-            request.headers.add(name, value)
-        if content_type:
-            request.headers.add("Content-Type", content_type)
-        return request, self._next_hop()
-
-    def _next_hop(self) -> tuple[str, int]:
-        """Where requests inside the dialog go: back to the host and port the INVITE came from.
-
-        Never to a host the peer names in Contact or Record-Route: that let a
-        caller aim our BYE and REFER at a third host (reflection), and made
-        us resolve host names on the event loop. The Request-URI and Route
-        headers still carry the peer's Contact and route set, so a proxy that
-        sent us the INVITE routes them on as usual; a phone behind NAT is
-        reached at its public address. When a TCP or TLS connection has
-        closed, the request goes by UDP to the same host, at the port the
-        first Route or the Contact names.
-        """
-        host, port = self.flow.remote
-        if self.flow.transport != "UDP":
-            hop = self.route_set[0].uri if self.route_set else self.remote_target
-            port = hop.port if hop.port and 0 < hop.port < 65536 else 5060
-        return host, port
-
     async def shutdown(self) -> None:
         """The server stops: the caller gets a BYE (or a 503 while ringing), the transcript is closed."""
         if self.session is not None:
@@ -445,7 +361,7 @@ class SipCall:
         self.stream.close()
         self.endpoint.forget(self)
         cause = '16;text="Normal call clearing"' if reason in ("bot_hangup", "session_ended") else f'16;text="{reason[:60]}"'
-        request, destination = self.in_dialog("BYE", headers=(("Reason", f"Q.850;cause={cause}"),))
+        request, destination = self.dialog.request("BYE", headers=(("Reason", f"Q.850;cause={cause}"),))
         self._spawn(self._send_bye(request, destination))
 
     async def _send_bye(self, request: Request, destination: tuple[str, int]) -> None:
@@ -462,31 +378,18 @@ class SipCall:
             return
         handoff_id = str(event.get("handoff_id") or "")
         uri = transfer_target(target, str(event.get("queue") or "default"), handoff_id)
-        headers = (("Refer-To", f"<{uri}>"), ("Referred-By", f"<{self.local_address.uri}>"))
+        headers = (("Refer-To", f"<{uri}>"), ("Referred-By", f"<{self.dialog.local_address.uri}>"))
         if handoff_id:
             headers += ((HANDOFF_HEADER, handoff_id),)
-        request, destination = self.in_dialog("REFER", headers=headers)
+        request, destination = self.dialog.request("REFER", headers=headers)
         outcome = "failed"
         try:
             accepted = await self.endpoint.request(request, destination, self.flow)
             if 200 <= accepted.code < 300:
-                outcome = await self._refer_outcome()
+                outcome = await refer_outcome(self._refer_progress, self.settings.transfer_timeout_s)
             else:
                 outcome = f"refused {accepted.code}"
         except TimeoutError:
             outcome = "no answer to REFER"
         await self.session.conversation.note("[transfer]", {"target": uri, "handoff_id": handoff_id, "outcome": outcome})
         log.info("sip.transfer", extra={"call_id": self.session.call_id, "outcome": outcome})
-
-    async def _refer_outcome(self) -> str:
-        """Waits for the NOTIFY carrying the transfer target's final answer (RFC 3515 §2.4.5)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.transfer_timeout_s
-        while (left := deadline - loop.time()) > 0:
-            try:
-                code = await asyncio.wait_for(self._refer_progress.get(), left)
-            except asyncio.TimeoutError:
-                break
-            if code >= 200:
-                return "transferred" if code < 300 else f"target answered {code}"
-        return "accepted, no final notify"

@@ -26,6 +26,7 @@ from ivr.transports.sip.message import Message, StreamFramer, new_branch, new_ta
 from ivr.transports.sip.rtcp import Goodbye, Report, RtcpError, RtcpSession, is_rtcp
 from ivr.transports.sip.rtp import DtmfEvent, RtpPacket, dtmf_packets
 from ivr.transports.sip.sdp import negotiate, parse_offer
+from ivr.transports.sip.transaction import ClientTransactions, Timers
 
 FRAME_S = 0.02
 
@@ -81,7 +82,7 @@ class SipCaller:
         self.sip_port = 0
         self.rtp_port = 0
         self.rtcp_port = 0
-        self._waiters: dict[str, asyncio.Future] = {}
+        self._transactions = ClientTransactions()
         self._audio: asyncio.Queue[bytes] = asyncio.Queue()
         self._keys: list[tuple[DtmfEvent, bool]] = []
         self._clock: Optional[asyncio.Task] = None
@@ -157,9 +158,7 @@ class SipCaller:
             return
         if isinstance(message, Response):
             self.responses.append(message)
-            waiter = self._waiters.get(f"{message.via[0].parameters.get('branch')} {message.cseq.method}")
-            if waiter is not None and not waiter.done() and message.code >= 200:
-                waiter.set_result(message)
+            self._transactions.on_response(message)
             return
         self.requests.append(message)
         if message.method == "ACK":
@@ -209,25 +208,12 @@ class SipCaller:
         return request
 
     async def _transact(self, request: Request, timeout: float = 10.0) -> Response:
-        branch = f"{request.via[0].parameters.get('branch')} {request.method}"  # a CANCEL shares its INVITE's branch
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._waiters[branch] = future
-        data = bytes(request)
-        deadline = time.monotonic() + timeout
-        interval = 0.5
-        self.send_raw(data)
+        """A client transaction (a CANCEL shares its INVITE's branch, the CSeq method tells them apart)."""
+        timers = Timers(give_up=timeout)
         try:
-            while True:
-                try:
-                    return await asyncio.wait_for(asyncio.shield(future), min(interval, max(deadline - time.monotonic(), 0.01)))
-                except asyncio.TimeoutError:
-                    if time.monotonic() >= deadline:
-                        raise TimeoutError(f"no final answer to {request.method}") from None
-                    if self.transport == "UDP" and not any(r.cseq.method == request.method and r.code < 200 for r in self.responses):
-                        self.send_raw(data)
-                    interval = min(interval * 2, 4.0)
-        finally:
-            self._waiters.pop(branch, None)
+            return await self._transactions.run(request, self.send_raw, reliable=self.transport != "UDP", timers=timers)
+        except TimeoutError:
+            raise TimeoutError(f"no final answer to {request.method}") from None
 
     def sdp(self, direction: Optional[str] = None, version: int = 1) -> bytes:
         formats = self.sdp_formats.split()

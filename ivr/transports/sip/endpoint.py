@@ -1,11 +1,12 @@
-"""The SIP endpoint: UDP and TCP listeners and the transaction layer (RFC 3261 §17, §18).
+"""The SIP endpoint: UDP, TCP and TLS listeners, and dispatch to transactions and calls (RFC 3261 §17, §18).
 
-What it does for the calls above it:
+The transactions themselves, their timers and the one retransmission loop
+are in transaction.py; the dialog of a call in call.py. What this module
+does for the calls above it:
 - answers retransmitted requests from a response cache instead of handling
   them twice (server transactions, kept 32 s, Timer J);
-- retransmits its own requests over UDP with T1 doubling up to T2 until an
-  answer comes, gives up after 64*T1 (client transactions, Timers E/F);
-- retransmits final error answers to INVITE until the ACK (Timer G/H);
+- sends its own requests as client transactions (retransmitted over UDP,
+  given up after 64*T1: Timers E/F);
 - sends responses back to where the request came from (RFC 3581 symmetric
   response, which is what works behind NAT and through proxies);
 - turns every malformed message into a 400-class answer or a dropped
@@ -28,12 +29,13 @@ import re
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
 from sipmessage import Request, Response
 
 from ivr.errors import ConfigError
+from ivr.transports.sip.call import SipCall
+from ivr.transports.sip.register import Registration
 from ivr.transports.sip.stream import SendStats
 from ivr.transports.sip.message import (
     ALLOW,
@@ -48,47 +50,17 @@ from ivr.transports.sip.message import (
     response,
     transaction_key,
 )
+# KEEP_TRANSACTION_S is still read from here (tests, tools) though Timer J now lives in transaction.py
+from ivr.transports.sip.transaction import KEEP_TRANSACTION_S, ClientTransactions, Flow, ServerTransaction  # noqa: F401
 
 if TYPE_CHECKING:
     from ivr.runtime import Runtime
     from ivr.settings import SipSettings
-    from ivr.transports.sip.call import SipCall
 
 log = logging.getLogger("ivr.sip")
 
-T1 = 0.5
-T2 = 4.0
-TIMER_F = 64 * T1  # a request nobody answers
-KEEP_TRANSACTION_S = 32.0  # Timer J: how long a retransmitted request still gets the cached answer
-KEEP_UNANSWERED_S = 300.0  # a transaction whose handler never gave a final answer (a bug) is forgotten after this
 PENDING_PER_CALL = 4  # dialogs waiting for their ACK, per max_calls: they hold RTP ports but no call slot
 _RAW_HEADER = re.compile(rb"(?im)^(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:.*$")
-
-
-@dataclass
-class Flow:
-    """The path a message came in on: answers and in-dialog requests go back the same way."""
-
-    transport: str  # UDP | TCP
-    remote: tuple[str, int]
-    send: Callable[[bytes], None]
-    closed: Callable[[], bool] = lambda: False
-
-
-@dataclass
-class ServerTransaction:
-    request: Request
-    flow: Flow
-    last: Optional[bytes] = None
-    final: bool = False
-    created: float = field(default_factory=time.monotonic)
-    acked: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def respond(self, answer: Response) -> None:
-        data = bytes(answer)
-        self.last = data
-        self.final = answer.code >= 200
-        self.flow.send(data)
 
 
 class SipEndpoint:
@@ -102,14 +74,14 @@ class SipEndpoint:
         self.port = settings.port
         self.bad_messages = 0
         self._server_tx: dict[tuple[str, str, str], ServerTransaction] = {}
-        self._client_tx: dict[str, asyncio.Future] = {}
+        self._client_tx = ClientTransactions()
         self._udp: Optional[asyncio.DatagramTransport] = None
         self._tcp: Optional[asyncio.base_events.Server] = None
         self._tls: Optional[asyncio.base_events.Server] = None
         self.tls_port: Optional[int] = None
         self._tcp_flows: dict[tuple[str, int], Flow] = {}
         self._sweeper: Optional[asyncio.Task] = None
-        self._registration = None
+        self._registration: Optional[Registration] = None
         self.finished_media = SendStats()  # RTP counters of calls that have ended
         self._networks = [ipaddress.ip_network(n, strict=False) for n in settings.allow_from]
 
@@ -161,8 +133,6 @@ class SipEndpoint:
             self.tls_port = self._tls.sockets[0].getsockname()[1]
         self._sweeper = asyncio.create_task(self._sweep())
         if self.settings.register is not None:
-            from ivr.transports.sip.register import Registration
-
             self._registration = Registration(self, self.settings.register)
             self._registration.start()
         log.info("sip.listening", extra={"host": self.settings.host, "port": self.port, "transports": list(self.settings.transports)})
@@ -218,7 +188,7 @@ class SipEndpoint:
 
     @staticmethod
     def _expired(tx: ServerTransaction, now: float) -> bool:
-        return now - tx.created > (KEEP_TRANSACTION_S if tx.final else KEEP_UNANSWERED_S)
+        return tx.expired(now)
 
     # ---- inbound -------------------------------------------------------------------
 
@@ -238,7 +208,7 @@ class SipEndpoint:
             return
         try:
             if isinstance(message, Response):
-                self._on_response(message)
+                self._client_tx.on_response(message)
             else:
                 self._on_request(message, flow)
         except Exception:
@@ -257,12 +227,6 @@ class SipEndpoint:
         reason = str(exc).replace("\r", " ").replace("\n", " ")[:100]
         head_out = f"SIP/2.0 {exc.status} {REASONS.get(exc.status, 'Bad Request')}\r\n".encode() + b"\r\n".join(lines)
         flow.send(head_out + f"\r\nWarning: 399 ivr \"{reason}\"\r\nServer: {SERVER}\r\nContent-Length: 0\r\n\r\n".encode())
-
-    def _on_response(self, answer: Response) -> None:
-        branch = str(answer.via[0].parameters.get("branch") or "")
-        future = self._client_tx.get(branch)
-        if future is not None and not future.done() and answer.code >= 200:
-            future.set_result(answer)
 
     def _on_request(self, request: Request, flow: Flow) -> None:
         method = request.method
@@ -294,8 +258,6 @@ class SipEndpoint:
             raise
 
     def _on_new_request(self, request: Request, tx: ServerTransaction, flow: Flow) -> None:
-        from ivr.transports.sip.call import SipCall
-
         method = request.method
         if header_number("Max-Forwards", request.headers.get("Max-Forwards"), MAX_FORWARDS) == 0 and method != "OPTIONS":
             tx.respond(response(request, 483))
@@ -374,40 +336,5 @@ class SipEndpoint:
             request.headers.add("Max-Forwards", "70")
         request.headers.set("User-Agent", SERVER)
         request.headers.set("Content-Length", str(len(request.body)))
-        data = bytes(request)
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._client_tx[branch] = future
         send = flow.send if transport != "UDP" and flow is not None else (lambda out: self._udp_send(out, destination))
-        try:
-            send(data)
-            interval = T1
-            deadline = time.monotonic() + TIMER_F
-            while True:
-                timeout = min(interval, deadline - time.monotonic()) if transport == "UDP" else deadline - time.monotonic()
-                if timeout <= 0:
-                    raise TimeoutError(f"no answer to {request.method} within {TIMER_F:.0f} s")
-                try:
-                    return await asyncio.wait_for(asyncio.shield(future), timeout)
-                except asyncio.TimeoutError:
-                    if transport == "UDP":
-                        send(data)  # Timer E
-                        interval = min(interval * 2, T2)
-        finally:
-            self._client_tx.pop(branch, None)
-
-    def retransmit_until_ack(self, tx: ServerTransaction) -> None:
-        """Timer G/H for an error answer to INVITE over UDP."""
-        if tx.flow.transport != "UDP" or tx.last is None:
-            return
-
-        async def repeat() -> None:
-            interval = T1
-            deadline = time.monotonic() + TIMER_F
-            while not tx.acked.is_set() and time.monotonic() < deadline:
-                try:
-                    await asyncio.wait_for(tx.acked.wait(), interval)
-                except asyncio.TimeoutError:
-                    tx.flow.send(tx.last or b"")
-                    interval = min(interval * 2, T2)
-
-        asyncio.create_task(repeat())
+        return await self._client_tx.run(request, send, reliable=transport != "UDP")

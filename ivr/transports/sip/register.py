@@ -22,10 +22,10 @@ import re
 from sipmessage import URI, Request, Response
 
 from ivr.transports.sip.message import new_tag
+from ivr.transports.sip.transaction import UserAgent
 
 if TYPE_CHECKING:
     from ivr.settings import SipRegistration
-    from ivr.transports.sip.endpoint import SipEndpoint
 
 log = logging.getLogger("ivr.sip.register")
 
@@ -80,7 +80,9 @@ def digest_response(challenge: str, method: str, uri: str, user: str, password: 
 
 
 class Registration:
-    def __init__(self, endpoint: "SipEndpoint", config: "SipRegistration"):
+    """Keeps one binding at the registrar; `endpoint` sends the REGISTERs as client transactions."""
+
+    def __init__(self, endpoint: UserAgent, config: "SipRegistration"):
         self.endpoint = endpoint
         self.config = config
         self.registrar = URI.parse(config.registrar)
