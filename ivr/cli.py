@@ -7,7 +7,6 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 from ivr.errors import ConfigError, IvrError
 from ivr.settings import DEFAULT_SETTINGS_FILE, load_settings, replace
@@ -187,7 +186,7 @@ def faq_topic_problems(project) -> list[str]:
 def _pull(languages: list[str], settings) -> None:
     from ivr.models import pull
 
-    def progress(name: str, done: int, total: Optional[int]) -> None:
+    def progress(name: str, done: int, total: int | None) -> None:
         share = f"{done * 100 // total}%" if total else f"{done >> 20} MiB"
         print(f"\r{name}: {share}   ", end="", file=sys.stderr, flush=True)
 
@@ -287,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if argv[:1] == ["call"]:  # `ivr call` has its own parser

@@ -15,8 +15,8 @@ from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from dialogs.actions import answers
-from dialogs.actions.context import language_of, storage, tenant_of
 from dialogs.actions.answers import Invalid
+from dialogs.actions.context import language_of, storage, tenant_of
 from dialogs.actions.forms import IvrForm, escalate
 from dialogs.actions.handoff import clear_form_slots, log_event
 from ivr.dialog.numbers import spoken_digits
@@ -123,7 +123,7 @@ class ValidateOrderForm(IvrForm):
         except Correction as change:
             return await self._correct(change, dispatcher, tracker)
 
-    async def _correct(self, change: "Correction", dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:
+    async def _correct(self, change: Correction, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:
         events: list[EventType] = []
         if change.sku:
             events.append(SlotSet("product", change.sku))

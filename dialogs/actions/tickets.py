@@ -16,12 +16,12 @@ from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from dialogs.actions import answers
-from dialogs.actions.context import language_of, storage, tenant_of
 from dialogs.actions.answers import Invalid
+from dialogs.actions.context import language_of, storage, tenant_of
 from dialogs.actions.forms import IvrForm
 from dialogs.actions.handoff import clear_form_slots, log_event
-from ivr.storage import EventName
 from ivr.dialog.numbers import spoken_digits
+from ivr.storage import EventName
 
 CATEGORIES = ("defect", "delivery", "billing", "service", "other")
 PHONE_DIGITS = (6, 15)

@@ -14,7 +14,8 @@ translated or interpreted beyond the fixed phrases.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # Why the bot handed over (reasons of dialogs/actions and the voice front end).
 REASONS = {
