@@ -136,6 +136,7 @@ class Caller:
         self.t0 = time.monotonic()
         self.turns: list[dict[str, Any]] = []
         self._we_hung_up = False
+        self._echoes: set[asyncio.Future[None]] = set()  # mark echoes in flight: the loop keeps only weak references
 
     def emit(self, event: str, **data: Any) -> None:
         record = {"event": event, "t": round(time.monotonic() - self.t0, 3), **data}
@@ -221,16 +222,19 @@ class Caller:
                     turn["latency_ms"] = round((now - turn["_speech_end"]) * 1000)
                     state.waiting_first_audio = None
             elif data.get("event") == "mark":
-                asyncio.get_running_loop().call_at(
-                    state.playout_end if state.playout_end > now else now,
-                    lambda name=data["mark"]["name"]: asyncio.ensure_future(self._echo_mark(ws, name)),
-                )
+                when = state.playout_end if state.playout_end > now else now
+                asyncio.get_running_loop().call_at(when, self._schedule_echo, ws, str(data["mark"]["name"]))
             elif data.get("event") == "clear":
                 state.playout_end = now
                 self.emit("clear")
         if not self._we_hung_up:
             state.hung_up = f"server closed ({ws.close_code})"
             self.emit("hangup", by="server", code=ws.close_code)
+
+    def _schedule_echo(self, ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
+        echo = asyncio.ensure_future(self._echo_mark(ws, name))
+        self._echoes.add(echo)
+        echo.add_done_callback(self._echoes.discard)
 
     async def _echo_mark(self, ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
         if not ws.closed:

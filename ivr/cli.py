@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ivr.errors import ConfigError, IvrError
-from ivr.settings import DEFAULT_SETTINGS_FILE, load_settings, replace
+from ivr.settings import DEFAULT_SETTINGS_FILE, Settings, load_settings, replace
+
+if TYPE_CHECKING:
+    from ivr.dialog.project import RasaProject
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> Settings:
     try:
         return load_settings(args.settings)
     except ConfigError as exc:
@@ -31,7 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = ServerSettings(args.host or settings.server.host, settings.server.port if args.port is None else args.port)
         settings = replace(settings, server=server)
     if args.sip_port is not None:
-        settings = replace(settings, sip=replace(settings.sip, enabled=True, port=args.sip_port))
+        settings = replace(settings, sip=dataclasses.replace(settings.sip, enabled=True, port=args.sip_port))
     if args.pull:
         _pull(sorted({t.language for t in settings.tenants.values()}), settings)
     try:
@@ -165,7 +170,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         loop.close()
 
 
-def faq_topic_problems(project) -> list[str]:
+def faq_topic_problems(project: RasaProject) -> list[str]:
     """The topics tenants may answer (ivr/tenants.py) and the ones Rasa can recognize must be the same."""
     import yaml
 
@@ -183,7 +188,7 @@ def faq_topic_problems(project) -> list[str]:
     return problems
 
 
-def _pull(languages: list[str], settings) -> None:
+def _pull(languages: list[str], settings: Settings) -> None:
     from ivr.models import pull
 
     def progress(name: str, done: int, total: int | None) -> None:

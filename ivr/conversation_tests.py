@@ -159,14 +159,14 @@ async def check_stored(script: Script, call_id: str, storage: Storage) -> list[s
     names = [e.event for e in events]
     problems = []
     where = f"{script.path.name}: stored"
-    for kind, event in (("orders", EventName.ORDER_PLACED), ("tickets", EventName.TICKET_CREATED), ("callbacks", EventName.CALLBACK_REQUESTED),
-                        ("handoffs", EventName.HANDOFF)):  # fmt: skip
+    for kind, event_name in (("orders", EventName.ORDER_PLACED), ("tickets", EventName.TICKET_CREATED), ("callbacks", EventName.CALLBACK_REQUESTED),
+                       ("handoffs", EventName.HANDOFF)):  # fmt: skip
         wanted = script.stored.get(kind)
         if wanted is None:
             continue
         count = wanted.get("count") if isinstance(wanted, dict) else wanted
-        if names.count(event) != count:
-            problems.append(f"{where}.{kind}: {names.count(event)} {event} events, expected {count}")
+        if names.count(event_name) != count:
+            problems.append(f"{where}.{kind}: {names.count(event_name)} {event_name} events, expected {count}")
     tenant = events[0].tenant if events else ""
     for event in events:
         if event.event == EventName.ORDER_PLACED and isinstance(script.stored.get("orders"), dict):

@@ -127,7 +127,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 "frames": frames,
             },
         )
-        if request.writer is not None and request.writer.output_size > 0:
+        if request.writer.output_size > 0:
             raise LoggedError(f"request {request_id}") from None
         body = json.dumps({"error": "internal error; the server log has the details", "request_id": request_id})
         return web.Response(status=500, text=body, content_type="application/json", headers={REQUEST_ID: request_id})

@@ -63,7 +63,7 @@ class Runtime:
     synthesizers: dict[Path, Synthesizer] = field(default_factory=dict)
     pacing: PacingStats = field(default_factory=PacingStats)
     active_calls: int = 0
-    acd: Acd | None = None  # the agent queue; built from the settings when not given
+    acd: Acd = field(init=False)  # the agent queue, built from the settings
     sip_health: Callable[[], dict[str, Any]] | None = None  # set when the SIP endpoint runs
     dialog_health: Callable[[], dict[str, Any]] | None = None  # set when `ivr serve` supervises Rasa
     sessions: set[Any] = field(default_factory=set)  # the CallSessions on the line, for shutdown
@@ -72,8 +72,7 @@ class Runtime:
     def __post_init__(self) -> None:
         # Calls write through this; other readers and writers (agents, reports) use `storage` directly.
         self.write_behind = WriteBehind(self.storage, self.settings.storage.max_pending_writes)
-        if self.acd is None:
-            self.acd = Acd(self.settings.queue, self.write_behind.log_event)
+        self.acd = Acd(self.settings.queue, self.write_behind.log_event)
 
     @classmethod
     def create(cls, settings: Settings, dialog_url: str, dialog_token: str | None = None) -> Runtime:

@@ -243,7 +243,10 @@ class ActionOrderStatus(Action):
         number = tracker.get_slot("order_number")
         order = await storage().get_order(tenant_number, number)
         await log_event(tracker, EventName.FORM_COMPLETED, form="order_status_form")
-        dispatcher.utter_message(response=f"utter_order_status_{order.status}", number=spoken_digits(number))
+        if order is None:  # the form found it; gone since (or the slot was set from outside the form)
+            dispatcher.utter_message(response="utter_order_not_found", number=spoken_digits(number))
+        else:
+            dispatcher.utter_message(response=f"utter_order_status_{order.status}", number=spoken_digits(number))
         return [*clear_form_slots(domain, "order_status_form"), FollowupAction("utter_anything_else")]
 
 
@@ -259,6 +262,8 @@ class ValidateCancelOrderForm(ValidateOrderStatusForm):
             return []
         tenant_number, _ = tenant_of(tracker)
         order = await storage().get_order(tenant_number, value)
+        if order is None:  # parse_order_number found it a moment ago; gone since: ask for the number again
+            return [SlotSet("order_number", None)]
         events = [SlotSet("order_state", order.status), SlotSet("order_number_spoken", spoken_digits(value))]
         if not order.cancellable:
             # Nothing to confirm: the form ends and the caller hears why (see ActionCancelOrder).

@@ -41,7 +41,7 @@ def caller_number(tracker: Tracker) -> str | None:
 class CallbackNumberSlots:
     """`callback_ok` (use the caller ID?) then `callback_number` if not."""
 
-    confirm_when_unsure = ("callback_number",)
+    confirm_when_unsure: tuple[str, ...] = ("callback_number",)
 
     def callback_slots(self, tracker: Tracker) -> list[str]:
         if caller_number(tracker) is None:

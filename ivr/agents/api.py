@@ -23,7 +23,7 @@ from ivr.queue.acd import Acd
 from ivr.queue.kpi import containment, queue_kpis
 from ivr.storage.base import Storage
 
-_NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
+_NO_STORE: dict[str, str] = {hdrs.CACHE_CONTROL: "no-store"}
 
 
 def routes(storage: Storage) -> list[web.RouteDef]:

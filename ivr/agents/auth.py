@@ -427,14 +427,14 @@ class Auth:
         wait = self.throttle.retry_after(key)
         if wait > 0:
             log.warning("agent.login_refused", extra={"username": key[0], "retry_after_s": math.ceil(wait)})
-            retry = {hdrs.RETRY_AFTER: str(math.ceil(wait))}
+            retry: dict[str, str] = {hdrs.RETRY_AFTER: str(math.ceil(wait))}
             raise _error(web.HTTPTooManyRequests, "too many failed logins for this user; try again later", retry)
 
     def _refuse_if_throttled(self, name: str, source: str) -> None:
         wait = self.sources.take(source)
         if wait > 0:
             log.warning("agent.login_throttled", extra={"username": name, "retry_after_s": math.ceil(wait)})
-            retry = {hdrs.RETRY_AFTER: str(math.ceil(wait))}
+            retry: dict[str, str] = {hdrs.RETRY_AFTER: str(math.ceil(wait))}
             raise _error(web.HTTPTooManyRequests, "too many login attempts from this address; try again later", retry)
 
     @contextlib.asynccontextmanager
@@ -470,7 +470,8 @@ def setup(
     async def close(_: web.Application) -> None:
         auth.close()
 
-    app.on_cleanup.append(close)
+    # aiohttp 3.9 annotates its signals for aiosignal < 1.4; aiosignal 1.4 made Signal generic over the arguments.
+    app.on_cleanup.append(close)  # type: ignore[arg-type]
     return auth
 
 
@@ -603,7 +604,7 @@ _FORMS = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 def _unauthorized(request: web.Request, message: str) -> web.HTTPUnauthorized:
-    headers = {}
+    headers: dict[str, str] = {}
     if request.path.startswith("/api/") and "X-Requested-With" not in request.headers:
         headers[hdrs.WWW_AUTHENTICATE] = 'Basic realm="ivr"'
     return _error(web.HTTPUnauthorized, message, headers)

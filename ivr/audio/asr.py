@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import vosk
 
 from ivr.audio.codecs import ASR_RATE
 from ivr.errors import ModelMissing
+
+T = TypeVar("T")
 
 vosk.SetLogLevel(-1)
 
@@ -87,7 +90,7 @@ class Recognizer:
     _wanted: tuple[str, ...] | None = field(init=False, default=None)
     _reset: bool = field(init=False, default=False)
 
-    async def _run(self, fn, *args):
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _ready(self) -> vosk.KaldiRecognizer:

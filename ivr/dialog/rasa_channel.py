@@ -98,7 +98,7 @@ class IvrInput(InputChannel):
             """Forget a finished call's tracker (the IVR keeps the transcript)."""
             sender = (request.json or {}).get("sender")
             agent = request.app.ctx.agent
-            store = agent.tracker_store if agent else None
+            store: Any = agent.tracker_store if agent else None
             while hasattr(store, "_tracker_store"):  # unwrap Rasa's fail-safe/awaitable wrappers
                 store = store._tracker_store
             if isinstance(sender, str) and isinstance(getattr(store, "store", None), dict):

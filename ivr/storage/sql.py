@@ -212,8 +212,9 @@ def _postcode_key(postcode: str) -> str:
     return "".join(postcode.casefold().split())
 
 
-def _cents(price: Decimal) -> int:
-    return int(price * 100)
+def _cents(price: Decimal | float) -> int:
+    """Exact cents (OrderLine has made its price a Decimal; a float would first be rounded to cents)."""
+    return int(Decimal(str(price)).quantize(Decimal("0.01")) * 100)
 
 
 def _sqlite_setup(engine: sa.engine.Engine) -> None:
@@ -336,14 +337,14 @@ class SqlStorage(Storage):
     ) -> Order:
         if not lines:
             raise ValueError("an order needs at least one line")
-        values = dict(
-            tenant=tenant,
-            customer_number=customer_number,
-            status="placed",
-            created_at=time.time(),
-            call_id=call_id,
-            delivery_address=delivery_address,
-        )
+        values: dict[str, Any] = {
+            "tenant": tenant,
+            "customer_number": customer_number,
+            "status": "placed",
+            "created_at": time.time(),
+            "call_id": call_id,
+            "delivery_address": delivery_address,
+        }
 
         def place(conn: sa.engine.Connection) -> str:
             number, order_id = self._insert_numbered(conn, orders, "order_number", 6, values)
@@ -396,17 +397,17 @@ class SqlStorage(Storage):
         call_id: str | None = None,
         caller: str | None = None,
     ) -> Ticket:
-        values = dict(
-            tenant=tenant,
-            category=category,
-            description=description,
-            callback_number=callback_number,
-            urgency=urgency,
-            status="open",
-            created_at=time.time(),
-            call_id=call_id,
-            caller=caller,
-        )
+        values: dict[str, Any] = {
+            "tenant": tenant,
+            "category": category,
+            "description": description,
+            "callback_number": callback_number,
+            "urgency": urgency,
+            "status": "open",
+            "created_at": time.time(),
+            "call_id": call_id,
+            "caller": caller,
+        }
         number, _ = await self._write(self._insert_numbered, tickets, "ticket_number", 8, values)
         return Ticket(ticket_number=number, **values)
 
@@ -418,15 +419,15 @@ class SqlStorage(Storage):
     async def add_callback(
         self, tenant: str, number: str, reason: str, language: str, call_id: str | None = None
     ) -> CallbackRequest:
-        values = dict(
-            tenant=tenant,
-            number=number,
-            reason=reason,
-            language=language,
-            created_at=time.time(),
-            call_id=call_id,
-            status="pending",
-        )
+        values: dict[str, Any] = {
+            "tenant": tenant,
+            "number": number,
+            "reason": reason,
+            "language": language,
+            "created_at": time.time(),
+            "call_id": call_id,
+            "status": "pending",
+        }
         result = await self._write(lambda conn: conn.execute(callbacks.insert().values(**values)))
         return CallbackRequest(id=result.inserted_primary_key[0], **values)
 
