@@ -6,7 +6,7 @@ PYTHON310 ?= $(shell for p in python3.10 $$(pyenv root 2>/dev/null)/versions/3.1
 UV = $(PYTHON310) -m uv
 VENV = .venv/bin
 
-.PHONY: setup run demo train check test bench
+.PHONY: setup run demo train check lint test bench
 
 setup:
 	@test -n "$(PYTHON310)" || { echo "Python 3.10 not found (Rasa 3.6 needs it): install it, or set PYTHON310=/path/to/python3.10"; exit 1; }
@@ -28,7 +28,15 @@ train: setup
 check: setup
 	$(VENV)/ivr check
 
-test: setup
+# Quality gates (settings in pyproject.toml): lint, import order and formatting with ruff, types with mypy.
+LINT_PATHS = ivr dialogs tests bench
+lint: setup
+	$(VENV)/ruff check $(LINT_PATHS)
+	$(VENV)/ruff format --check $(LINT_PATHS)
+	$(VENV)/mypy ivr dialogs
+
+# Lint first: a finding fails fast, before the minutes the tests take.
+test: lint
 	$(VENV)/python -m pytest -q --durations=15
 
 bench: setup

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -119,7 +119,7 @@ class Source:
     def __init__(self, rng: np.random.Generator):
         self.noise = np.clip(rng.normal(0, NOISE_RMS, RATE * 7), -32768, 32767).astype("<i2").tobytes()
         self.pos = int(rng.integers(0, RATE * 7 // FRAME_SAMPLES)) * FRAME
-        self.window: Optional[tuple[float, float]] = None
+        self.window: tuple[float, float] | None = None
         self.next_burst = 0.0
         self.k = 0
         self.queued: list[bytes] = []
@@ -132,7 +132,7 @@ class Source:
         self.next_burst = first_burst
         self.period = period
 
-    def frame(self, due: float) -> tuple[bytes, Optional[dict[str, Any]]]:
+    def frame(self, due: float) -> tuple[bytes, dict[str, Any] | None]:
         """The frame scheduled at `due`, and the burst record when a burst starts with it."""
         burst = None
         if not self.queued and self.window is not None and self.next_burst <= due < self.window[1]:
@@ -179,7 +179,7 @@ class Detector:
     """Finds burst onsets in received audio: the first 20 ms frame over the threshold after quiet ones."""
 
     def __init__(self) -> None:
-        self.armed_at: Optional[float] = None
+        self.armed_at: float | None = None
         self.frames = 0
         self.loud = False
         self.onsets: list[tuple[float, int]] = []  # (arrival, tone index)
@@ -240,15 +240,15 @@ class PhoneCaller:
         self.index = index
         self.source = Source(rng)
         self.detector = Detector()
-        self.call_id: Optional[str] = None
+        self.call_id: str | None = None
         self.connected = asyncio.Event()
-        self.connected_at: Optional[float] = None
+        self.connected_at: float | None = None
         self.closed = asyncio.Event()
-        self.hangup: Optional[str] = None
+        self.hangup: str | None = None
         self.marks_acked = 0
         self.frames_before_connect = 0
         self.events: list[str] = []
-        self.error: Optional[str] = None
+        self.error: str | None = None
         self.halt = asyncio.Event()
         self._playout_end = 0.0
         self._tasks: list[asyncio.Task] = []
@@ -294,7 +294,7 @@ class PhoneCaller:
     def _ack(self, name: Any) -> None:
         if not self.ws.closed:
             self.marks_acked += 1
-            asyncio.ensure_future(self.ws.send_json({"event": "mark", "name": name}))
+            self._tasks.append(asyncio.ensure_future(self.ws.send_json({"event": "mark", "name": name})))
 
     async def close(self) -> None:
         self.halt.set()
@@ -319,13 +319,13 @@ class AgentDesk:
         self.source = Source(rng)
         self.detector = Detector()
         self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # cookies for 127.0.0.1
-        self.state: Optional[str] = None
+        self.state: str | None = None
         self.states: asyncio.Queue[str] = asyncio.Queue()
         self.dispositions: list[str] = []
-        self.call_id: Optional[str] = None
-        self.offered_at: Optional[float] = None
+        self.call_id: str | None = None
+        self.offered_at: float | None = None
         self.connected = asyncio.Event()
-        self.connected_at: Optional[float] = None
+        self.connected_at: float | None = None
         self.ended = asyncio.Event()
         self.wrapped = asyncio.Event()
         self.transcripts = {"partial": 0, "final": 0}
@@ -433,7 +433,7 @@ async def run_calls(url: str, n: int, seconds: float, period: float, settle: flo
     callers: list[PhoneCaller] = []
     session = aiohttp.ClientSession()
     lag = LoopLag()
-    lag_task: Optional[asyncio.Task] = None
+    lag_task: asyncio.Task | None = None
     window: dict[str, Any] = {}
     try:
         await asyncio.gather(*(a.login() for a in agents))
@@ -635,30 +635,30 @@ def print_report(levels: list[dict[str, Any]]) -> None:
     print(head)
     print("-" * len(head))
     for label, key in (("caller -> agent", "caller_to_agent_ms"), ("agent -> caller", "agent_to_caller_ms")):
-        print(f"{label:<24}" + "".join(f"{fmt(l[key]['p50']) + ' / ' + fmt(l[key]['p95']) + ' / ' + fmt(l[key]['max']):>{width}}" for l in levels))
+        print(f"{label:<24}" + "".join(f"{fmt(lv[key]['p50']) + ' / ' + fmt(lv[key]['p95']) + ' / ' + fmt(lv[key]['max']):>{width}}" for lv in levels))
     for label, key in (("bursts c->a det/sent", "caller_to_agent_ms"), ("bursts a->c det/sent", "agent_to_caller_ms")):
-        print(f"{label:<24}" + "".join(f"{str(l[key]['detected']) + ' / ' + str(l[key]['sent']):>{width}}" for l in levels))
-    print(f"{'calls bridged':<24}" + "".join(f"{str(l['bridged']) + ' / ' + str(l['calls']):>{width}}" for l in levels))
-    print(f"{'frames c->a rx/tx':<24}" + "".join(f"{str(l['frames']['agent_received']) + ' / ' + str(l['frames']['caller_sent']):>{width}}" for l in levels))
-    print(f"{'frames a->c rx/tx':<24}" + "".join(f"{str(l['frames']['caller_received']) + ' / ' + str(l['frames']['agent_sent']):>{width}}" for l in levels))
-    print(f"{'server dropped frames':<24}" + "".join(f"{l['server_dropped_audio_frames']:>{width}}" for l in levels))
+        print(f"{label:<24}" + "".join(f"{str(lv[key]['detected']) + ' / ' + str(lv[key]['sent']):>{width}}" for lv in levels))
+    print(f"{'calls bridged':<24}" + "".join(f"{str(lv['bridged']) + ' / ' + str(lv['calls']):>{width}}" for lv in levels))
+    print(f"{'frames c->a rx/tx':<24}" + "".join(f"{str(lv['frames']['agent_received']) + ' / ' + str(lv['frames']['caller_sent']):>{width}}" for lv in levels))
+    print(f"{'frames a->c rx/tx':<24}" + "".join(f"{str(lv['frames']['caller_received']) + ' / ' + str(lv['frames']['agent_sent']):>{width}}" for lv in levels))
+    print(f"{'server dropped frames':<24}" + "".join(f"{lv['server_dropped_audio_frames']:>{width}}" for lv in levels))
     rows = [
-        ("CPU ivr serve mean/p95", lambda l: f"{l['resources'].get('ivr_serve', {}).get('cpu_mean_pct', '-')} / {l['resources'].get('ivr_serve', {}).get('cpu_p95_pct', '-')}%"),
-        ("CPU bench client", lambda l: f"{l['resources'].get('bench_client', {}).get('cpu_mean_pct', '-')} / {l['resources'].get('bench_client', {}).get('cpu_p95_pct', '-')}%"),
-        ("CPU whole machine", lambda l: f"{l['resources'].get('system', {}).get('cpu_mean_pct', '-')} / {l['resources'].get('system', {}).get('cpu_p95_pct', '-')}%"),
-        ("CPU other processes", lambda l: f"{fmt(l['resources'].get('others_cpu_mean_pct'))}%"),
-        ("load avg 1 min start/end", lambda l: f"{fmt((l['loadavg_window_start'] or [None])[0])} / {fmt((l['loadavg_window_end'] or [None])[0])}"),
-        ("healthz late/frames", lambda l: f"{l['pacing']['late_frames']} / {l['pacing']['frames_sent']}"),
-        ("healthz max lateness ms", lambda l: fmt(l["pacing"]["max_lateness_ms"])),
-        ("client loop lag p99/max", lambda l: f"{fmt(l['client']['loop_lag_p99_ms'])} / {fmt(l['client']['loop_lag_max_ms'])}"),
-        ("client late sends", lambda l: f"{l['client']['send_late_frames']} / {l['client']['send_frames']}"),
+        ("CPU ivr serve mean/p95", lambda lv: f"{lv['resources'].get('ivr_serve', {}).get('cpu_mean_pct', '-')} / {lv['resources'].get('ivr_serve', {}).get('cpu_p95_pct', '-')}%"),
+        ("CPU bench client", lambda lv: f"{lv['resources'].get('bench_client', {}).get('cpu_mean_pct', '-')} / {lv['resources'].get('bench_client', {}).get('cpu_p95_pct', '-')}%"),
+        ("CPU whole machine", lambda lv: f"{lv['resources'].get('system', {}).get('cpu_mean_pct', '-')} / {lv['resources'].get('system', {}).get('cpu_p95_pct', '-')}%"),
+        ("CPU other processes", lambda lv: f"{fmt(lv['resources'].get('others_cpu_mean_pct'))}%"),
+        ("load avg 1 min start/end", lambda lv: f"{fmt((lv['loadavg_window_start'] or [None])[0])} / {fmt((lv['loadavg_window_end'] or [None])[0])}"),
+        ("healthz late/frames", lambda lv: f"{lv['pacing']['late_frames']} / {lv['pacing']['frames_sent']}"),
+        ("healthz max lateness ms", lambda lv: fmt(lv["pacing"]["max_lateness_ms"])),
+        ("client loop lag p99/max", lambda lv: f"{fmt(lv['client']['loop_lag_p99_ms'])} / {fmt(lv['client']['loop_lag_max_ms'])}"),
+        ("client late sends", lambda lv: f"{lv['client']['send_late_frames']} / {lv['client']['send_frames']}"),
     ]
     print(f"\nDuring the window (CPU: 100% = one core, {os.cpu_count()} cores; healthz: whole level, server-paced prompts only)")
     for label, cell in rows:
-        print(f"{label:<24}" + "".join(f"{cell(l):>{width}}" for l in levels))
+        print(f"{label:<24}" + "".join(f"{cell(lv):>{width}}" for lv in levels))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="1,5,10", help="simultaneous bridged calls, comma-separated")
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring window per level (both sides streaming)")

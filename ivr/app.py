@@ -24,7 +24,8 @@ def make_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=[error_middleware])  # unhandled errors: logged without data, 500 with an id
     app[RUNTIME] = runtime
     text.setup(app, runtime)
-    app.on_shutdown.append(text.end_all)
+    # aiohttp 3.9 annotates its signals for aiosignal < 1.4; aiosignal 1.4 made Signal generic over the arguments.
+    app.on_shutdown.append(text.end_all)  # type: ignore[arg-type]
     agent_auth.setup(app, lambda: runtime.settings.agents, runtime.settings.logins)
 
     async def twilio_media(request: web.Request) -> web.StreamResponse:

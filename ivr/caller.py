@@ -24,7 +24,7 @@ import uuid
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import Any, TextIO
 
 import aiohttp
 import numpy as np
@@ -104,8 +104,8 @@ class CallerState:
     playout_end: float = 0.0  # when the far end would have finished playing what it got
     last_media_at: float = 0.0
     bot_media_frames: int = 0
-    hung_up: Optional[str] = None
-    waiting_first_audio: Optional[dict[str, Any]] = None
+    hung_up: str | None = None
+    waiting_first_audio: dict[str, Any] | None = None
     marks: list[tuple[float, str]] = field(default_factory=list)
 
 
@@ -118,7 +118,7 @@ class Caller:
         out: TextIO,
         settle_s: float,
         timeout_s: float,
-        auth: Optional[aiohttp.BasicAuth] = None,
+        auth: aiohttp.BasicAuth | None = None,
     ):
         """`auth`: an agent login that sees the dialled tenant, for reading the transcript afterwards."""
         self.url = url
@@ -129,20 +129,21 @@ class Caller:
         self.settle_s = settle_s
         self.timeout_s = timeout_s
         self.call_sid = f"CA{uuid.uuid4().hex}"
-        self.call_id: Optional[str] = None  # the server's id of the call, looked up after it
+        self.call_id: str | None = None  # the server's id of the call, looked up after it
         self.stream_sid = f"MZ{uuid.uuid4().hex}"
         self.state = CallerState()
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
         self.t0 = time.monotonic()
         self.turns: list[dict[str, Any]] = []
         self._we_hung_up = False
+        self._echoes: set[asyncio.Future[None]] = set()  # mark echoes in flight: the loop keeps only weak references
 
     def emit(self, event: str, **data: Any) -> None:
         record = {"event": event, "t": round(time.monotonic() - self.t0, 3), **data}
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()
 
-    async def run(self, steps: list[Step], barge_in_after_s: Optional[float]) -> dict[str, Any]:
+    async def run(self, steps: list[Step], barge_in_after_s: float | None) -> dict[str, Any]:
         async with aiohttp.ClientSession() as http:
             async with http.ws_connect(self.url, max_msg_size=1 << 20) as ws:
                 await ws.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
@@ -221,16 +222,19 @@ class Caller:
                     turn["latency_ms"] = round((now - turn["_speech_end"]) * 1000)
                     state.waiting_first_audio = None
             elif data.get("event") == "mark":
-                asyncio.get_running_loop().call_at(
-                    state.playout_end if state.playout_end > now else now,
-                    lambda name=data["mark"]["name"]: asyncio.ensure_future(self._echo_mark(ws, name)),
-                )
+                when = state.playout_end if state.playout_end > now else now
+                asyncio.get_running_loop().call_at(when, self._schedule_echo, ws, str(data["mark"]["name"]))
             elif data.get("event") == "clear":
                 state.playout_end = now
                 self.emit("clear")
         if not self._we_hung_up:
             state.hung_up = f"server closed ({ws.close_code})"
             self.emit("hangup", by="server", code=ws.close_code)
+
+    def _schedule_echo(self, ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
+        echo = asyncio.ensure_future(self._echo_mark(ws, name))
+        self._echoes.add(echo)
+        echo.add_done_callback(self._echoes.discard)
 
     async def _echo_mark(self, ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
         if not ws.closed:
@@ -258,7 +262,8 @@ class Caller:
         return s.bot_media_frames > 0 and now >= s.playout_end and now - s.last_media_at >= self.settle_s
 
     async def _wait_bot_done(self) -> None:
-        while not self._bot_idle() and self.state.hung_up is None:
+        # "Idle" means no bot audio for settle_s: a condition on elapsed time that no event signals.
+        while not self._bot_idle() and self.state.hung_up is None:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
     async def _wait_bot_speaking(self, frames_before: int, after_s: float = 0.0, limit_s: float = 15.0) -> None:
@@ -271,14 +276,15 @@ class Caller:
             await asyncio.sleep(0.01)
         await asyncio.sleep(after_s)
 
-    async def _script(self, ws: aiohttp.ClientWebSocketResponse, steps: list[Step], barge_in_after_s: Optional[float]) -> None:
+    async def _script(self, ws: aiohttp.ClientWebSocketResponse, steps: list[Step], barge_in_after_s: float | None) -> None:
         await self._wait_bot_done()  # the greeting
         for index, step in enumerate(steps):
             if self.state.hung_up:
                 return
             if step.kind == "wait":
                 deadline = time.monotonic() + step.value
-                while time.monotonic() < deadline and self.state.hung_up is None:
+                # a pause in the script, cut short when the IVR hangs up
+                while time.monotonic() < deadline and self.state.hung_up is None:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
                 continue
             frames_before = self.state.bot_media_frames
@@ -311,7 +317,7 @@ class Caller:
                     self.emit("caller_turn", **{k: v for k, v in turn.items() if not k.startswith("_") and k != "emitted"})
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ivr call", description=__doc__.split("\n\n")[0])
     parser.add_argument("steps", nargs="*", help="WAV files (caller turns), dtmf:DIGITS, wait:SECONDS")
     parser.add_argument("--url", default="ws://127.0.0.1:8080/media")

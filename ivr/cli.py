@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING
 
 from ivr.errors import ConfigError, IvrError
-from ivr.settings import DEFAULT_SETTINGS_FILE, load_settings, replace
+from ivr.settings import DEFAULT_SETTINGS_FILE, Settings, load_settings, replace
+
+if TYPE_CHECKING:
+    from ivr.dialog.project import RasaProject
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> Settings:
     try:
         return load_settings(args.settings)
     except ConfigError as exc:
@@ -32,7 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = ServerSettings(args.host or settings.server.host, settings.server.port if args.port is None else args.port)
         settings = replace(settings, server=server)
     if args.sip_port is not None:
-        settings = replace(settings, sip=replace(settings.sip, enabled=True, port=args.sip_port))
+        settings = replace(settings, sip=dataclasses.replace(settings.sip, enabled=True, port=args.sip_port))
     if args.pull:
         _pull(sorted({t.language for t in settings.tenants.values()}), settings)
     try:
@@ -166,7 +170,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         loop.close()
 
 
-def faq_topic_problems(project) -> list[str]:
+def faq_topic_problems(project: RasaProject) -> list[str]:
     """The topics tenants may answer (ivr/tenants.py) and the ones Rasa can recognize must be the same."""
     import yaml
 
@@ -184,10 +188,10 @@ def faq_topic_problems(project) -> list[str]:
     return problems
 
 
-def _pull(languages: list[str], settings) -> None:
+def _pull(languages: list[str], settings: Settings) -> None:
     from ivr.models import pull
 
-    def progress(name: str, done: int, total: Optional[int]) -> None:
+    def progress(name: str, done: int, total: int | None) -> None:
         share = f"{done * 100 // total}%" if total else f"{done >> 20} MiB"
         print(f"\r{name}: {share}   ", end="", file=sys.stderr, flush=True)
 
@@ -287,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if argv[:1] == ["call"]:  # `ivr call` has its own parser

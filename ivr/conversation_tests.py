@@ -35,7 +35,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import aiohttp
 import yaml
@@ -53,7 +53,7 @@ class Script:
     path: Path
     name: str
     to: str
-    caller: Optional[str]
+    caller: str | None
     turns: list[dict[str, Any]]
     stored: dict[str, Any] = field(default_factory=dict)
 
@@ -119,7 +119,7 @@ def check_turn(where: str, expect: dict[str, Any], result: dict[str, Any]) -> li
     return problems
 
 
-async def run_script(base_url: str, script: Script, storage: Optional[Storage] = None) -> tuple[list[str], str]:
+async def run_script(base_url: str, script: Script, storage: Storage | None = None) -> tuple[list[str], str]:
     """Plays one script over HTTP; returns the problems found and the conversation id."""
     problems: list[str] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
@@ -159,14 +159,14 @@ async def check_stored(script: Script, call_id: str, storage: Storage) -> list[s
     names = [e.event for e in events]
     problems = []
     where = f"{script.path.name}: stored"
-    for kind, event in (("orders", EventName.ORDER_PLACED), ("tickets", EventName.TICKET_CREATED), ("callbacks", EventName.CALLBACK_REQUESTED),
-                        ("handoffs", EventName.HANDOFF)):  # fmt: skip
+    for kind, event_name in (("orders", EventName.ORDER_PLACED), ("tickets", EventName.TICKET_CREATED), ("callbacks", EventName.CALLBACK_REQUESTED),
+                       ("handoffs", EventName.HANDOFF)):  # fmt: skip
         wanted = script.stored.get(kind)
         if wanted is None:
             continue
         count = wanted.get("count") if isinstance(wanted, dict) else wanted
-        if names.count(event) != count:
-            problems.append(f"{where}.{kind}: {names.count(event)} {event} events, expected {count}")
+        if names.count(event_name) != count:
+            problems.append(f"{where}.{kind}: {names.count(event_name)} {event_name} events, expected {count}")
     tenant = events[0].tenant if events else ""
     for event in events:
         if event.event == EventName.ORDER_PLACED and isinstance(script.stored.get("orders"), dict):
@@ -201,7 +201,7 @@ def _compare(where: str, wanted: dict[str, Any], actual: dict[str, Any]) -> list
     return problems
 
 
-async def run_all(base_url: str, scripts: list[Script], storage: Optional[Storage] = None) -> dict[str, list[str]]:
+async def run_all(base_url: str, scripts: list[Script], storage: Storage | None = None) -> dict[str, list[str]]:
     results = {}
     for script in scripts:
         problems, _ = await run_script(base_url, script, storage)
@@ -209,7 +209,7 @@ async def run_all(base_url: str, scripts: list[Script], storage: Optional[Storag
     return results
 
 
-def main_sync(base_url: str, folder: Path, storage: Optional[Storage]) -> int:
+def main_sync(base_url: str, folder: Path, storage: Storage | None) -> int:
     results = asyncio.run(run_all(base_url, load_scripts(folder), storage))
     for name, problems in results.items():
         print(f"{'PASS' if not problems else 'FAIL'} {name}")

@@ -27,7 +27,8 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path, heade
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}; log:\n{log.read_text()[-3000:]}")
+            command = proc.args[:4] if isinstance(proc.args, (list, tuple)) else proc.args
+            raise RuntimeError(f"{command!r} exited with {proc.returncode}; log:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as resp:
                 if resp.status == 200:

@@ -22,8 +22,8 @@ import secrets
 import sys
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Awaitable, Callable, Optional
 
 from aiohttp import web
 
@@ -56,7 +56,7 @@ def describe_exception(exc: BaseException) -> str:
     """`exc`'s traceback like Python prints it, but with types and frames only (causes first)."""
     parts: list[str] = []
     seen: set[int] = set()
-    current: Optional[BaseException] = exc
+    current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         frames = "".join(f"  {where}\n" for where in frames_of(current.__traceback__))
@@ -70,7 +70,7 @@ def type_name(exc: BaseException) -> str:
     return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
-def frames_of(tb: Optional[TracebackType]) -> list[str]:
+def frames_of(tb: TracebackType | None) -> list[str]:
     """`path:line in function` per frame, the path as imported (`ivr/agents/api.py`), no locals or source."""
     return [f"{_importable(f.filename)}:{f.lineno} in {f.name}" for f in traceback.extract_tb(tb)]
 
@@ -127,7 +127,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 "frames": frames,
             },
         )
-        if request.writer is not None and request.writer.output_size > 0:
+        if request.writer.output_size > 0:
             raise LoggedError(f"request {request_id}") from None
         body = json.dumps({"error": "internal error; the server log has the details", "request_id": request_id})
         return web.Response(status=500, text=body, content_type="application/json", headers={REQUEST_ID: request_id})

@@ -10,14 +10,14 @@ pools so that ASR and TTS cannot starve each other.
 from __future__ import annotations
 
 import asyncio
-
 import logging
-import threading
 import os
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from ivr.audio.asr import Recognizer, VoskModels
 from ivr.audio.playback import PacingStats
@@ -25,10 +25,10 @@ from ivr.audio.tts import Synthesizer, load_voice
 from ivr.dialog.rasa_client import RasaClient
 from ivr.models.catalogue import locate
 from ivr.queue.acd import Acd
-from ivr.storage.write_behind import WriteBehind
 from ivr.queue.hold_music import hold_audio
 from ivr.settings import Settings
 from ivr.storage import Storage, open_storage
+from ivr.storage.write_behind import WriteBehind
 
 log = logging.getLogger("ivr.runtime")
 
@@ -63,20 +63,19 @@ class Runtime:
     synthesizers: dict[Path, Synthesizer] = field(default_factory=dict)
     pacing: PacingStats = field(default_factory=PacingStats)
     active_calls: int = 0
-    acd: Optional[Acd] = None  # the agent queue; built from the settings when not given
-    sip_health: Optional[Callable[[], dict[str, Any]]] = None  # set when the SIP endpoint runs
-    dialog_health: Optional[Callable[[], dict[str, Any]]] = None  # set when `ivr serve` supervises Rasa
+    acd: Acd = field(init=False)  # the agent queue, built from the settings
+    sip_health: Callable[[], dict[str, Any]] | None = None  # set when the SIP endpoint runs
+    dialog_health: Callable[[], dict[str, Any]] | None = None  # set when `ivr serve` supervises Rasa
     sessions: set[Any] = field(default_factory=set)  # the CallSessions on the line, for shutdown
     _located: dict[tuple[str, str], Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Calls write through this; other readers and writers (agents, reports) use `storage` directly.
         self.write_behind = WriteBehind(self.storage, self.settings.storage.max_pending_writes)
-        if self.acd is None:
-            self.acd = Acd(self.settings.queue, self.write_behind.log_event)
+        self.acd = Acd(self.settings.queue, self.write_behind.log_event)
 
     @classmethod
-    def create(cls, settings: Settings, dialog_url: str, dialog_token: Optional[str] = None) -> "Runtime":
+    def create(cls, settings: Settings, dialog_url: str, dialog_token: str | None = None) -> Runtime:
         """`dialog_token`: the token of the `rasa run` that `ivr serve` started (none for an external Rasa)."""
         dialog = RasaClient(dialog_url, settings.dialog.timeout_s, token=dialog_token,
                             turns_per_tenant=settings.dialog.turns_per_tenant)  # fmt: skip

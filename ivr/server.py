@@ -14,8 +14,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Awaitable, Optional
 
 from aiohttp import web
 
@@ -33,7 +33,7 @@ log = logging.getLogger("ivr.server")
 SHUTDOWN_GRACE_S = 20.0
 
 
-def model_is_stale(project: RasaProject, model: Optional[Path]) -> bool:
+def model_is_stale(project: RasaProject, model: Path | None) -> bool:
     """True when there is no model or a project file is newer than it."""
     if model is None:
         return True
@@ -61,12 +61,12 @@ class Server:
         self.settings = settings
         self.settings_file = settings_file
         self.project = RasaProject(project_root)
-        self.rasa: Optional[RasaServer] = None
-        self.actions: Optional[ActionServer] = None
-        self.runtime: Optional[Runtime] = None
-        self.runner: Optional[web.AppRunner] = None
-        self.port: Optional[int] = None
-        self.sip: Optional[SipEndpoint] = None
+        self.rasa: RasaServer | None = None
+        self.actions: ActionServer | None = None
+        self.runtime: Runtime | None = None
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+        self.sip: SipEndpoint | None = None
 
     async def start(self, train: bool = True) -> None:
         dialog = self.settings.dialog

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
@@ -36,8 +35,8 @@ MODEL_DIR = ROOT / "models" / "rasa"
 class _Training:
     """The session's one training of the dialog model, if the project changed since the newest model."""
 
-    proc: Optional[subprocess.Popen] = None
-    log: Optional[Path] = None
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
 
     @classmethod
     def start_if_stale(cls) -> None:

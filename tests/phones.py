@@ -19,7 +19,6 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Optional
 
 from ivr.localhost import free_port
 from ivr.transports.sip.message import Request, parse, response
@@ -91,7 +90,7 @@ max_calls=1
 )  # fmt: skip
 
 
-def missing(program: str, package: str) -> Optional[str]:
+def missing(program: str, package: str) -> str | None:
     return None if shutil.which(program) else f"{program} not installed (apt-get install {package}; .ci/run does)"
 
 
@@ -151,7 +150,7 @@ class Baresip:
                         self.events.append(message)
                 self._cond.notify_all()
 
-    def command(self, name: str, params: Optional[str] = None, timeout: float = 5) -> str:
+    def command(self, name: str, params: str | None = None, timeout: float = 5) -> str:
         with self._cond:
             self._token += 1
             token = str(self._token)
@@ -196,7 +195,7 @@ class Baresip:
         self.log.close()
 
     @property
-    def heard_wav(self) -> Optional[Path]:
+    def heard_wav(self) -> Path | None:
         """What the phone received, decoded (written by the sndfile module when the call ends)."""
         files = sorted(glob.glob(str(self.folder / "dump-*-dec.wav")))
         return Path(files[-1]) if files else None

@@ -14,10 +14,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
 
 import pytest
 import sqlalchemy as sa
@@ -33,7 +33,7 @@ def _version(bin_dir: Path) -> list[int]:
     return [int(n) for n in re.findall(r"\d+", bin_dir.parent.name)]
 
 
-def find_bin_dir() -> Optional[Path]:
+def find_bin_dir() -> Path | None:
     """The newest /usr/lib/postgresql/<version>/bin that has initdb and pg_ctl (where Debian installs them)."""
     found = [d for d in PG_ROOT.glob("*/bin") if (d / "initdb").exists() and (d / "pg_ctl").exists()]
     return max(found, key=_version, default=None)

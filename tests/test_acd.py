@@ -9,7 +9,8 @@ a mutable float the tests move forward. Ring timeouts use real (tiny) timers.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -82,10 +83,10 @@ class Rig:
     def tick(self, seconds: float) -> None:
         self.now[0] += seconds
 
-    def named(self, name: str, call_id: Optional[str] = None) -> list[CallEvent]:
+    def named(self, name: str, call_id: str | None = None) -> list[CallEvent]:
         return [e for e in self.events if e.event == name and (call_id is None or e.call_id == call_id)]
 
-    def one(self, name: str, call_id: Optional[str] = None) -> CallEvent:
+    def one(self, name: str, call_id: str | None = None) -> CallEvent:
         found = self.named(name, call_id)
         assert len(found) == 1, (name, call_id, [(e.event, e.call_id) for e in self.events])
         return found[0]
@@ -95,7 +96,7 @@ class Rig:
         username: str,
         tenants: tuple[str, ...] = (T100,),
         skills: tuple[str, ...] = ("default",),
-        state: Optional[AgentState] = AgentState.AVAILABLE,
+        state: AgentState | None = AgentState.AVAILABLE,
         advance: float = 1.0,
     ) -> Agent:
         """Log an agent in and (by default) make them available; the clock moves on afterwards."""
@@ -129,7 +130,7 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> Non
         await asyncio.sleep(0.005)
 
 
-def ringing(agent: Agent) -> Optional[str]:
+def ringing(agent: Agent) -> str | None:
     return agent.call.call_id if agent.state == AgentState.RINGING and agent.call else None
 
 

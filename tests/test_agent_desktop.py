@@ -19,8 +19,9 @@ import threading
 import time
 import wave
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -70,16 +71,16 @@ class PhoneCaller:
         self.events: list[dict[str, Any]] = []
         self.audio: list[tuple[float, bytes]] = []  # (monotonic time, frame) of everything the caller heard
         self.marks_acked = 0
-        self.agent_connected_at: Optional[float] = None
-        self.hangup: Optional[str] = None
+        self.agent_connected_at: float | None = None
+        self.hangup: str | None = None
         self.closed = threading.Event()
         self._outgoing: deque[bytes] = deque()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._ws: Optional[aiohttp.ClientWebSocketResponse] = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._tasks: list[asyncio.Task] = []
 
-    def __enter__(self) -> "PhoneCaller":
+    def __enter__(self) -> PhoneCaller:
         self._thread.start()
         self._call(self._start())
         return self
@@ -145,7 +146,7 @@ class PhoneCaller:
     def _ack(self, name: Any) -> None:
         if self._ws is not None and not self._ws.closed:
             self.marks_acked += 1
-            asyncio.ensure_future(self._ws.send_json({"event": "mark", "name": name}))
+            self._tasks.append(asyncio.ensure_future(self._ws.send_json({"event": "mark", "name": name})))
 
     # ---- what the test does --------------------------------------------------------
 
@@ -215,7 +216,7 @@ def browsers(agent_mic: Path, tmp_path: Path):
         chromium.stop(driver)
 
 
-def body(driver, name: str) -> Optional[str]:
+def body(driver, name: str) -> str | None:
     return driver.find_element(By.TAG_NAME, "body").get_attribute(f"data-{name}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import aiohttp
 import pytest
@@ -30,7 +30,7 @@ class FakeCaller:
     """A `CallerLink` that remembers everything."""
 
     def __init__(self) -> None:
-        self.agent: Optional[str] = None
+        self.agent: str | None = None
         self.audio: list[bytes] = []
         self.holds: list[bool] = []
         self.hung_up = False
@@ -99,7 +99,7 @@ def package_for(call_id: str, tenant: str = DE) -> dict[str, Any]:
     }
 
 
-async def enqueue(runtime: Runtime, call_id: str, tenant: str = DE, queue: Optional[str] = None) -> FakeCaller:
+async def enqueue(runtime: Runtime, call_id: str, tenant: str = DE, queue: str | None = None) -> FakeCaller:
     caller = FakeCaller()
     call = QueuedCall(call_id=call_id, tenant=tenant, queue=queue or queue_of(runtime, tenant), link=caller,
                       handoff_id=f"h-{call_id}", package=package_for(call_id, tenant))  # fmt: skip
@@ -116,7 +116,7 @@ async def desktop(client, username: str) -> aiohttp.ClientWebSocketResponse:
     return ws
 
 
-async def next_json(ws, type_: Optional[str] = None, timeout: float = TIMEOUT) -> dict[str, Any]:
+async def next_json(ws, type_: str | None = None, timeout: float = TIMEOUT) -> dict[str, Any]:
     """The next JSON message (of `type_`, skipping others and audio)."""
     async def read() -> dict[str, Any]:
         while True:

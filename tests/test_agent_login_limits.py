@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Optional
 from unittest import mock
 
 import aiohttp
@@ -52,7 +52,7 @@ def app_with(aiohttp_client, runtime: Runtime):
     return make
 
 
-async def login(client, username: str, password: Optional[str] = None, headers: Optional[dict] = None):
+async def login(client, username: str, password: str | None = None, headers: dict | None = None):
     body = {"username": username, "password": password or PASSWORDS[username]}
     return await client.post("/agent/login", json=body, headers=headers or {})
 
@@ -181,7 +181,7 @@ async def test_the_desktop_login_from_this_site_works(app_with):
 # Where a request comes from
 
 
-def request_from(peer: str, forwarded: Optional[str] = None):
+def request_from(peer: str, forwarded: str | None = None):
     transport = mock.Mock()
     transport.get_extra_info.side_effect = lambda name, default=None: (peer, 40000) if name == "peername" else default
     headers = {"X-Forwarded-For": forwarded} if forwarded else {}
@@ -199,7 +199,7 @@ def request_from(peer: str, forwarded: Optional[str] = None):
         ("::ffff:192.0.2.1", None, (), "192.0.2.1"),
     ],
 )
-def test_the_source_address(peer: str, forwarded: Optional[str], trusted: tuple, source: str):
+def test_the_source_address(peer: str, forwarded: str | None, trusted: tuple, source: str):
     assert client_address(request_from(peer, forwarded), trusted_networks(trusted)) == source
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from ivr.errors import ConfigError
 from ivr.queue import announcements as say
 from ivr.queue.hold_music import hold_audio, load_wav, tone_loop
-from ivr.errors import ConfigError
 
 
 @pytest.mark.parametrize(

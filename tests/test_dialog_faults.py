@@ -23,11 +23,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import MODEL_ENV, ROOT, TEST_SETTINGS
 from ivr.dialog import channel_token
 from ivr.localhost import free_port, wait_http
 from ivr.session.prompts import SAY_AGAIN, TECHNICAL_PROBLEM
 from ivr.settings import load_settings
+from tests.conftest import MODEL_ENV, ROOT, TEST_SETTINGS
 
 ACME = "+442071234567"  # English tenant; the default tenant is German
 

@@ -39,7 +39,7 @@ async def test_a_whole_call(ivr_server, tmp_path):
     turn = result["turns"][0]
     assert turn["latency_ms"] > 0
     lines = result["transcript"]
-    assert [l["speaker"] for l in lines[:3]] == ["bot", "caller", "bot"]
+    assert [line["speaker"] for line in lines[:3]] == ["bot", "caller", "bot"]
     assert "Acme Supplies Ltd" in lines[0]["text"]
     caller_line = lines[1]
     assert caller_line["text"] and 0 < caller_line["asr_confidence"] <= 1  # Vosk recognized something
@@ -56,7 +56,7 @@ async def test_dtmf_zero_hands_back_to_telephony_with_the_handoff_id(ivr_server)
     call = caller(ivr_server, to="+4930888888")
     result = await call.run(parse_steps(["dtmf:0"]), None)
     assert result["hangup"] and "1000" in result["hangup"]
-    texts = [(l["speaker"], l["text"]) for l in result["transcript"]]
+    texts = [(line["speaker"], line["text"]) for line in result["transcript"]]
     assert ("caller", "[DTMF 0]") in texts
     row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_id,)).fetchone()
     assert row == ("handoff:dtmf_agent",)
@@ -65,7 +65,7 @@ async def test_dtmf_zero_hands_back_to_telephony_with_the_handoff_id(ivr_server)
     package = json.loads(handoff[1])
     assert package["company"] == "Ohne Katalog AG" and package["transcript"][0]["speaker"] == "bot"
     assert [i["intent"] for i in package["intents"]] == ["request_human"]  # keys count as intents too
-    notes = [l for l in result["transcript"] if l["text"] == "[handoff]"]
+    notes = [line for line in result["transcript"] if line["text"] == "[handoff]"]
     assert notes and notes[0]["meta"]["handoff_id"]  # what the provider gets to fetch the package with
 
 
@@ -108,7 +108,7 @@ async def test_silence_gets_reprompts_then_a_person(ivr_server):
     result = await call.run(parse_steps(["wait:60"]), None)
     row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_id,)).fetchone()
     assert row == ("queue_callback:no_input",)  # nobody staffs the queue in this test
-    no_inputs = [l for l in result["transcript"] if l["text"] == "[no input]"]
+    no_inputs = [line for line in result["transcript"] if line["text"] == "[no input]"]
     assert len(no_inputs) == 3
 
 
@@ -117,8 +117,8 @@ async def test_barge_in_cuts_the_prompt_and_records_what_was_heard(ivr_server, t
     wav = write_wav(tmp_path / "barge.wav", speech("Hello? Hello, I need help with my order please.") + silence(0.5))
     call = caller(ivr_server)
     result = await call.run(parse_steps(["dtmf:5", str(wav)]), 1.0)
-    interrupted = [l for l in result["transcript"] if l["speaker"] == "bot" and l["meta"].get("interrupted")]
-    assert interrupted, [(l["speaker"], l["text"], l["meta"]) for l in result["transcript"]]
+    interrupted = [line for line in result["transcript"] if line["speaker"] == "bot" and line["meta"].get("interrupted")]
+    assert interrupted, [(line["speaker"], line["text"], line["meta"]) for line in result["transcript"]]
     assert len(interrupted[0]["meta"]["heard"]) < len(interrupted[0]["text"])
     assert "clear" in call.out.getvalue()
 
@@ -157,8 +157,8 @@ async def test_bad_messages_do_not_break_the_call_or_the_server(ivr_server):
             await ws.receive()
             assert ws.close_code == 1003  # garbage before start ends that stream only
         result = await task
-    assert result["hangup"] and ("caller", "[DTMF 0]") in [(l["speaker"], l["text"]) for l in result["transcript"]]
-    log = [json.loads(l) for l in ivr_server.log.read_text().splitlines() if l.startswith("{")]
+    assert result["hangup"] and ("caller", "[DTMF 0]") in [(line["speaker"], line["text"]) for line in result["transcript"]]
+    log = [json.loads(row) for row in ivr_server.log.read_text().splitlines() if row.startswith("{")]
     assert any(e["event"] == "transport.bad_message" and "not JSON" in e["error"] for e in log)
 
 
@@ -192,7 +192,7 @@ async def test_dialog_engine_down_gives_a_clear_message(rasa_url, tmp_path):
         result = await call.run([], None)
         assert result["hangup"]
         assert energy(bytes(call.state.bot_pcm)) > 300  # the apology was spoken
-        texts = [l["text"] for l in result["transcript"]]
+        texts = [line["text"] for line in result["transcript"]]
         assert any("technisches Problem" in t for t in texts) and "[dialog unavailable]" in texts
         # Never a dead end: handed to the queue, and with nobody there a callback request is taken.
         assert any("kein Mitarbeiter" in t for t in texts) and any("zurück" in t for t in texts)

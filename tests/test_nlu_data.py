@@ -8,7 +8,6 @@ import json
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import pytest
 from ruamel.yaml import YAML
@@ -50,7 +49,7 @@ def _load_yaml(path: Path):
     return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
 
 
-def _items(block: dict) -> List[str]:
+def _items(block: dict) -> list[str]:
     return [
         line.strip()[2:].strip()
         for line in str(block.get("examples", "")).splitlines()
@@ -58,7 +57,7 @@ def _items(block: dict) -> List[str]:
     ]
 
 
-def _entities(example: str) -> List[Tuple[str, str, str]]:
+def _entities(example: str) -> list[tuple[str, str, str]]:
     """(text, entity, value) of every annotation in one example."""
     result = []
     for m in ANNOTATION.finditer(example):
@@ -79,8 +78,8 @@ def normalize(example: str) -> str:
     return " ".join(_plain(example).lower().split())
 
 
-def _examples(paths) -> Dict[str, List[str]]:
-    result: Dict[str, List[str]] = defaultdict(list)
+def _examples(paths) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = defaultdict(list)
     for path in paths:
         for block in _load_yaml(path).get("nlu") or []:
             if "intent" in block:
@@ -88,15 +87,15 @@ def _examples(paths) -> Dict[str, List[str]]:
     return result
 
 
-def _nlu_files(lang: str) -> List[Path]:
+def _nlu_files(lang: str) -> list[Path]:
     return sorted((ROOT / "nlu" / lang).glob("*.yml"))
 
 
-def _training(lang: str) -> Dict[str, List[str]]:
+def _training(lang: str) -> dict[str, list[str]]:
     return _examples(_nlu_files(lang))
 
 
-def _heldout(lang: str) -> Dict[str, List[str]]:
+def _heldout(lang: str) -> dict[str, list[str]]:
     return _examples([HELDOUT[lang]])
 
 
@@ -108,7 +107,7 @@ def _blocks(kind: str):
                     yield path, block
 
 
-def _expected_intents() -> List[str]:
+def _expected_intents() -> list[str]:
     return list(INTENTS) + [f"faq/{t}" for t in FAQ_TOPICS]
 
 
@@ -132,7 +131,7 @@ def test_no_duplicate_training_examples(lang):
 
 
 def test_no_example_in_two_intents():
-    owner: Dict[str, set] = defaultdict(set)
+    owner: dict[str, set] = defaultdict(set)
     for lang in LANGUAGES:
         for intent, examples in _training(lang).items():
             for ex in examples:
@@ -155,7 +154,7 @@ def test_heldout_covers_every_intent(lang):
 
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_heldout_example_not_in_training(lang):
-    trained = {normalize(e) for l in LANGUAGES for ex in _training(l).values() for e in ex}
+    trained = {normalize(e) for lang in LANGUAGES for ex in _training(lang).values() for e in ex}
     leaked = sorted(normalize(e) for ex in _heldout(lang).values() for e in ex if normalize(e) in trained)
     assert not leaked, f"held-out examples also in training data: {leaked}"
     seen = Counter(normalize(e) for ex in _heldout(lang).values() for e in ex)
@@ -195,7 +194,7 @@ def test_entity_annotations_use_only_the_four_entities():
     assert not bad, "\n".join(bad)
 
 
-def _synonym_map() -> Dict[str, str]:
+def _synonym_map() -> dict[str, str]:
     mapping = {}
     for _, block in _blocks("synonym"):
         for item in _items(block):
@@ -208,7 +207,7 @@ def test_synonyms_map_only_to_canonical_values():
     targets = {block["synonym"] for _, block in _blocks("synonym")}
     assert targets <= canonical, targets - canonical
     # a phrase maps to one value only
-    owner: Dict[str, set] = defaultdict(set)
+    owner: dict[str, set] = defaultdict(set)
     for _, block in _blocks("synonym"):
         for item in _items(block):
             owner[item.lower()].add(block["synonym"])
@@ -234,7 +233,7 @@ def test_number_regex_and_product_lookup():
     lookups = {block["lookup"] for _, block in _blocks("lookup")}
     assert lookups == {"product"}
     # every annotated number is a number the regex matches, or number words
-    for lang, source, intent, ex in _all_examples():
+    for lang, source, _intent, ex in _all_examples():
         for text, entity, _ in _entities(ex):
             if entity == "number" and re.search(r"\d", text):
                 assert pattern.fullmatch(text), f"{lang} {source}: number span {text!r} in {ex!r}"

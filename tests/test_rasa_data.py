@@ -6,7 +6,6 @@ tests/test_nlu_data.py, its held-out accuracy is measured by bench/nlu_eval.py.
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Set
 
 import pytest
 from ruamel.yaml import YAML
@@ -43,8 +42,8 @@ def _load_yaml(path: Path):
     return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
 
 
-def _domain_responses() -> Dict[str, List[dict]]:
-    responses: Dict[str, List[dict]] = {}
+def _domain_responses() -> dict[str, list[dict]]:
+    responses: dict[str, list[dict]] = {}
     for path in DOMAIN_FILES:
         responses.update(_load_yaml(path).get("responses") or {})
     return responses
@@ -58,9 +57,9 @@ def _is_default_variation(variation: dict) -> bool:
     return not variation.get("condition")
 
 
-def _nlu_examples(path: Path) -> Dict[str, List[str]]:
+def _nlu_examples(path: Path) -> dict[str, list[str]]:
     """intent (incl. retrieval sub-intent) -> examples of one NLU yaml file."""
-    result: Dict[str, List[str]] = defaultdict(list)
+    result: dict[str, list[str]] = defaultdict(list)
     for block in _load_yaml(path).get("nlu") or []:
         if "intent" not in block:
             continue
@@ -71,24 +70,24 @@ def _nlu_examples(path: Path) -> Dict[str, List[str]]:
     return result
 
 
-def _training_examples(lang: str) -> Dict[str, List[str]]:
-    result: Dict[str, List[str]] = defaultdict(list)
+def _training_examples(lang: str) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = defaultdict(list)
     for path in sorted((ROOT / "nlu" / lang).glob("*.yml")):
         for intent, examples in _nlu_examples(path).items():
             result[intent].extend(examples)
     return result
 
 
-def _responses_used_by_actions() -> Set[str]:
+def _responses_used_by_actions() -> set[str]:
     """Responses the custom actions utter (by name, or by a prefix such as `utter_help_{slot}`)."""
-    used: Set[str] = set()
+    used: set[str] = set()
     for path in (ROOT / "dialogs" / "actions").glob("*.py"):
         used |= set(re.findall(r'response=f?"(utter_[a-z_]*)', path.read_text(encoding="utf-8")))
         used |= set(re.findall(r'"(utter_[a-z_]+)"', path.read_text(encoding="utf-8")))
     return used
 
 
-def _used_by_forms_or_actions(name: str, used: Set[str]) -> bool:
+def _used_by_forms_or_actions(name: str, used: set[str]) -> bool:
     # utter_ask_<slot> is uttered by Rasa's forms; the rest by dialogs/actions/*.py
     return name.startswith("utter_ask_") or any(name == u or (u.endswith("_") and name.startswith(u)) for u in used)
 

@@ -16,7 +16,7 @@ def parse_all(model: Path, loaders: list[str]) -> list[dict]:
     procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "rasa_parse.py"), str(model), loader], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for loader in loaders]  # fmt: skip
     results = []
-    for loader, proc in zip(loaders, procs):
+    for loader, proc in zip(loaders, procs, strict=True):
         out, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, f"{loader}: {err[-3000:]}"
         results.append(json.loads(out.strip().splitlines()[-1]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import os
 import random
@@ -107,8 +108,8 @@ async def test_call_is_answered_greeted_with_paced_rtp_and_ended_by_bye(endpoint
     await until(lambda: rms(caller.received.pcm(0)) > 300 and len(audio_packets(caller)) > 150, what="bot speech")
     packets = audio_packets(caller)
     assert len({p.ssrc for p in packets}) == 1
-    assert all((b.sequence - a.sequence) % 65536 == 1 for a, b in zip(packets, packets[1:]))
-    assert all((b.timestamp - a.timestamp) % 2**32 == 160 for a, b in zip(packets, packets[1:]))
+    assert all((b.sequence - a.sequence) % 65536 == 1 for a, b in itertools.pairwise(packets))
+    assert all((b.timestamp - a.timestamp) % 2**32 == 160 for a, b in itertools.pairwise(packets))
     assert packets[0].marker and not any(p.marker for p in packets[1:])
     assert all(len(p.payload) == 160 for p in packets)
     (call,) = endpoint.calls.values()
@@ -713,7 +714,7 @@ async def test_media_latching_rule():
         assert (stream.stats.dropped_foreign, stream.stats.rtcp_received) == (1, 1)
         for n, host in enumerate(["127.0.0.3", "127.0.0.4", "127.0.0.1"]):
             sockets[host][0].sendto(RtpPacket(0, n, 160 * n, 1, b"\xff" * 160).to_bytes(), ("127.0.0.1", stream.local_port))
-            await until(lambda: stream.stats.dropped_foreign + (stream._latched_at is not None) > n + 1, what=f"packet from {host}")
+            await until(lambda n=n: stream.stats.dropped_foreign + (stream._latched_at is not None) > n + 1, what=f"packet from {host}")
         assert stream.stats.dropped_foreign == 3  # a stranger (RTCP and RTP), and the SDP's host outside allow_from
         signalling_port = sockets["127.0.0.1"][0].get_extra_info("sockname")[1]
         assert stream._remote == ("127.0.0.1", signalling_port)  # the signalling host, from a port no one announced

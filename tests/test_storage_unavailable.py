@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
-from typing import Any, Optional
-
-import pytest
+from typing import Any
 
 from ivr.app import make_app
 from ivr.dialog.payloads import BotReply, DialogTurn, Handoff
@@ -34,8 +32,8 @@ class ScriptedDialog:
     def __init__(self, replies: list[BotReply]):
         self.replies = list(replies)
 
-    async def turn(self, sender: str, text: str, slots: Optional[dict[str, Any]] = None,
-                   metadata: Optional[dict[str, Any]] = None, tenant: str = "") -> DialogTurn:  # fmt: skip
+    async def turn(self, sender: str, text: str, slots: dict[str, Any] | None = None,
+                   metadata: dict[str, Any] | None = None, tenant: str = "") -> DialogTurn:  # fmt: skip
         return DialogTurn(reply=self.replies.pop(0), intent="start_call" if text == "/start_call" else "request_human")
 
     async def end(self, sender: str) -> None:
@@ -123,7 +121,7 @@ async def test_a_text_conversation_starts_while_the_database_is_locked(aiohttp_c
 
 
 def _tenant():
-    from tests.conftest import TEST_SETTINGS
     from ivr.settings import load_settings
+    from tests.conftest import TEST_SETTINGS
 
     return load_settings(TEST_SETTINGS, env={}).tenants[ACME]

@@ -14,8 +14,9 @@ import dataclasses
 import json
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Optional
+from typing import Any
 
 import aiohttp
 import pytest
@@ -60,7 +61,7 @@ class FakeDialog:
 class FakeRecognizer:
     def __init__(self, final: str = "hallo") -> None:
         self.final = final
-        self.gate: Optional[asyncio.Event] = None  # set: accept() waits for it (a recognizer that fell behind)
+        self.gate: asyncio.Event | None = None  # set: accept() waits for it (a recognizer that fell behind)
 
     async def accept(self, pcm: bytes) -> str:
         if self.gate is not None:
@@ -104,7 +105,7 @@ class Sink:
     async def hangup(self, reason: str) -> None: ...
 
 
-def tuned(runtime: Runtime, recognizer: Optional[FakeRecognizer] = None, dialog: Optional[FakeDialog] = None,
+def tuned(runtime: Runtime, recognizer: FakeRecognizer | None = None, dialog: FakeDialog | None = None,
           **limits: Any) -> FakeDialog:  # fmt: skip
     """The runtime on fakes, with some limits changed; returns the dialog."""
     dialog = dialog or FakeDialog()
@@ -124,7 +125,7 @@ async def until(predicate, timeout: float = 10.0, what: str = "condition") -> No
         await asyncio.sleep(0.02)
 
 
-async def started_session(runtime: Runtime, sink: Optional[Sink] = None) -> tuple[CallSession, Sink]:
+async def started_session(runtime: Runtime, sink: Sink | None = None) -> tuple[CallSession, Sink]:
     sink = sink or Sink()
     start = CallStart(f"t-{time.monotonic_ns()}", MUSTER, "+4917012345", sink.sample_rate, "media_stream")
     session = CallSession(runtime, sink, start)

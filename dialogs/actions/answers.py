@@ -9,7 +9,7 @@ yes/no when the words alone do not.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 from rasa_sdk import Tracker
 
@@ -20,7 +20,7 @@ from ivr.dialog import numbers
 class Invalid(Exception):
     """The caller's words do not answer the question; `response` says why (or None: just reprompt)."""
 
-    def __init__(self, response: Optional[str] = None, reset: tuple[str, ...] = (), **values: Any):
+    def __init__(self, response: str | None = None, reset: tuple[str, ...] = (), **values: Any):
         super().__init__(response)
         self.response = response
         self.reset = reset  # slots to ask again (e.g. name and postcode that matched no customer)
@@ -67,7 +67,7 @@ def digits(text: str, tracker: Tracker, minimum: int, maximum: int) -> str:
     return found
 
 
-def quantity(text: str, tracker: Tracker) -> Optional[int]:
+def quantity(text: str, tracker: Tracker) -> int | None:
     return numbers.quantity(text, language_of(tracker))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any
 
 from rasa_sdk import Tracker
 
@@ -52,7 +52,7 @@ def language_of(tracker: Tracker) -> str:
     return language if language in ("de", "en") else tenant_of(tracker)[1].language
 
 
-def latest_intent(tracker: Tracker) -> Optional[str]:
+def latest_intent(tracker: Tracker) -> str | None:
     return (tracker.latest_message.get("intent") or {}).get("name")
 
 

@@ -20,7 +20,7 @@ VoiceXML and Asterisk practice, applied to Rasa forms:
 from __future__ import annotations
 
 import abc
-from typing import Any, Optional
+from typing import Any
 
 from rasa_sdk import Tracker
 from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
@@ -30,8 +30,8 @@ from rasa_sdk.forms import FormValidationAction
 from dialogs.actions.answers import Invalid, yes_no
 from dialogs.actions.context import language_of, latest_intent, latest_text, settings
 from dialogs.actions.handoff import log_event
-from ivr.storage import EventName
 from ivr.dialog.numbers import digit_string, spoken_digits
+from ivr.storage import EventName
 
 UNSURE = "unsure_confirmed"
 UNIVERSAL_INTENTS = frozenset(
@@ -145,7 +145,7 @@ class IvrForm(FormValidationAction):
         return [*events, SlotSet("requested_slot", missing[0] if missing else None)]
 
     def _retry(
-        self, dispatcher: CollectingDispatcher, tracker: Tracker, slot: str, count: int, problem: Optional[Invalid]
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, slot: str, count: int, problem: Invalid | None
     ) -> list[EventType]:
         """Counted reprompts: what was wrong (if known), then help with examples, then a person."""
         if count >= MAX_TRIES:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, EventType, FollowupAction, SlotSet
@@ -76,7 +76,7 @@ class ActionCancel(Action):
         return "action_cancel"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict) -> list[EventType]:
-        form: Optional[str] = tracker.active_loop.get("name") if tracker.active_loop else None
+        form: str | None = tracker.active_loop.get("name") if tracker.active_loop else None
         if form:
             await log_event(tracker, EventName.FORM_CANCELLED, form=form)
             dispatcher.utter_message(response="utter_cancelled")
@@ -85,7 +85,7 @@ class ActionCancel(Action):
         return [*FORM_RESET, *clear_form_slots(domain, form)]
 
 
-def clear_form_slots(domain: dict, form: Optional[str]) -> list[EventType]:
+def clear_form_slots(domain: dict, form: str | None) -> list[EventType]:
     if not form:
         return []
     slots = domain.get("forms", {}).get(form, {}).get("required_slots", [])

@@ -15,8 +15,8 @@ from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from dialogs.actions import answers
-from dialogs.actions.context import language_of, storage, tenant_of
 from dialogs.actions.answers import Invalid
+from dialogs.actions.context import language_of, storage, tenant_of
 from dialogs.actions.forms import IvrForm, escalate
 from dialogs.actions.handoff import clear_form_slots, log_event
 from ivr.dialog.numbers import spoken_digits
@@ -123,7 +123,7 @@ class ValidateOrderForm(IvrForm):
         except Correction as change:
             return await self._correct(change, dispatcher, tracker)
 
-    async def _correct(self, change: "Correction", dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:
+    async def _correct(self, change: Correction, dispatcher: CollectingDispatcher, tracker: Tracker) -> list[EventType]:
         events: list[EventType] = []
         if change.sku:
             events.append(SlotSet("product", change.sku))
@@ -243,7 +243,10 @@ class ActionOrderStatus(Action):
         number = tracker.get_slot("order_number")
         order = await storage().get_order(tenant_number, number)
         await log_event(tracker, EventName.FORM_COMPLETED, form="order_status_form")
-        dispatcher.utter_message(response=f"utter_order_status_{order.status}", number=spoken_digits(number))
+        if order is None:  # the form found it; gone since (or the slot was set from outside the form)
+            dispatcher.utter_message(response="utter_order_not_found", number=spoken_digits(number))
+        else:
+            dispatcher.utter_message(response=f"utter_order_status_{order.status}", number=spoken_digits(number))
         return [*clear_form_slots(domain, "order_status_form"), FollowupAction("utter_anything_else")]
 
 
@@ -259,6 +262,8 @@ class ValidateCancelOrderForm(ValidateOrderStatusForm):
             return []
         tenant_number, _ = tenant_of(tracker)
         order = await storage().get_order(tenant_number, value)
+        if order is None:  # parse_order_number found it a moment ago; gone since: ask for the number again
+            return [SlotSet("order_number", None)]
         events = [SlotSet("order_state", order.status), SlotSet("order_number_spoken", spoken_digits(value))]
         if not order.cancellable:
             # Nothing to confirm: the form ends and the caller hears why (see ActionCancelOrder).

@@ -16,12 +16,12 @@ from rasa_sdk.events import EventType, FollowupAction, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from dialogs.actions import answers
-from dialogs.actions.context import language_of, storage, tenant_of
 from dialogs.actions.answers import Invalid
+from dialogs.actions.context import language_of, storage, tenant_of
 from dialogs.actions.forms import IvrForm
 from dialogs.actions.handoff import clear_form_slots, log_event
-from ivr.storage import EventName
 from ivr.dialog.numbers import spoken_digits
+from ivr.storage import EventName
 
 CATEGORIES = ("defect", "delivery", "billing", "service", "other")
 PHONE_DIGITS = (6, 15)
@@ -41,7 +41,7 @@ def caller_number(tracker: Tracker) -> str | None:
 class CallbackNumberSlots:
     """`callback_ok` (use the caller ID?) then `callback_number` if not."""
 
-    confirm_when_unsure = ("callback_number",)
+    confirm_when_unsure: tuple[str, ...] = ("callback_number",)
 
     def callback_slots(self, tracker: Tracker) -> list[str]:
         if caller_number(tracker) is None:

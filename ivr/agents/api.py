@@ -23,7 +23,7 @@ from ivr.queue.acd import Acd
 from ivr.queue.kpi import containment, queue_kpis
 from ivr.storage.base import Storage
 
-_NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
+_NO_STORE: dict[str, str] = {hdrs.CACHE_CONTROL: "no-store"}
 
 
 def routes(storage: Storage) -> list[web.RouteDef]:
@@ -83,7 +83,7 @@ def supervisor_routes(acd: Acd, storage: Storage) -> list[web.RouteDef]:
             threshold = float(request.query.get("threshold_s", 20))
         except ValueError:
             raise web.HTTPBadRequest(text=json.dumps({"error": "since and threshold_s must be numbers"}),
-                                     content_type="application/json")  # fmt: skip
+                                     content_type="application/json") from None  # fmt: skip
         events = [e for e in await storage.events(since=since) if user.sees(e.tenant)]
         body = {
             **acd.snapshot(user),

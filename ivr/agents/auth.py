@@ -49,10 +49,11 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, AsyncIterator, Callable, Iterable, Optional, Sequence, TypeVar, Union
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import BasicAuth, hdrs, web
@@ -61,7 +62,7 @@ from ivr.settings import AgentUser, LoginSettings
 
 log = logging.getLogger("ivr.agents")
 E = TypeVar("E", bound=web.HTTPException)
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Key = tuple[str, str]  # (username, source address): what the brute-force limit counts
 
 COOKIE = "ivr_session"
@@ -153,7 +154,7 @@ class SessionStore:
         self._sessions[token] = _Session(username, now, now)
         return token
 
-    def lookup(self, token: str) -> Optional[str]:
+    def lookup(self, token: str) -> str | None:
         """The session's username (and the session counts as used now), or None if unknown or expired."""
         session = self._sessions.get(token)
         now = self._clock()
@@ -330,7 +331,7 @@ def client_address(request: web.BaseRequest, trusted: Sequence[Network] = ()) ->
     return str(address)
 
 
-def _ip(text: str) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -340,7 +341,7 @@ def _ip(text: str) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Addres
     return address
 
 
-def foreign_origin(request: web.BaseRequest) -> Optional[str]:
+def foreign_origin(request: web.BaseRequest) -> str | None:
     """Why `request` looks sent by another site's page, or None.
 
     Browsers say where a request comes from (Origin on POSTs and websocket
@@ -364,8 +365,8 @@ class Auth:
     def __init__(
         self,
         users: Callable[[], Iterable[AgentUser]],
-        sessions: Optional[SessionStore] = None,
-        throttle: Optional[LoginThrottle] = None,
+        sessions: SessionStore | None = None,
+        throttle: LoginThrottle | None = None,
         limits: LoginSettings = LoginSettings(),
     ):
         self._users = users
@@ -378,7 +379,7 @@ class Auth:
         self._verified: dict[bytes, float] = {}
         self._attempts: dict[Key, tuple[asyncio.Lock, int]] = {}  # per key: its lock and how many use it
 
-    def user(self, username: str) -> Optional[AgentUser]:
+    def user(self, username: str) -> AgentUser | None:
         return next((u for u in self._users() if u.username == username), None)
 
     def source(self, request: web.BaseRequest) -> str:
@@ -386,7 +387,7 @@ class Auth:
 
     async def authenticate(
         self, username: str, password: str, source: str, cache: bool = False
-    ) -> Optional[AgentUser]:
+    ) -> AgentUser | None:
         """The user if the password is right, else None (logged, counted); raises 429 while locked or throttled.
 
         `source` is the client's address (`Auth.source`). Attempts for one name
@@ -426,14 +427,14 @@ class Auth:
         wait = self.throttle.retry_after(key)
         if wait > 0:
             log.warning("agent.login_refused", extra={"username": key[0], "retry_after_s": math.ceil(wait)})
-            retry = {hdrs.RETRY_AFTER: str(math.ceil(wait))}
+            retry: dict[str, str] = {hdrs.RETRY_AFTER: str(math.ceil(wait))}
             raise _error(web.HTTPTooManyRequests, "too many failed logins for this user; try again later", retry)
 
     def _refuse_if_throttled(self, name: str, source: str) -> None:
         wait = self.sources.take(source)
         if wait > 0:
             log.warning("agent.login_throttled", extra={"username": name, "retry_after_s": math.ceil(wait)})
-            retry = {hdrs.RETRY_AFTER: str(math.ceil(wait))}
+            retry: dict[str, str] = {hdrs.RETRY_AFTER: str(math.ceil(wait))}
             raise _error(web.HTTPTooManyRequests, "too many login attempts from this address; try again later", retry)
 
     @contextlib.asynccontextmanager
@@ -469,7 +470,8 @@ def setup(
     async def close(_: web.Application) -> None:
         auth.close()
 
-    app.on_cleanup.append(close)
+    # aiohttp 3.9 annotates its signals for aiosignal < 1.4; aiosignal 1.4 made Signal generic over the arguments.
+    app.on_cleanup.append(close)  # type: ignore[arg-type]
     return auth
 
 
@@ -480,7 +482,7 @@ def routes() -> list[web.RouteDef]:
 # Request handling
 
 
-async def current_user(request: web.Request, roles: Optional[set[str]] = None) -> AgentUser:
+async def current_user(request: web.Request, roles: set[str] | None = None) -> AgentUser:
     """The logged-in user (session cookie) or the machine client (HTTP Basic) making `request`.
 
     Raises 401 without valid credentials (for /api/ paths with a Basic
@@ -489,7 +491,7 @@ async def current_user(request: web.Request, roles: Optional[set[str]] = None) -
     the username is locked and 403 when `roles` is given and the user's role is
     not in it.
     """
-    user: Optional[AgentUser] = request.get(_USER_KEY)
+    user: AgentUser | None = request.get(_USER_KEY)
     if user is None:
         user = await _authenticate(request)
         request[_USER_KEY] = user
@@ -602,12 +604,12 @@ _FORMS = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 def _unauthorized(request: web.Request, message: str) -> web.HTTPUnauthorized:
-    headers = {}
+    headers: dict[str, str] = {}
     if request.path.startswith("/api/") and "X-Requested-With" not in request.headers:
         headers[hdrs.WWW_AUTHENTICATE] = 'Basic realm="ivr"'
     return _error(web.HTTPUnauthorized, message, headers)
 
 
-def _error(kind: type[E], message: str, headers: Optional[dict[str, str]] = None) -> E:
+def _error(kind: type[E], message: str, headers: dict[str, str] | None = None) -> E:
     """An HTTP error with a JSON body `{"error": message}`."""
     return kind(text=json.dumps({"error": message}), content_type="application/json", headers=headers)

@@ -14,7 +14,8 @@ translated or interpreted beyond the fixed phrases.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 # Why the bot handed over (reasons of dialogs/actions and the voice front end).
 REASONS = {
@@ -49,13 +50,13 @@ LAST_INTENTS = 3
 def summarize(package: Mapping[str, Any]) -> str:
     """Why, what was collected, and the last intents, in at most three short sentences."""
     sentences = [_why(package)]
-    slots = package.get("slots") if isinstance(package.get("slots"), Mapping) else {}
+    slots = _section(package, "slots")
     collected = [f"{_label(k)} {_value(v)}" for k, v in slots.items() if k not in HIDDEN_SLOTS and _shown(v)]
     if collected:
         more = len(collected) - MAX_SLOTS
         listed = ", ".join(collected[:MAX_SLOTS]) + (f" and {more} more" if more > 0 else "")
         sentences.append(f"Collected: {listed}.")
-    form = package.get("form") if isinstance(package.get("form"), Mapping) else {}
+    form = _section(package, "form")
     requested = form.get("requested_slot")
     if requested and form.get("name") and requested not in HIDDEN_SLOTS:
         sentences.append(f"Was being asked for the {_label(str(requested))}.")
@@ -69,10 +70,16 @@ def summarize(package: Mapping[str, Any]) -> str:
     return " ".join(sentences)
 
 
+def _section(package: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A nested mapping of the package, empty when it is missing or not a mapping."""
+    value = package.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
 def _why(package: Mapping[str, Any]) -> str:
     reason = str(package.get("reason") or "")
     why = REASONS.get(reason) or (f"Handed over ({reason.replace('_', ' ')})" if reason else "Handed over")
-    form = package.get("form") if isinstance(package.get("form"), Mapping) else {}
+    form = _section(package, "form")
     name = form.get("name")
     if name:
         doing = FORMS.get(str(name)) or f"in the {str(name).removesuffix('_form').replace('_', ' ')} dialog"

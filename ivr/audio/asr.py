@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, TypeVar
 
 import vosk
 
 from ivr.audio.codecs import ASR_RATE
 from ivr.errors import ModelMissing
+
+T = TypeVar("T")
 
 vosk.SetLogLevel(-1)
 
@@ -41,7 +44,7 @@ class AsrResult:
     confidence: float = 0.0
 
     @classmethod
-    def from_vosk(cls, raw: str) -> "AsrResult":
+    def from_vosk(cls, raw: str) -> AsrResult:
         data = json.loads(raw)
         words = tuple(
             Word(w["word"], float(w.get("conf", 1.0)), float(w.get("start", 0)), float(w.get("end", 0)))
@@ -80,14 +83,14 @@ class Recognizer:
     """
 
     model: vosk.Model
-    executor: Optional[Executor] = None
+    executor: Executor | None = None
     sample_rate: int = ASR_RATE
-    _rec: Optional[vosk.KaldiRecognizer] = field(init=False, default=None)
-    _grammar: Optional[tuple[str, ...]] = field(init=False, default=None)  # what _rec was built with
-    _wanted: Optional[tuple[str, ...]] = field(init=False, default=None)
+    _rec: vosk.KaldiRecognizer | None = field(init=False, default=None)
+    _grammar: tuple[str, ...] | None = field(init=False, default=None)  # what _rec was built with
+    _wanted: tuple[str, ...] | None = field(init=False, default=None)
     _reset: bool = field(init=False, default=False)
 
-    async def _run(self, fn, *args):
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _ready(self) -> vosk.KaldiRecognizer:
@@ -123,7 +126,7 @@ class Recognizer:
         """Forget what was heard (done before the next audio, in the worker thread)."""
         self._reset = True
 
-    def set_grammar(self, phrases: Optional[Sequence[str]]) -> None:
+    def set_grammar(self, phrases: Sequence[str] | None) -> None:
         """Restrict recognition to `phrases` (Vosk grammar mode); None lifts it.
 
         `[unk]` is always allowed so out-of-grammar speech is reported as such

@@ -12,8 +12,6 @@ from triggering.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 ROWS = (697.0, 770.0, 852.0, 941.0)
@@ -31,11 +29,11 @@ class ToneDetector:
         freqs = np.array(ROWS + COLUMNS)
         self._basis = np.exp(-2j * np.pi * np.outer(freqs, n) / rate)
         self._frame = frame
-        self._candidate: Optional[str] = None
-        self._reported: Optional[str] = None
+        self._candidate: str | None = None
+        self._reported: str | None = None
         self._silent_frames = 0
 
-    def key_in(self, pcm: bytes) -> Optional[str]:
+    def key_in(self, pcm: bytes) -> str | None:
         """The key sounding in this frame (160 samples of PCM16 at 8 kHz), or None."""
         x = np.frombuffer(pcm, dtype=np.int16)[: self._frame].astype(np.float64)
         if len(x) < self._frame:
@@ -54,7 +52,7 @@ class ToneDetector:
             return None
         return KEYS[r][c]
 
-    def process(self, pcm: bytes) -> Optional[str]:
+    def process(self, pcm: bytes) -> str | None:
         """Feed one frame; returns a key once per press."""
         key = self.key_in(pcm)
         if key is None:

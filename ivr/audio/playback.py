@@ -13,8 +13,9 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Protocol
+from typing import Any, Protocol
 
 from ivr.audio.codecs import FRAME_MS, Framer, frame_bytes
 from ivr.audio.tts import SpeechChunk
@@ -38,8 +39,8 @@ class Prompt:
     barge_in: bool = True
     prompt_id: int = 0
     queued_at: float = field(default_factory=time.monotonic)
-    first_frame_at: Optional[float] = None
-    started_wall: Optional[float] = None
+    first_frame_at: float | None = None
+    started_wall: float | None = None
     frames_sent: int = 0
     sentences: list[tuple[str, int]] = field(default_factory=list)  # (text, end frame)
     interrupted: bool = False
@@ -96,14 +97,14 @@ class MediaSink(Protocol):
 
 
 class Player:
-    def __init__(self, sink: MediaSink, on_finished: OnFinished, stats: Optional[PacingStats] = None):
+    def __init__(self, sink: MediaSink, on_finished: OnFinished, stats: PacingStats | None = None):
         self.sink = sink
         self.on_finished = on_finished
         self.stats = stats or PacingStats()
         self.frame_size = frame_bytes(sink.sample_rate)
         self._queue: asyncio.Queue[Prompt] = asyncio.Queue()
         self._ids = itertools.count(1)
-        self.current: Optional[Prompt] = None
+        self.current: Prompt | None = None
         self._task = asyncio.create_task(self._run())
         self._pending_marks: dict[str, Prompt] = {}
         self._mark_timers: dict[str, asyncio.TimerHandle] = {}
@@ -120,7 +121,7 @@ class Player:
         return prompt is None or prompt.barge_in
 
     def play(
-        self, text: str, chunks: AsyncIterator[SpeechChunk], barge_in: bool = True, meta: Optional[dict[str, Any]] = None
+        self, text: str, chunks: AsyncIterator[SpeechChunk], barge_in: bool = True, meta: dict[str, Any] | None = None
     ) -> Prompt:
         prompt = Prompt(text, chunks, barge_in, next(self._ids), meta=meta or {})
         self._queue.put_nowait(prompt)
@@ -154,7 +155,7 @@ class Player:
                 await self._finish(prompt)
 
     async def _send_prompt(self, prompt: Prompt) -> None:
-        chunks: asyncio.Queue[Optional[SpeechChunk]] = asyncio.Queue()
+        chunks: asyncio.Queue[SpeechChunk | None] = asyncio.Queue()
 
         async def produce() -> None:
             try:
@@ -165,7 +166,7 @@ class Player:
 
         producer = asyncio.create_task(produce())
         framer = Framer(self.frame_size)
-        self._schedule: Optional[float] = None
+        self._schedule: float | None = None
         try:
             while (chunk := await chunks.get()) is not None:
                 frames = framer.push(chunk.pcm)

@@ -13,10 +13,10 @@ import json
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Optional
 
 import numpy as np
 import onnxruntime
@@ -64,7 +64,7 @@ class SpeechChunk:
 class Synthesizer:
     """Text → PCM16 at any rate, one sentence at a time, with a prompt cache."""
 
-    def __init__(self, voice: PiperVoice, executor: Optional[Executor] = None, cache_entries: int = 256):
+    def __init__(self, voice: PiperVoice, executor: Executor | None = None, cache_entries: int = 256):
         self.voice = voice
         self.executor = executor
         self.cache_entries = cache_entries

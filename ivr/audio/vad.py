@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import Union
 
 import webrtcvad
 
@@ -49,7 +48,7 @@ class SpeechDiscarded:
     speech_ms: int
 
 
-VadEvent = Union[SpeechStarted, SpeechAudio, SpeechEnded, SpeechDiscarded]
+VadEvent = SpeechStarted | SpeechAudio | SpeechEnded | SpeechDiscarded
 
 
 class Endpointer:

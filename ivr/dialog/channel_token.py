@@ -10,13 +10,12 @@ each other's Rasa by accident: the foreign one answers 401, and start-up stops.
 from __future__ import annotations
 
 import hmac
-from typing import Optional
 
 ENV = "IVR_DIALOG_TOKEN"
 HEADER = "X-IVR-Token"
 
 
-def accepted(expected: Optional[str], given: Optional[str]) -> bool:
+def accepted(expected: str | None, given: str | None) -> bool:
     """Whether a request may use the channel: always without a configured token (an external `rasa run`)."""
     if not expected:
         return True

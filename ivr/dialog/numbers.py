@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Optional
 
 from text_to_num import alpha2digit
 
@@ -124,7 +123,7 @@ def normalize(text: str, language: str) -> str:
     return " ".join(_phone_idioms(out) if language == "en" else out)
 
 
-def digit_string(text: str, language: str) -> Optional[str]:
+def digit_string(text: str, language: str) -> str | None:
     """The digits of a number said digit by digit or in groups, keypad input included.
 
     "eins zwei drei vier fünf sechs", "zwölf vierunddreißig sechsundfünfzig",
@@ -152,7 +151,7 @@ def digit_string(text: str, language: str) -> Optional[str]:
     return best or None
 
 
-def quantity(text: str, language: str) -> Optional[int]:
+def quantity(text: str, language: str) -> int | None:
     """How many the caller wants: "drei stück" → 3, "nein, drei" → 3, "a dozen" → 12.
 
     The last number said wins, so corrections work ("zwei, nein drei").
@@ -161,7 +160,7 @@ def quantity(text: str, language: str) -> Optional[int]:
     amounts ("ein paar", "a few", "several") are None so the dialog asks again.
     """
     words = [_bare(w) for w in normalize(text, language).split()]
-    amount: Optional[int] = None
+    amount: int | None = None
     article = vague = False
     for i, word in enumerate(words):
         before = words[max(0, i - 2) : i]

@@ -8,7 +8,7 @@ grammar, forbid barge-in or replay the last prompt.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 EXPECT = ("yes_no", "digits", "menu")
 
@@ -26,8 +26,8 @@ class BotReply:
     text: str = ""
     barge_in: bool = True
     hangup: bool = False
-    handoff: Optional[Handoff] = None
-    expect: Optional[str] = None  # yes_no | digits | menu: restricts ASR, tells how keys are read
+    handoff: Handoff | None = None
+    expect: str | None = None  # yes_no | digits | menu: restricts ASR, tells how keys are read
     dtmf: dict[str, str] = field(default_factory=dict)  # menu key -> message for the dialog ("1" -> "/place_order")
     repeat_last: bool = False
 
@@ -37,7 +37,7 @@ class BotReply:
         return not self.text and not self.hangup and self.handoff is None and not self.repeat_last
 
     @classmethod
-    def from_messages(cls, messages: list[dict[str, Any]]) -> "BotReply":
+    def from_messages(cls, messages: list[dict[str, Any]]) -> BotReply:
         texts: list[str] = []
         flags: dict[str, Any] = {}
         for message in messages:
@@ -66,17 +66,17 @@ class DialogTurn:
     """A bot reply plus what Rasa understood, for transcripts and the text endpoint."""
 
     reply: BotReply
-    intent: Optional[str] = None
-    confidence: Optional[float] = None
+    intent: str | None = None
+    confidence: float | None = None
     entities: list[dict[str, Any]] = field(default_factory=list)
     slots: dict[str, Any] = field(default_factory=dict)
     collected: dict[str, Any] = field(default_factory=dict)  # set during this turn, even if reset by its end
-    active_loop: Optional[str] = None
-    requested_slot: Optional[str] = None
+    active_loop: str | None = None
+    requested_slot: str | None = None
     latency_s: float = 0.0
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], latency_s: float = 0.0) -> "DialogTurn":
+    def from_json(cls, data: dict[str, Any], latency_s: float = 0.0) -> DialogTurn:
         intent = data.get("intent") or {}
         return cls(
             reply=BotReply.from_messages(data.get("messages") or []),

@@ -13,7 +13,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 # Rasa seeds its models (`random_seed` in config.yml), but a seed alone does not pin everything a training
 # depends on: Python's per-process hash seed can change the order of sets and dicts built from them, and
@@ -84,6 +83,6 @@ def prune_models(out_dir: Path, keep: int = 3) -> None:
         old.unlink(missing_ok=True)
 
 
-def latest_model(out_dir: Path) -> Optional[Path]:
+def latest_model(out_dir: Path) -> Path | None:
     models = sorted(Path(out_dir).glob("*.tar.gz"), key=lambda p: p.stat().st_mtime)
     return models[-1] if models else None

@@ -17,7 +17,8 @@ small module.
 from __future__ import annotations
 
 import os
-from typing import Any, Awaitable, Callable, Dict, Text
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
 from rasa.shared.core.events import Event, SlotSet, UserUttered
@@ -32,7 +33,7 @@ CHANNEL_NAME = "ivr"
 
 class IvrInput(InputChannel):
     @classmethod
-    def name(cls) -> Text:
+    def name(cls) -> str:
         return CHANNEL_NAME
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
@@ -55,7 +56,7 @@ class IvrInput(InputChannel):
 
         @hook.route("/turn", methods=["POST"])
         async def turn(request: Request) -> HTTPResponse:
-            body: Dict[Text, Any] = request.json or {}
+            body: dict[str, Any] = request.json or {}
             sender = body.get("sender")
             text = body.get("text")
             if not isinstance(sender, str) or not isinstance(text, str) or not text:
@@ -97,7 +98,7 @@ class IvrInput(InputChannel):
             """Forget a finished call's tracker (the IVR keeps the transcript)."""
             sender = (request.json or {}).get("sender")
             agent = request.app.ctx.agent
-            store = agent.tracker_store if agent else None
+            store: Any = agent.tracker_store if agent else None
             while hasattr(store, "_tracker_store"):  # unwrap Rasa's fail-safe/awaitable wrappers
                 store = store._tracker_store
             if isinstance(sender, str) and isinstance(getattr(store, "store", None), dict):
@@ -107,7 +108,7 @@ class IvrInput(InputChannel):
         return hook
 
 
-def collected_this_turn(events: Any) -> Dict[Text, Any]:
+def collected_this_turn(events: Any) -> dict[str, Any]:
     """Slot values set since the caller's last message, even if a form reset them again in the same turn.
 
     A form that completes clears its slots before the turn ends, so the final

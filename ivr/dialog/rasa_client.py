@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Optional
+from typing import Any
 
 import aiohttp
 
@@ -24,14 +24,14 @@ class RasaClient:
     answer, and the caller is offered a person.
     """
 
-    def __init__(self, base_url: str, timeout_s: float = 8.0, token: Optional[str] = None, turns_per_tenant: int = 4):
+    def __init__(self, base_url: str, timeout_s: float = 8.0, token: str | None = None, turns_per_tenant: int = 4):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.headers = {channel_token.HEADER: token} if token else {}
         self.turns_per_tenant = turns_per_tenant
         self._lanes: dict[str, asyncio.Semaphore] = {}
-        self._session: Optional[aiohttp.ClientSession] = None
+        self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -42,8 +42,8 @@ class RasaClient:
         self,
         sender: str,
         text: str,
-        slots: Optional[dict[str, Any]] = None,
-        metadata: Optional[dict[str, Any]] = None,
+        slots: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
         tenant: str = "",
     ) -> DialogTurn:
         """Send one caller message; raises DialogUnavailable on timeout or error."""
@@ -58,7 +58,7 @@ class RasaClient:
             lane.release()
 
     async def _post_turn(
-        self, sender: str, text: str, slots: Optional[dict[str, Any]], metadata: Optional[dict[str, Any]]
+        self, sender: str, text: str, slots: dict[str, Any] | None, metadata: dict[str, Any] | None
     ) -> DialogTurn:
         body = {"sender": sender, "text": text, "slots": slots or {}, "metadata": metadata or {}}
         started = time.perf_counter()

@@ -20,7 +20,7 @@ loader; so does a component with no prediction example.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 
 def install() -> None:
@@ -32,7 +32,7 @@ def install() -> None:
         return
     rasa_load = RasaModel.load.__func__
 
-    def load(cls, model_file_name: str, model_data_example: Any, predict_data_example: Optional[Any] = None,
+    def load(cls: Any, model_file_name: str, model_data_example: Any, predict_data_example: Any | None = None,
              finetune_mode: bool = False, *args: Any, **kwargs: Any) -> RasaModel:  # fmt: skip
         if finetune_mode or predict_data_example is None:
             return rasa_load(cls, model_file_name, model_data_example, predict_data_example, finetune_mode,

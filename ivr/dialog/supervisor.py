@@ -19,7 +19,6 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import aiohttp
 
@@ -41,7 +40,7 @@ def endpoints_yaml(actions_url: str) -> str:
     return f"action_endpoint:\n  url: {actions_url.rstrip('/')}/webhook\n"
 
 
-def rasa_command(model: Path, port: int, config_dir: Path, actions_url: Optional[str]) -> list[str]:
+def rasa_command(model: Path, port: int, config_dir: Path, actions_url: str | None) -> list[str]:
     """`rasa run` with the IVR channel; also used by the tests to start the same server."""
     (config_dir / "credentials.yml").write_text(CREDENTIALS)
     cmd = [*RASA, "run", "--model", str(model), "--port", str(port),
@@ -96,8 +95,8 @@ class Supervised:
         self.cwd = cwd
         self.env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore", **env)
         self.startup_timeout_s = startup_timeout_s
-        self._process: Optional[asyncio.subprocess.Process] = None
-        self._watch: Optional[asyncio.Task] = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._watch: asyncio.Task | None = None
         self._stopping = False
         self.state = "stopped"  # starting | ready | restarting | stopped, shown by /healthz
         self.restarts = 0
@@ -168,7 +167,7 @@ class RasaServer(Supervised):
 
     name = "rasa"
 
-    def __init__(self, model: Path, port: int, project_root: Path, actions_url: Optional[str], startup_timeout_s: float):
+    def __init__(self, model: Path, port: int, project_root: Path, actions_url: str | None, startup_timeout_s: float):
         self.url = f"http://127.0.0.1:{port}"
         self.token = secrets.token_urlsafe(24)
         config_dir = Path(tempfile.mkdtemp(prefix="ivr-rasa-"))

@@ -25,7 +25,9 @@ def packaged_path(kind: str, distribution: str) -> Path:
         raise ModelMissing(f"model package {distribution!r} is not installed: run `pip install {distribution}`") from None
     if kind == "piper" and hasattr(module, "model_path"):
         return Path(module.model_path())
-    model_dir = Path(module.__file__).parent / "model"
+    # A package without __init__.py (a namespace package) has no __file__, only __path__.
+    package_dir = Path(module.__file__).parent if module.__file__ else Path(next(iter(module.__path__)))
+    model_dir = package_dir / "model"
     if kind == "vosk" and model_dir.is_dir():
         return model_dir
     raise ModelMissing(f"package {distribution!r} has no {kind} model (no model_path() or model/ folder)")

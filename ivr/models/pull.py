@@ -26,8 +26,9 @@ import stat
 import uuid
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -282,7 +283,9 @@ async def _download_once(session: aiohttp.ClientSession, url: str, part: Path,
             if total is None and resp.content_length is not None:
                 total = offset + resp.content_length
             done = offset
-            with open(part, "ab" if offset else "wb") as fh:
+            # Buffered writes of one chunk each to local disk; `ivr models pull` runs before serving, so no
+            # call shares this event loop.
+            with open(part, "ab" if offset else "wb") as fh:  # noqa: ASYNC230
                 if progress:
                     progress(label, done, total)
                 async for chunk in resp.content.iter_chunked(CHUNK):

@@ -28,8 +28,9 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Optional, Protocol
+from typing import Any, Protocol
 
 from ivr.settings import AgentUser, QueueSettings
 from ivr.storage import CallEvent, EventName
@@ -64,7 +65,7 @@ class AcdError(Exception):
 class CallerLink(Protocol):
     """The call session's side of a queued call."""
 
-    async def agent_connected(self, agent: "Agent") -> None: ...
+    async def agent_connected(self, agent: Agent) -> None: ...
     async def agent_audio(self, pcm16k: bytes) -> None: ...
     async def hold(self, on: bool) -> None: ...
     async def agent_hung_up(self) -> None: ...
@@ -89,15 +90,15 @@ class QueuedCall:
     queue: str
     link: CallerLink
     priority: int = 0
-    handoff_id: Optional[str] = None
+    handoff_id: str | None = None
     package: dict[str, Any] = field(default_factory=dict)
     entered_at: float = 0.0
     position_at_entry: int = 0
     head: bool = False  # put back after an agent was lost: served before everybody else
     declined_by: set[str] = field(default_factory=set)
-    agent: Optional[str] = None  # ringing or connected agent
-    ring_started: Optional[float] = None
-    connected_at: Optional[float] = None
+    agent: str | None = None  # ringing or connected agent
+    ring_started: float | None = None
+    connected_at: float | None = None
     held: bool = False
     seq: int = 0  # tie-break: order of entry
 
@@ -111,7 +112,7 @@ class Agent:
     link: AgentLink
     state: AgentState = AgentState.OFFLINE
     idle_since: float = 0.0
-    call: Optional[QueuedCall] = None  # ringing, on call, or in wrap-up for it
+    call: QueuedCall | None = None  # ringing, on call, or in wrap-up for it
     muted: bool = False
 
     @property
@@ -164,7 +165,7 @@ class Acd:
         samples = self._handle_times.get((tenant, queue))
         return sum(samples) / len(samples) if samples else self.settings.default_handle_time_s
 
-    def estimated_wait(self, call_id: str) -> Optional[float]:
+    def estimated_wait(self, call_id: str) -> float | None:
         """Seconds until an agent answers, or None when nobody staffs the queue.
 
         Callers ahead of this one (and this one) are served by the staffed
@@ -423,7 +424,7 @@ class Acd:
         if agent is not None:
             await agent.link.send({**message, "call_id": call_id})
 
-    def _agent_of(self, call_id: str) -> Optional[Agent]:
+    def _agent_of(self, call_id: str) -> Agent | None:
         call = self.calls.get(call_id)
         if call is None or call.connected_at is None or call.held or call.agent is None:
             return None

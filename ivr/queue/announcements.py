@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Optional
 
 from ivr.dialog.numbers import spoken_digits
 
@@ -32,7 +31,7 @@ def wait_phrase(seconds: float, language: str) -> str:
     return f"etwa {minutes} Minuten" if language == "de" else f"about {minutes} minutes"
 
 
-def position_and_wait(position: int, wait_s: Optional[float], language: str) -> str:
+def position_and_wait(position: int, wait_s: float | None, language: str) -> str:
     if language == "de":
         place = "Sie sind als Nächstes an der Reihe." if position <= 1 else f"Sie sind an Position {position} in der Warteschlange."
         if wait_s is None:

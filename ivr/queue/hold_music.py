@@ -8,9 +8,9 @@ and barge-in handling apply unchanged.
 from __future__ import annotations
 
 import wave
+from collections.abc import AsyncIterator
 from functools import lru_cache
 from pathlib import Path
-from typing import AsyncIterator, Optional
 
 import numpy as np
 
@@ -51,11 +51,11 @@ def load_wav(path: Path, rate: int) -> bytes:
 
 
 @lru_cache(maxsize=8)
-def hold_audio(path: Optional[str], rate: int) -> bytes:
+def hold_audio(path: str | None, rate: int) -> bytes:
     return load_wav(Path(path).expanduser(), rate) if path else tone_loop(rate)
 
 
-async def play(path: Optional[str], rate: int, seconds: float) -> AsyncIterator[SpeechChunk]:
+async def play(path: str | None, rate: int, seconds: float) -> AsyncIterator[SpeechChunk]:
     """`seconds` of hold music, looping, as one-second chunks."""
     audio = hold_audio(path, rate)
     chunk = rate * 2  # one second of PCM16

@@ -18,8 +18,9 @@ Definitions (per tenant and queue, over the events given):
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from ivr.storage import CallEvent, EventName
 
@@ -42,19 +43,19 @@ class QueueKpis:
     completed: int = 0
 
     @property
-    def asa_s(self) -> Optional[float]:
+    def asa_s(self) -> float | None:
         return round(self.hold_total_s / self.answered, 1) if self.answered else None
 
     @property
-    def aht_s(self) -> Optional[float]:
+    def aht_s(self) -> float | None:
         return round(self.talk_total_s / self.completed, 1) if self.completed else None
 
     @property
-    def abandon_rate(self) -> Optional[float]:
+    def abandon_rate(self) -> float | None:
         return round(self.abandoned / self.offered, 3) if self.offered else None
 
     @property
-    def service_level(self) -> Optional[float]:
+    def service_level(self) -> float | None:
         counted = self.answered + self.abandoned - self.short_abandons
         return round(self.answered_in_threshold / counted, 3) if counted > 0 else None
 
@@ -96,7 +97,7 @@ def queue_kpis(events: Iterable[CallEvent], threshold_s: float = 20.0) -> list[Q
     return [table[key] for key in sorted(table)]
 
 
-def containment(events: Iterable[CallEvent]) -> dict[str, Optional[float]]:
+def containment(events: Iterable[CallEvent]) -> dict[str, float | None]:
     """Per tenant: the share of calls the bot finished without handing over to a person."""
     calls: dict[str, set[str]] = defaultdict(set)
     handed: dict[str, set[str]] = defaultdict(set)

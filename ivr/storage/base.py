@@ -14,9 +14,10 @@ read across tenants: the API checks the reader's tenants (ivr/agents/api.py).
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Literal
 
 from ivr.storage.events import CallEvent
 
@@ -28,12 +29,12 @@ class CallRecord:
     company: str
     language: str
     channel: str  # media_stream, browser, text
-    dialled: Optional[str] = None
-    caller: Optional[str] = None
+    dialled: str | None = None
+    caller: str | None = None
     started_at: float = 0.0
-    ended_at: Optional[float] = None
-    end_reason: Optional[str] = None
-    provider_call_id: Optional[str] = None  # the telephony side's id (CallSid, SIP Call-ID); ours is call_id
+    ended_at: float | None = None
+    end_reason: str | None = None
+    provider_call_id: str | None = None  # the telephony side's id (CallSid, SIP Call-ID); ours is call_id
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,9 @@ class Utterance:
     text: str
     start: float
     end: float
-    asr_confidence: Optional[float] = None
-    intent: Optional[str] = None
-    intent_confidence: Optional[float] = None
+    asr_confidence: float | None = None
+    intent: str | None = None
+    intent_confidence: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -61,7 +62,7 @@ class Customer:
     postcode: str
     street: str
     city: str
-    phone: Optional[str] = None
+    phone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class OrderLine:
     sku: str
     name: str
     quantity: int
-    unit_price: Union[Decimal, float]
+    unit_price: Decimal | float
 
     def __post_init__(self) -> None:
         price = Decimal(str(self.unit_price)).quantize(Decimal("0.01"))
@@ -93,7 +94,7 @@ class Order:
     lines: list[OrderLine]
     status: str
     created_at: float
-    call_id: Optional[str]
+    call_id: str | None
     delivery_address: str
 
     @property
@@ -106,7 +107,7 @@ class CancelResult:
     """What a cancel attempt did; `status` is the order's status afterwards (None when there is no such order)."""
 
     outcome: Literal["cancelled", "not_found", "not_cancellable"]
-    status: Optional[str] = None
+    status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,25 +118,25 @@ class Ticket:
     tenant: str
     category: str
     description: str
-    callback_number: Optional[str]
+    callback_number: str | None
     urgency: str
     status: str
     created_at: float
-    call_id: Optional[str]
-    caller: Optional[str]
+    call_id: str | None
+    caller: str | None
 
 
 @dataclass(frozen=True)
 class CallbackRequest:
     """A caller asked to be called back (e.g. outside opening hours); `id` is None until stored."""
 
-    id: Optional[int]
+    id: int | None
     tenant: str
     number: str
     reason: str
     language: str
     created_at: float
-    call_id: Optional[str]
+    call_id: str | None
     status: str
 
 
@@ -171,7 +172,7 @@ class Wrapup:
     disposition: str
     notes: str
     created_at: float
-    handoff_id: Optional[str] = None
+    handoff_id: str | None = None
 
 
 class Storage(abc.ABC):
@@ -190,7 +191,7 @@ class Storage(abc.ABC):
     async def end_call(self, call_id: str, ended_at: float, reason: str) -> None: ...
 
     @abc.abstractmethod
-    async def get_call(self, call_id: str) -> Optional[CallRecord]: ...
+    async def get_call(self, call_id: str) -> CallRecord | None: ...
 
     @abc.abstractmethod
     async def calls_by_provider_id(self, provider_call_id: str) -> list[CallRecord]:
@@ -204,10 +205,10 @@ class Storage(abc.ABC):
         """Insert the customer or replace the one with the same tenant and number."""
 
     @abc.abstractmethod
-    async def find_customer(self, tenant: str, customer_number: str) -> Optional[Customer]: ...
+    async def find_customer(self, tenant: str, customer_number: str) -> Customer | None: ...
 
     @abc.abstractmethod
-    async def find_customer_by_name(self, tenant: str, name: str, postcode: str) -> Optional[Customer]:
+    async def find_customer_by_name(self, tenant: str, name: str, postcode: str) -> Customer | None:
         """The one customer with this full name or surname (any case and spacing) in this postcode.
 
         None when there is none or more than one: the dialog then asks for the
@@ -221,7 +222,7 @@ class Storage(abc.ABC):
         customer_number: str,
         lines: Sequence[OrderLine],
         delivery_address: str,
-        call_id: Optional[str] = None,
+        call_id: str | None = None,
     ) -> Order:
         """Store a new `placed` order with a fresh order number and its lines."""
 
@@ -233,7 +234,7 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def get_order(self, tenant: str, order_number: str) -> Optional[Order]: ...
+    async def get_order(self, tenant: str, order_number: str) -> Order | None: ...
 
     @abc.abstractmethod
     async def orders_for_customer(self, tenant: str, customer_number: str) -> list[Order]:
@@ -249,19 +250,19 @@ class Storage(abc.ABC):
         tenant: str,
         category: str,
         description: str,
-        callback_number: Optional[str],
+        callback_number: str | None,
         urgency: str,
-        call_id: Optional[str] = None,
-        caller: Optional[str] = None,
+        call_id: str | None = None,
+        caller: str | None = None,
     ) -> Ticket:
         """Store a new `open` ticket with a fresh ticket number."""
 
     @abc.abstractmethod
-    async def get_ticket(self, tenant: str, ticket_number: str) -> Optional[Ticket]: ...
+    async def get_ticket(self, tenant: str, ticket_number: str) -> Ticket | None: ...
 
     @abc.abstractmethod
     async def add_callback(
-        self, tenant: str, number: str, reason: str, language: str, call_id: Optional[str] = None
+        self, tenant: str, number: str, reason: str, language: str, call_id: str | None = None
     ) -> CallbackRequest:
         """Store a `pending` callback request."""
 
@@ -273,7 +274,7 @@ class Storage(abc.ABC):
     async def save_handoff(self, handoff: Handoff) -> None: ...
 
     @abc.abstractmethod
-    async def get_handoff(self, handoff_id: str, tenant: Optional[str] = None) -> Optional[Handoff]:
+    async def get_handoff(self, handoff_id: str, tenant: str | None = None) -> Handoff | None:
         """The handoff by its (globally unique) id; with `tenant`, only if it belongs to that tenant."""
 
     @abc.abstractmethod
@@ -289,7 +290,7 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def events(
-        self, call_id: Optional[str] = None, tenant: Optional[str] = None, since: Optional[float] = None
+        self, call_id: str | None = None, tenant: str | None = None, since: float | None = None
     ) -> list[CallEvent]:
         """Logged events matching all given filters (`since` inclusive), in time order, then in logging order."""
 

@@ -19,9 +19,10 @@ import json
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -211,8 +212,9 @@ def _postcode_key(postcode: str) -> str:
     return "".join(postcode.casefold().split())
 
 
-def _cents(price: Decimal) -> int:
-    return int(price * 100)
+def _cents(price: Decimal | float) -> int:
+    """Exact cents (OrderLine has made its price a Decimal; a float would first be rounded to cents)."""
+    return int(Decimal(str(price)).quantize(Decimal("0.01")) * 100)
 
 
 def _sqlite_setup(engine: sa.engine.Engine) -> None:
@@ -281,7 +283,7 @@ class SqlStorage(Storage):
         )
         await self._execute(statement)
 
-    async def get_call(self, call_id: str) -> Optional[CallRecord]:
+    async def get_call(self, call_id: str) -> CallRecord | None:
         query = calls.select().where(calls.c.call_id == call_id)
         row = await self._read(lambda conn: conn.execute(query).mappings().first())
         return CallRecord(**row) if row else None
@@ -308,12 +310,12 @@ class SqlStorage(Storage):
         key = (customers.c.tenant == customer.tenant, customers.c.customer_number == customer.customer_number)
         await self._write(_upsert, customers, key, values)
 
-    async def find_customer(self, tenant: str, customer_number: str) -> Optional[Customer]:
+    async def find_customer(self, tenant: str, customer_number: str) -> Customer | None:
         query = customers.select().where(customers.c.tenant == tenant, customers.c.customer_number == customer_number)
         row = await self._read(lambda conn: conn.execute(query).mappings().first())
         return _customer(row) if row else None
 
-    async def find_customer_by_name(self, tenant: str, name: str, postcode: str) -> Optional[Customer]:
+    async def find_customer_by_name(self, tenant: str, name: str, postcode: str) -> Customer | None:
         # Callers give their surname or their full name: both match, but only one customer may.
         query = customers.select().where(
             customers.c.tenant == tenant, customers.c.postcode_key == _postcode_key(postcode)
@@ -331,18 +333,18 @@ class SqlStorage(Storage):
         customer_number: str,
         lines: Sequence[OrderLine],
         delivery_address: str,
-        call_id: Optional[str] = None,
+        call_id: str | None = None,
     ) -> Order:
         if not lines:
             raise ValueError("an order needs at least one line")
-        values = dict(
-            tenant=tenant,
-            customer_number=customer_number,
-            status="placed",
-            created_at=time.time(),
-            call_id=call_id,
-            delivery_address=delivery_address,
-        )
+        values: dict[str, Any] = {
+            "tenant": tenant,
+            "customer_number": customer_number,
+            "status": "placed",
+            "created_at": time.time(),
+            "call_id": call_id,
+            "delivery_address": delivery_address,
+        }
 
         def place(conn: sa.engine.Connection) -> str:
             number, order_id = self._insert_numbered(conn, orders, "order_number", 6, values)
@@ -364,7 +366,7 @@ class SqlStorage(Storage):
 
         await self._write(upsert)
 
-    async def get_order(self, tenant: str, order_number: str) -> Optional[Order]:
+    async def get_order(self, tenant: str, order_number: str) -> Order | None:
         found = await self._read(_load_orders, orders.c.tenant == tenant, orders.c.order_number == order_number)
         return found[0] if found else None
 
@@ -390,42 +392,42 @@ class SqlStorage(Storage):
         tenant: str,
         category: str,
         description: str,
-        callback_number: Optional[str],
+        callback_number: str | None,
         urgency: str,
-        call_id: Optional[str] = None,
-        caller: Optional[str] = None,
+        call_id: str | None = None,
+        caller: str | None = None,
     ) -> Ticket:
-        values = dict(
-            tenant=tenant,
-            category=category,
-            description=description,
-            callback_number=callback_number,
-            urgency=urgency,
-            status="open",
-            created_at=time.time(),
-            call_id=call_id,
-            caller=caller,
-        )
+        values: dict[str, Any] = {
+            "tenant": tenant,
+            "category": category,
+            "description": description,
+            "callback_number": callback_number,
+            "urgency": urgency,
+            "status": "open",
+            "created_at": time.time(),
+            "call_id": call_id,
+            "caller": caller,
+        }
         number, _ = await self._write(self._insert_numbered, tickets, "ticket_number", 8, values)
         return Ticket(ticket_number=number, **values)
 
-    async def get_ticket(self, tenant: str, ticket_number: str) -> Optional[Ticket]:
+    async def get_ticket(self, tenant: str, ticket_number: str) -> Ticket | None:
         query = tickets.select().where(tickets.c.tenant == tenant, tickets.c.ticket_number == ticket_number)
         row = await self._read(lambda conn: conn.execute(query).mappings().first())
         return Ticket(**{k: v for k, v in row.items() if k != "id"}) if row else None
 
     async def add_callback(
-        self, tenant: str, number: str, reason: str, language: str, call_id: Optional[str] = None
+        self, tenant: str, number: str, reason: str, language: str, call_id: str | None = None
     ) -> CallbackRequest:
-        values = dict(
-            tenant=tenant,
-            number=number,
-            reason=reason,
-            language=language,
-            created_at=time.time(),
-            call_id=call_id,
-            status="pending",
-        )
+        values: dict[str, Any] = {
+            "tenant": tenant,
+            "number": number,
+            "reason": reason,
+            "language": language,
+            "created_at": time.time(),
+            "call_id": call_id,
+            "status": "pending",
+        }
         result = await self._write(lambda conn: conn.execute(callbacks.insert().values(**values)))
         return CallbackRequest(id=result.inserted_primary_key[0], **values)
 
@@ -439,7 +441,7 @@ class SqlStorage(Storage):
     async def save_handoff(self, handoff: Handoff) -> None:
         await self._execute(handoffs.insert().values(**handoff.__dict__))
 
-    async def get_handoff(self, handoff_id: str, tenant: Optional[str] = None) -> Optional[Handoff]:
+    async def get_handoff(self, handoff_id: str, tenant: str | None = None) -> Handoff | None:
         query = handoffs.select().where(handoffs.c.handoff_id == handoff_id)
         if tenant is not None:
             query = query.where(handoffs.c.tenant == tenant)
@@ -458,7 +460,7 @@ class SqlStorage(Storage):
         await self._execute(call_events.insert().values(**{**event.__dict__, "event": event.event.value}))
 
     async def events(
-        self, call_id: Optional[str] = None, tenant: Optional[str] = None, since: Optional[float] = None
+        self, call_id: str | None = None, tenant: str | None = None, since: float | None = None
     ) -> list[CallEvent]:
         query = call_events.select().order_by(call_events.c.ts, call_events.c.id)
         if call_id is not None:

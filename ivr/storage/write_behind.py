@@ -32,8 +32,8 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Optional
 
 import sqlalchemy.exc
 
@@ -50,7 +50,7 @@ TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sql
 class _Write:
     what: str  # the method, for logs and counters: never the data (it holds callers' words and numbers)
     run: Callable[[], Awaitable[None]]
-    handoff: Optional[Handoff] = None
+    handoff: Handoff | None = None
     stored: asyncio.Event = field(default_factory=asyncio.Event)  # set once written (or given up)
 
 
@@ -67,10 +67,10 @@ class WriteBehind:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: Optional[asyncio.Task] = None
+        self._task: asyncio.Task | None = None
         self.written = 0
         self.dropped = 0  # did not fit (queue full) or failed for good (not transient)
-        self.failing_since: Optional[float] = None
+        self.failing_since: float | None = None
 
     # ---- the writes -------------------------------------------------------------------------------------------
 
@@ -89,7 +89,7 @@ class WriteBehind:
     async def end_call(self, call_id: str, ended_at: float, reason: str) -> None:
         await self._submit(_Write("end_call", lambda: self.storage.end_call(call_id, ended_at, reason)))
 
-    async def get_handoff(self, handoff_id: str) -> Optional[Handoff]:
+    async def get_handoff(self, handoff_id: str) -> Handoff | None:
         """The package, from the queue while it waits there, else from the database."""
         for write in self._queue:
             if write.handoff is not None and write.handoff.handoff_id == handoff_id:
