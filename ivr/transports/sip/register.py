@@ -171,5 +171,5 @@ def _granted_expiry(answer: Response, asked: int) -> int:
             name, _, value = part.partition("=")
             if name.strip().lower() == "expires" and value.strip().isdigit():
                 return int(value)
-    value = answer.headers.get("Expires")
-    return int(value) if value and value.isdigit() else asked
+    expires = answer.headers.get("Expires")
+    return int(expires) if expires and expires.isdigit() else asked

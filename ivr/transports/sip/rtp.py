@@ -149,9 +149,10 @@ class JitterBuffer:
         """RFC 3550 Appendix A.1: the 16-bit number unwrapped next to the highest seen."""
         if self._highest is None:
             return sequence + SEQ_MOD  # room below the first packet for ones that were reordered
-        base = self._highest - self._highest % SEQ_MOD
+        highest = self._highest
+        base = highest - highest % SEQ_MOD
         candidates = (base - SEQ_MOD + sequence, base + sequence, base + SEQ_MOD + sequence)
-        return min(candidates, key=lambda c: abs(c - self._highest))
+        return min(candidates, key=lambda c: abs(c - highest))
 
     def push(self, packet: RtpPacket) -> None:
         if packet.ssrc != self._ssrc:  # a new source (the PBX switched streams): start over

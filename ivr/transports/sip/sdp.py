@@ -125,7 +125,7 @@ def parse_offer(body: bytes) -> Offer:
                 if not media and value in DIRECTIONS:
                     session_direction = value
         except (IndexError, ValueError) as exc:
-            raise SdpError(f"SDP line {number}: {line[:40]!r} ({exc or 'too few fields'})", 400) from None
+            raise SdpError(f"SDP line {number}: {line[:40]!r} ({str(exc) or 'too few fields'})", 400) from None
     if not media:
         raise SdpError("SDP offer has no m= line")
     return Offer(origin, session_address, session_direction, media)

@@ -255,7 +255,8 @@ class RtpStream(asyncio.DatagramProtocol):
 
     def _send_tick(self) -> None:
         self._marks_reached()
-        frame = self._outbound.popleft() if self._outbound else None
+        item = self._outbound.popleft() if self._outbound else None
+        frame = item if isinstance(item, bytes) else None  # marks at the head were taken off just above
         self._marks_reached()  # a prompt's mark fires with its last frame, not a tick later
         negotiated = self.negotiated
         if negotiated is None or not negotiated.we_send or self._remote is None:
