@@ -14,7 +14,7 @@ message before `start` (or after too many), 1008 for a client over a limit
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 from aiohttp import WSMsgType, web
 
