@@ -19,7 +19,9 @@ import pytest
 
 from ivr.queue.acd import AgentState
 from ivr.runtime import Runtime
+from ivr.session.agent_leg import AgentLeg
 from ivr.session.call import CallSession
+from ivr.session.events import OutboundEvent
 from ivr.session.frames import AudioIn, CallStart, CallStop, DtmfIn
 from ivr.settings import AgentUser, load_settings
 
@@ -47,8 +49,8 @@ class Sink:
 
     async def clear(self) -> None: ...
 
-    async def send_event(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
+    async def send_event(self, event: OutboundEvent) -> None:
+        self.events.append(event.to_wire())
 
     async def hangup(self, reason: str) -> None:
         if not self.hung_up.done():
@@ -178,7 +180,7 @@ async def test_waiting_caller_reaches_the_agent_and_both_hear_each_other(runtime
     assert any("Wartezeit" in t for t in sink.bot_texts())  # the expected wait is announced at the start
 
     await runtime.acd.accept(agent, session.call_id)
-    assert session.queue_leg.connected
+    assert isinstance(session.leg, AgentLeg)  # connected: the call's leg is the agent's
     heard_before = len(sink.audio)
     await runtime.acd.agent_audio(agent, tone(0.5, 300))
     agent_part = bytes(sink.audio[heard_before:])

@@ -29,6 +29,8 @@ from ivr.dialog.payloads import BotReply, DialogTurn
 from ivr.errors import ProtocolError
 from ivr.runtime import Runtime
 from ivr.session.call import CallSession
+from ivr.session.events import OutboundEvent
+from ivr.session.line import AsrAudio
 from ivr.session.frames import AudioIn, CallStart, DtmfIn
 from ivr.session.limits import RealTimeGuard, TokenBucket, cut_text
 from ivr.transports import text
@@ -99,8 +101,8 @@ class Sink:
 
     async def clear(self) -> None: ...
 
-    async def send_event(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
+    async def send_event(self, event: OutboundEvent) -> None:
+        self.events.append(event.to_wire())
 
     async def hangup(self, reason: str) -> None: ...
 
@@ -353,7 +355,7 @@ async def test_asr_backlog_is_bounded_when_the_recognizer_falls_behind(runtime):
     session.endpointer.is_speech = lambda frame: True  # every frame is speech
     for _ in range(50 * 30):  # 30 s of audio, handed straight to the session (no transport pacing)
         await session.handle(AudioIn(b"\1\0" * 160))
-    queued = sum(len(item) for item in list(session._asr_queue._queue) if isinstance(item, bytes))  # type: ignore[attr-defined]
+    queued = sum(len(item.pcm) for item in list(session.line._asr_queue._queue) if isinstance(item, AsrAudio))  # type: ignore[attr-defined]
     assert 0 < queued <= 2.0 * 16000 * 2
     recognizer.gate.set()
     await session.close("caller_hangup")
@@ -394,9 +396,9 @@ async def test_a_flood_of_keys_makes_a_bounded_number_of_dialog_turns(runtime):
     await until(lambda: not session.player.speaking, what="greeting played")
     for _ in range(50):
         await session.handle(DtmfIn("5"))
-    await until(lambda: not session._tasks, what="key tasks done")
+    await until(lambda: not session.line.tasks, what="key tasks done")
     assert dialog.texts.count("/nlu_fallback") == 3  # the burst; the other 47 keys were dropped
-    assert session._no_input is not None or session.player.speaking  # the call does not go silent
+    assert session.bot.no_input_armed or session.player.speaking  # the call does not go silent
     await session.close("caller_hangup")
 
 
@@ -406,7 +408,7 @@ async def test_collected_digits_are_bounded(runtime):
     await until(lambda: not session.player.speaking, what="greeting played")
     for key in "1234567890" * 3 + "#":
         await session.handle(DtmfIn(key))
-    await until(lambda: not session._tasks and len(dialog.texts) > 1, what="digit turns")
+    await until(lambda: not session.line.tasks and len(dialog.texts) > 1, what="digit turns")
     entries = dialog.texts[1:]
     assert entries and all(len(entry) <= 8 for entry in entries)
     assert "".join(entries) == "1234567890" * 3  # nothing lost, only cut into entries

@@ -45,7 +45,7 @@ class Prompt:
     sentences: list[tuple[str, int]] = field(default_factory=list)  # (text, end frame)
     interrupted: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    meta: dict[str, Any] = field(default_factory=dict)  # the session's bookkeeping (reply, latency)
+    meta: Any = None  # the owner's bookkeeping (the session's PromptMeta: reply, latency, music, queue)
 
     def heard_text(self, frames_played: int) -> str:
         """The sentences fully played plus the played share of the current one, by words."""
@@ -74,8 +74,8 @@ class PacingStats:
 OnFinished = Callable[[Prompt], Awaitable[None]]
 
 
-class MediaSink(Protocol):
-    """Where a call's outbound audio and events go: implemented by each transport."""
+class AudioSink(Protocol):
+    """Where a prompt's audio goes (the transport's sink; see ivr.session.events.MediaSink)."""
 
     sample_rate: int
     supports_marks: bool
@@ -89,15 +89,9 @@ class MediaSink(Protocol):
     async def clear(self) -> None:
         """Drop audio the far end has queued but not yet played (barge-in)."""
 
-    async def send_event(self, event: dict[str, Any]) -> None:
-        """Transcript and state events (shown by the browser phone; ignored by telephony)."""
-
-    async def hangup(self, reason: str) -> None:
-        """End the call from our side."""
-
 
 class Player:
-    def __init__(self, sink: MediaSink, on_finished: OnFinished, stats: PacingStats | None = None):
+    def __init__(self, sink: AudioSink, on_finished: OnFinished, stats: PacingStats | None = None):
         self.sink = sink
         self.on_finished = on_finished
         self.stats = stats or PacingStats()
@@ -121,9 +115,9 @@ class Player:
         return prompt is None or prompt.barge_in
 
     def play(
-        self, text: str, chunks: AsyncIterator[SpeechChunk], barge_in: bool = True, meta: dict[str, Any] | None = None
+        self, text: str, chunks: AsyncIterator[SpeechChunk], barge_in: bool = True, meta: Any = None
     ) -> Prompt:
-        prompt = Prompt(text, chunks, barge_in, next(self._ids), meta=meta or {})
+        prompt = Prompt(text, chunks, barge_in, next(self._ids), meta=meta)
         self._queue.put_nowait(prompt)
         return prompt
 

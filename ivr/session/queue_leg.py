@@ -1,15 +1,15 @@
-"""The caller's side of a handed-off call: waiting in the agent queue, then talking to the agent.
+"""The caller's side of a handed-off call while it waits in our agent queue.
 
-A `QueueLeg` is created by the call session when the dialog hands off and the
-tenant uses our own queue. It implements the ACD's `CallerLink`. While the
+A `QueueLeg` becomes the call's leg when the dialog hands off and the tenant
+uses our own queue, and it is the ACD's `CallerLink` for the call. While the
 caller waits it announces position and expected wait (at the start, as German
 telecom law requires, and then every `announce_every_s`), plays hold music,
 offers a callback when the wait is long, and never lets anybody wait forever:
 with nobody staffing the queue, after `max_wait_s`, or when the caller asks
 (key 1 or "call back") the call ends with a stored callback request, or a
-ticket when the caller's number is unknown. Once connected, caller audio goes
-to the agent and the agent's audio to the caller; the caller keeps being
-transcribed and the agent sees each line live.
+ticket when the caller's number is unknown. When an agent answers, the call's
+leg becomes an `AgentLeg` (ivr/session/agent_leg.py); when the agent is lost
+or transfers the call, it comes back here and waits again.
 """
 
 from __future__ import annotations
@@ -17,43 +17,43 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from ivr.audio.codecs import Framer, StreamResampler, frame_bytes
+from ivr.audio.playback import Prompt
 from ivr.queue import announcements as say
 from ivr.queue import hold_music
 from ivr.queue.acd import Agent, QueuedCall
+from ivr.session.agent_leg import AgentLeg
+from ivr.session.events import AgentState
+from ivr.session.leg import CallContext, Heard, LineControl, PromptMeta
 from ivr.storage import EventName
-
-if TYPE_CHECKING:
-    from ivr.session.call import CallSession
 
 log = logging.getLogger("ivr.session.queue")
 
-AGENT_RATE = 16000  # what the desktop sends and receives
 CALLBACK_KEY = "1"
 # Callers the dialog flagged get served first: an urgent ticket, a failure of ours, an angry caller.
 PRIORITY_BY_REASON = {"urgent": 10, "dialog_unavailable": 5, "angry": 5}
 
 
 class QueueLeg:
-    def __init__(self, session: "CallSession", handoff_id: Optional[str], reason: str, queue: str):
-        self.session = session
-        self.runtime = session.runtime
-        self.acd = session.runtime.acd
-        self.settings = session.runtime.settings.queue
-        self.language = session.tenant.language
-        self.call_id = session.call_id
+    def __init__(self, ctx: CallContext, line: LineControl, handoff_id: Optional[str], reason: str, queue: str):
+        self.ctx = ctx
+        self.line = line
+        self.conversation = ctx.conversation
+        self.acd = ctx.runtime.acd
+        assert self.acd is not None
+        self.settings = ctx.settings.queue
+        self.language = ctx.language
+        self.call_id = ctx.call_id
         self.handoff_id = handoff_id
         self.reason = reason
         self.queue = queue
         self.state = "new"  # waiting | connected | done
         self.agent: Optional[str] = None
+        self.agent_leg: Optional[AgentLeg] = None
         self.callback_offered = False
         self.waiting_since = time.monotonic()
         self._loop_task: Optional[asyncio.Task] = None
-        self._to_caller = StreamResampler(AGENT_RATE, session.sink.sample_rate)
-        self._framer = Framer(frame_bytes(session.sink.sample_rate))
 
     @property
     def connected(self) -> bool:
@@ -62,12 +62,12 @@ class QueueLeg:
     # ---- entering the queue -------------------------------------------------
 
     async def enter(self) -> None:
-        tenant = self.session.tenant_number
+        tenant = self.ctx.tenant_number
         if self.acd.staffed(tenant, self.queue) == 0:
-            await self.session.conversation.event(EventName.EXITEMPTY, queue=self.queue)
+            await self.conversation.event(EventName.EXITEMPTY, queue=self.queue)
             await self._take_callback(say.nobody_available(self.language))
             return
-        stored = await self.runtime.write_behind.get_handoff(self.handoff_id) if self.handoff_id else None
+        stored = await self.ctx.runtime.write_behind.get_handoff(self.handoff_id) if self.handoff_id else None
         call = QueuedCall(
             call_id=self.call_id,
             tenant=tenant,
@@ -116,53 +116,58 @@ class QueueLeg:
             parts.append(say.callback_offer(self.language))
         return " ".join(p for p in parts if p)
 
-    # ---- the caller's input while queued ------------------------------------
+    # ---- Leg: the caller while waiting ------------------------------------------
 
-    async def caller_dtmf(self, key: str) -> None:
-        await self.session.conversation.note(f"[DTMF {key}]", {"dtmf": key, "queue": self.state})
+    def on_speech_started(self) -> bool:
+        return True  # transcribed; never cuts an announcement or the music
+
+    async def on_audio(self, pcm16k: bytes) -> None:
+        pass
+
+    async def on_partial(self, text: str) -> None:
+        pass
+
+    async def on_final(self, heard: Heard) -> None:
+        # The dialog is over: the transcript goes on, for the record (and the agent's screen).
+        await self.conversation.heard(heard.text, heard.started, heard.ended, heard.confidence, heard.meta)
+        if self.state == "waiting" and self.callback_offered and say.wants_callback(heard.text):
+            await self._callback_instead()
+
+    async def on_key(self, key: str) -> None:
+        await self.conversation.note(f"[DTMF {key}]", {"dtmf": key, "queue": self.state})
         if self.state == "waiting" and key == CALLBACK_KEY and self.callback_offered:
             await self._callback_instead()
 
-    async def caller_said(self, text: str, confidence: Optional[float]) -> None:
-        if self.state == "waiting" and self.callback_offered and say.wants_callback(text):
-            await self._callback_instead()
-        elif self.connected:
-            line = {"type": "transcript", "speaker": "caller", "text": text, "final": True, "confidence": confidence, "at": time.time()}
-            await self.acd.caller_event(self.call_id, line)
+    async def on_prompt_done(self, prompt: Prompt) -> None:
+        pass
 
-    async def caller_partial(self, text: str) -> None:
-        if self.connected:
-            await self.acd.caller_event(self.call_id, {"type": "transcript", "speaker": "caller", "text": text, "final": False})
-
-    async def caller_audio(self, pcm16k: bytes) -> None:
-        if self.connected:
-            await self.acd.caller_audio(self.call_id, pcm16k)
+    async def on_close(self, reason: str) -> None:
+        await self.close()
 
     async def _callback_instead(self) -> None:
         self.state = "done"  # at once: a second key 1 while the music stops must not leave the queue twice
         self._stop_loop()
-        await self.session.player.stop()
+        await self.line.stop()
         await self.acd.leave(self.call_id, EventName.EXITWITHKEY, key=CALLBACK_KEY)
         await self._take_callback(None)
 
     async def _take_callback(self, lead: Optional[str]) -> None:
         """Never drop a caller: a callback request to the caller's number, or a ticket without one."""
         self.state = "done"
-        session = self.session
-        storage = self.runtime.storage
-        tenant = session.tenant_number
-        caller = session.start_frame.caller or ""
+        storage = self.ctx.runtime.storage
+        tenant = self.ctx.tenant_number
+        caller = self.ctx.caller or ""
         if sum(ch.isdigit() for ch in caller) >= 5:
             request = await storage.add_callback(tenant, caller, self.reason, self.language, self.call_id)
-            await session.conversation.event(EventName.CALLBACK_REQUESTED, callback_id=request.id, reason=self.reason)
+            await self.conversation.event(EventName.CALLBACK_REQUESTED, callback_id=request.id, reason=self.reason)
             closing = say.callback_taken(caller, self.language)
         else:
             ticket = await storage.create_ticket(tenant, "other", f"Handoff ({self.reason}); no caller number", None,
                                                  "normal", call_id=self.call_id, caller=None)  # fmt: skip
-            await session.conversation.event(EventName.TICKET_CREATED, ticket_number=ticket.ticket_number, category="other")
+            await self.conversation.event(EventName.TICKET_CREATED, ticket_number=ticket.ticket_number, category="other")
             closing = say.ticket_taken(ticket.ticket_number, self.language)
         await self._say(" ".join(p for p in (lead, closing) if p))
-        await session.close(f"queue_callback:{self.reason}", hangup=True)
+        await self.line.hang_up(f"queue_callback:{self.reason}")
 
     # ---- CallerLink: what the ACD and the agent do ----------------------------
 
@@ -170,32 +175,33 @@ class QueueLeg:
         self.state = "connected"
         self.agent = agent.username
         self._stop_loop()
-        await self.session.player.stop()
-        await self.session.conversation.note("[connected to agent]", {"agent": agent.username, "queue": self.queue})
-        await self.session.sink.send_event({"type": "agent", "state": "connected"})
+        self.agent_leg = AgentLeg(self.ctx, self.line, self)
+        self.line.attach(self.agent_leg)  # at once: the caller's next audio goes to the agent
+        await self.line.stop()
+        await self.conversation.note("[connected to agent]", {"agent": agent.username, "queue": self.queue})
+        await self.line.event(AgentState("connected"))
 
     async def agent_audio(self, pcm16k: bytes) -> None:
-        if not self.connected or self.session.closed:
-            return
-        for frame in self._framer.push(self._to_caller.process(pcm16k)):
-            await self.session.sink.send_audio(frame)
+        if self.connected and self.agent_leg is not None:
+            await self.agent_leg.agent_audio(pcm16k)
 
     async def hold(self, on: bool) -> None:
-        if on:
-            self._loop_task = asyncio.create_task(self._music(self.settings.max_wait_s))
-        else:
-            self._stop_loop()
-            await self.session.player.stop()
+        if self.agent_leg is not None:
+            await self.agent_leg.hold(on)
 
     async def agent_hung_up(self) -> None:
         self.state = "done"
-        await self.session.close("agent_hangup", hangup=True)
+        await self.line.hang_up("agent_hangup")
 
     async def requeued(self, reason: str) -> None:
         """Called by the ACD under its lock: start waiting again in a task, never call back into it here."""
         self.state = "waiting"
         self.agent = None
         self.waiting_since = time.monotonic()
+        if self.agent_leg is not None:
+            self.agent_leg.detach()
+            self.agent_leg = None
+        self.line.attach(self)
         if reason.startswith("transfer:"):
             self.queue = reason.split(":", 1)[1]
             intro = say.transferring(self.language)
@@ -211,13 +217,15 @@ class QueueLeg:
             return
         self.state = "done"
         self._stop_loop()
-        await self.session.player.stop()
+        await self.line.stop()
         await self.acd.leave(self.call_id, EventName.EXITWITHTIMEOUT, shutdown=True)
         await self._take_callback(say.service_ending(self.language))
 
     async def close(self) -> None:
         """The call ends (caller hung up, max duration): leave the queue, or complete the agent call."""
         self._stop_loop()
+        if self.agent_leg is not None:
+            self.agent_leg.detach()
         if self.state in ("waiting", "connected"):
             self.state = "done"
             await self.acd.leave(self.call_id, EventName.ABANDON)
@@ -225,16 +233,11 @@ class QueueLeg:
     # ---- audio out -------------------------------------------------------------
 
     async def _say(self, text: str) -> None:
-        session = self.session
-        audio = session.synthesizer.stream(text, session.sink.sample_rate)
-        prompt = session.player.play(text, audio, True, {"queue": True})
-        await session.sink.send_event({"type": "transcript", "speaker": "bot", "text": text, "final": True})
-        await prompt.done.wait()
+        await self.line.say(text, True, PromptMeta(queue=True)).done.wait()
 
     async def _music(self, seconds: float) -> None:
-        session = self.session
-        audio = hold_music.play(self.settings.hold_music, session.sink.sample_rate, seconds)
-        await session.player.play(hold_music.LABEL, audio, True, {"music": True}).done.wait()
+        audio = hold_music.play(self.settings.hold_music, self.line.sample_rate, seconds)
+        await self.line.play(hold_music.LABEL, audio, True, PromptMeta(music=True)).done.wait()
 
     def _stop_loop(self) -> None:
         task = self._loop_task

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from ivr.errors import ProtocolError
+from ivr.session.events import OutboundEvent
 from ivr.session.frames import AudioIn, CallStart, CallStop, DtmfIn, InboundFrame, MarkAck
 from ivr.transports import fields
 
@@ -74,5 +75,6 @@ class BrowserSerializer:
     def encode_clear(self) -> str:
         return json.dumps({"event": "clear"})
 
-    def encode_event(self, event: dict[str, Any]) -> str:
-        return json.dumps({"event": event.get("type", "event"), **{k: v for k, v in event.items() if k != "type"}})
+    def encode_event(self, event: OutboundEvent) -> str:
+        wire = event.to_wire()
+        return json.dumps({"event": wire.pop("type"), **wire})

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from ivr.audio.codecs import Codec, codec_for
 from ivr.errors import ProtocolError
+from ivr.session.events import OutboundEvent
 from ivr.session.frames import AudioIn, CallStart, CallStop, DtmfIn, Ignored, InboundFrame, MarkAck
 from ivr.transports import fields
 
@@ -147,5 +148,5 @@ class TwilioSerializer:
     def encode_clear(self) -> str:
         return json.dumps({"event": "clear", "streamSid": self.stream_sid})
 
-    def encode_event(self, event: dict[str, Any]) -> None:
+    def encode_event(self, event: OutboundEvent) -> None:
         return None  # telephony providers have no use for transcript events

@@ -14,13 +14,14 @@ message before `start` (or after too many), 1008 for a client over a limit
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 from aiohttp import WSMsgType, web
 
 from ivr.errors import ProtocolError
 from ivr.runtime import Runtime
 from ivr.session.call import CallSession
+from ivr.session.events import HangUp, OutboundEvent, WireError
 from ivr.session.frames import AudioIn, CallStart, InboundFrame
 from ivr.session.limits import RealTimeGuard
 
@@ -45,7 +46,7 @@ class Serializer(Protocol):
     def encode_audio(self, pcm: bytes) -> str | bytes: ...
     def encode_mark(self, name: str) -> str: ...
     def encode_clear(self) -> str: ...
-    def encode_event(self, event: dict[str, Any]) -> Optional[str]: ...
+    def encode_event(self, event: OutboundEvent) -> Optional[str]: ...
 
 
 class WebSocketSink:
@@ -80,11 +81,11 @@ class WebSocketSink:
     async def clear(self) -> None:
         await self._send(self.serializer.encode_clear())
 
-    async def send_event(self, event: dict[str, Any]) -> None:
+    async def send_event(self, event: OutboundEvent) -> None:
         await self._send(self.serializer.encode_event(event))
 
     async def hangup(self, reason: str) -> None:
-        await self._send(self.serializer.encode_event({"type": "hangup", "reason": reason}))
+        await self._send(self.serializer.encode_event(HangUp(reason)))
         if not self.ws.closed:
             await self.ws.close(code=1000, message=close_reason(reason))
 
@@ -123,7 +124,7 @@ async def media_socket(request: web.Request, runtime: Runtime, make_serializer: 
                 errors += 1
                 log.warning("transport.bad_message", extra={"channel": serializer.channel, "error": str(exc),
                                                             "call_id": session.call_id if session else None})  # fmt: skip
-                await sink.send_event({"type": "error", "message": str(exc)})
+                await sink.send_event(WireError(str(exc)))
                 if exc.fatal or session is None or errors >= MAX_PROTOCOL_ERRORS:
                     await ws.close(code=exc.close_code, message=close_reason(str(exc)))
                     end_reason = "protocol_error"

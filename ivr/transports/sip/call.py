@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 from sipmessage import Request
 
 from ivr.session.call import CallSession
+from ivr.session.events import HandBack, OutboundEvent
 from ivr.session.frames import AudioIn, CallStart, CallStop, DtmfIn, InboundFrame, MarkAck
 from ivr.storage import EventName
 from ivr.transports.sip.dialog import (
@@ -78,8 +79,8 @@ class RtpSink:
     async def clear(self) -> None:
         self.call.stream.clear()
 
-    async def send_event(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "handoff":
+    async def send_event(self, event: OutboundEvent) -> None:
+        if isinstance(event, HandBack):
             await self.call.transfer(event)
 
     async def hangup(self, reason: str) -> None:
@@ -371,13 +372,13 @@ class SipCall:
         except TimeoutError:
             log.warning("sip.bye_unanswered")
 
-    async def transfer(self, event: dict[str, Any]) -> None:
+    async def transfer(self, event: HandBack) -> None:
         """Blind transfer (REFER) of a handed-off call to `sip.transfer_to`; the result goes on the transcript."""
         target = self.settings.transfer_to
         if not target or self.state != "confirmed" or self.session is None:
             return
-        handoff_id = str(event.get("handoff_id") or "")
-        uri = transfer_target(target, str(event.get("queue") or "default"), handoff_id)
+        handoff_id = event.handoff_id or ""
+        uri = transfer_target(target, event.queue or "default", handoff_id)
         headers = (("Refer-To", f"<{uri}>"), ("Referred-By", f"<{self.dialog.local_address.uri}>"))
         if handoff_id:
             headers += ((HANDOFF_HEADER, handoff_id),)
