@@ -80,7 +80,13 @@ def write_settings(work: Path, agents: int) -> Path:
     data = yaml.safe_load(TEST_SETTINGS.read_text(encoding="utf-8"))
     digest = hash_password(PASSWORD)  # one hash for all: each login still runs scrypt on the server
     data["agents"] = [
-        {"username": agent_name(i), "name": f"Bench Agent {i + 1}", "role": "agent", "tenants": [TENANT], "password_hash": digest}
+        {
+            "username": agent_name(i),
+            "name": f"Bench Agent {i + 1}",
+            "role": "agent",
+            "tenants": [TENANT],
+            "password_hash": digest,
+        }
         for i in range(agents)
     ]
     queue = data.setdefault("queue", {})
@@ -88,7 +94,10 @@ def write_settings(work: Path, agents: int) -> Path:
     data["timeouts"]["max_call_s"] = 1800
     data["timeouts"]["no_input_s"] = 600
     path = work / "ivr.bench.yml"
-    path.write_text(f"# derived from {TEST_SETTINGS.relative_to(ROOT)} by bench/agent_audio.py\n" + yaml.safe_dump(data, sort_keys=False))
+    path.write_text(
+        f"# derived from {TEST_SETTINGS.relative_to(ROOT)} by bench/agent_audio.py\n"
+        + yaml.safe_dump(data, sort_keys=False)
+    )
     return path
 
 
@@ -261,7 +270,10 @@ class PhoneCaller:
             self.error = f"connect: {type(exc).__name__}: {exc}"
             self.closed.set()
             return
-        self._tasks = [asyncio.create_task(stream(self.ws, self.source, self.halt)), asyncio.create_task(self._receive())]
+        self._tasks = [
+            asyncio.create_task(stream(self.ws, self.source, self.halt)),
+            asyncio.create_task(self._receive()),
+        ]
 
     async def _receive(self) -> None:
         loop = asyncio.get_running_loop()
@@ -334,7 +346,9 @@ class AgentDesk:
         self._tasks: list[asyncio.Task] = []
 
     async def login(self) -> None:
-        async with self.session.post(f"{self.url}/agent/login", json={"username": self.username, "password": PASSWORD}) as resp:
+        async with self.session.post(
+            f"{self.url}/agent/login", json={"username": self.username, "password": PASSWORD}
+        ) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"login {self.username}: HTTP {resp.status} {await resp.text()}")
         self.ws = await self.session.ws_connect(f"{self.url.replace('http://', 'ws://')}/agent/ws", heartbeat=None)
@@ -494,10 +508,15 @@ async def run_calls(url: str, n: int, seconds: float, period: float, settle: flo
             # at the connect count on one side only)
             row["frames"] = {"caller_sent": caller_frames[c.call_id][0], "agent_received": agent_frames[c.call_id][1],
                              "agent_sent": agent_frames[c.call_id][0], "caller_received": caller_frames[c.call_id][1]}  # fmt: skip
-            row["quiet_rms_max"] = {"at_agent": round(a.detector.quiet_rms_max), "at_caller": round(c.detector.quiet_rms_max)}
+            row["quiet_rms_max"] = {
+                "at_agent": round(a.detector.quiet_rms_max),
+                "at_caller": round(c.detector.quiet_rms_max),
+            }
             row["transcripts_at_agent"] = a.transcripts
             row["agent_errors"] = a.errors
-            row["ring_ms"] = round((a.connected_at - a.offered_at) * 1000, 1) if a.connected_at and a.offered_at else None
+            row["ring_ms"] = (
+                round((a.connected_at - a.offered_at) * 1000, 1) if a.connected_at and a.offered_at else None
+            )
         calls.append(row)
     send_late = [v for s in (*callers, *agents) for v in s.source.lateness_ms]
     return {
@@ -556,7 +575,10 @@ def run_level(n: int, args: argparse.Namespace, settings: Path, work: Path, rng:
     try:
         # Warm-up: loads the ASR model and the voice, runs one call through the queue (not counted).
         warm = asyncio.run(run_calls(url, 1, 2.0, args.burst_every_ms / 1000, 0.5, 0.5, rng))
-        print(f"   warm-up call: bridged={warm['bridged']}, connected after {warm['connect_s_after_first_dial']} s", flush=True)
+        print(
+            f"   warm-up call: bridged={warm['bridged']}, connected after {warm['connect_s_after_first_dial']} s",
+            flush=True,
+        )
         idle_before = wait_idle(args.idle_pct, args.idle_wait)
         before = healthz(url)
         load_before = os.getloadavg()
@@ -575,7 +597,9 @@ def run_level(n: int, args: argparse.Namespace, settings: Path, work: Path, rng:
             return None
 
         t_start = time.monotonic()
-        result = asyncio.run(run_calls(url, n, args.seconds, args.burst_every_ms / 1000, args.settle_s, args.drain_s, rng, on_window))
+        result = asyncio.run(
+            run_calls(url, n, args.seconds, args.burst_every_ms / 1000, args.settle_s, args.drain_s, rng, on_window)
+        )
         wall = time.monotonic() - t_start
         after = healthz(url)
     finally:
@@ -594,8 +618,10 @@ def run_level(n: int, args: argparse.Namespace, settings: Path, work: Path, rng:
         "agent_to_caller_ms": direction(calls, "agent_to_caller"),
         "server_dropped_audio_frames": dropped_audio(log, offset),
         # 20 ms frames after the connect, all calls: received should equal sent within a frame per call
-        "frames": {k: sum(c["frames"][k] for c in calls if "frames" in c)
-                   for k in ("caller_sent", "agent_received", "agent_sent", "caller_received")},  # fmt: skip
+        "frames": {
+            k: sum(c["frames"][k] for c in calls if "frames" in c)
+            for k in ("caller_sent", "agent_received", "agent_sent", "caller_received")
+        },  # fmt: skip
         "pacing": {
             "frames_sent": frames,
             "late_frames": late,
@@ -613,7 +639,9 @@ def run_level(n: int, args: argparse.Namespace, settings: Path, work: Path, rng:
         "resources": marks.get("resources", {}),
         "client": result["client"],
         "connect_s_after_first_dial": result["connect_s_after_first_dial"],
-        "transcripts_at_agents": {k: sum(c.get("transcripts_at_agent", {}).get(k, 0) for c in calls) for k in ("partial", "final")},
+        "transcripts_at_agents": {
+            k: sum(c.get("transcripts_at_agent", {}).get(k, 0) for c in calls) for k in ("partial", "final")
+        },
         "hangups": sorted({str(c["hangup"]) for c in calls}),
         "errors": [e for c in calls for e in ([c["error"]] if c["error"] else []) + c.get("agent_errors", [])],
     }
@@ -630,30 +658,80 @@ def fmt(v: Any) -> str:
 def print_report(levels: list[dict[str, Any]]) -> None:
     ns = [lvl["calls"] for lvl in levels]
     width = 24
-    print("\nBridged audio delay, ms: p50 / p95 / max (send of a burst's first frame -> first loud frame at the far end)")
+    print(
+        "\nBridged audio delay, ms: p50 / p95 / max (send of a burst's first frame -> first loud frame at the far end)"
+    )
     head = f"{'':<24}" + "".join(f"{'N=' + str(n):>{width}}" for n in ns)
     print(head)
     print("-" * len(head))
     for label, key in (("caller -> agent", "caller_to_agent_ms"), ("agent -> caller", "agent_to_caller_ms")):
-        print(f"{label:<24}" + "".join(f"{fmt(lv[key]['p50']) + ' / ' + fmt(lv[key]['p95']) + ' / ' + fmt(lv[key]['max']):>{width}}" for lv in levels))
+        print(
+            f"{label:<24}"
+            + "".join(
+                f"{fmt(lv[key]['p50']) + ' / ' + fmt(lv[key]['p95']) + ' / ' + fmt(lv[key]['max']):>{width}}"
+                for lv in levels
+            )
+        )
     for label, key in (("bursts c->a det/sent", "caller_to_agent_ms"), ("bursts a->c det/sent", "agent_to_caller_ms")):
-        print(f"{label:<24}" + "".join(f"{str(lv[key]['detected']) + ' / ' + str(lv[key]['sent']):>{width}}" for lv in levels))
-    print(f"{'calls bridged':<24}" + "".join(f"{str(lv['bridged']) + ' / ' + str(lv['calls']):>{width}}" for lv in levels))
-    print(f"{'frames c->a rx/tx':<24}" + "".join(f"{str(lv['frames']['agent_received']) + ' / ' + str(lv['frames']['caller_sent']):>{width}}" for lv in levels))
-    print(f"{'frames a->c rx/tx':<24}" + "".join(f"{str(lv['frames']['caller_received']) + ' / ' + str(lv['frames']['agent_sent']):>{width}}" for lv in levels))
+        print(
+            f"{label:<24}"
+            + "".join(f"{str(lv[key]['detected']) + ' / ' + str(lv[key]['sent']):>{width}}" for lv in levels)
+        )
+    print(
+        f"{'calls bridged':<24}" + "".join(f"{str(lv['bridged']) + ' / ' + str(lv['calls']):>{width}}" for lv in levels)
+    )
+    print(
+        f"{'frames c->a rx/tx':<24}"
+        + "".join(
+            f"{str(lv['frames']['agent_received']) + ' / ' + str(lv['frames']['caller_sent']):>{width}}"
+            for lv in levels
+        )
+    )
+    print(
+        f"{'frames a->c rx/tx':<24}"
+        + "".join(
+            f"{str(lv['frames']['caller_received']) + ' / ' + str(lv['frames']['agent_sent']):>{width}}"
+            for lv in levels
+        )
+    )
     print(f"{'server dropped frames':<24}" + "".join(f"{lv['server_dropped_audio_frames']:>{width}}" for lv in levels))
     rows = [
-        ("CPU ivr serve mean/p95", lambda lv: f"{lv['resources'].get('ivr_serve', {}).get('cpu_mean_pct', '-')} / {lv['resources'].get('ivr_serve', {}).get('cpu_p95_pct', '-')}%"),
-        ("CPU bench client", lambda lv: f"{lv['resources'].get('bench_client', {}).get('cpu_mean_pct', '-')} / {lv['resources'].get('bench_client', {}).get('cpu_p95_pct', '-')}%"),
-        ("CPU whole machine", lambda lv: f"{lv['resources'].get('system', {}).get('cpu_mean_pct', '-')} / {lv['resources'].get('system', {}).get('cpu_p95_pct', '-')}%"),
+        (
+            "CPU ivr serve mean/p95",
+            lambda lv: (
+                f"{lv['resources'].get('ivr_serve', {}).get('cpu_mean_pct', '-')} / {lv['resources'].get('ivr_serve', {}).get('cpu_p95_pct', '-')}%"
+            ),
+        ),
+        (
+            "CPU bench client",
+            lambda lv: (
+                f"{lv['resources'].get('bench_client', {}).get('cpu_mean_pct', '-')} / {lv['resources'].get('bench_client', {}).get('cpu_p95_pct', '-')}%"
+            ),
+        ),
+        (
+            "CPU whole machine",
+            lambda lv: (
+                f"{lv['resources'].get('system', {}).get('cpu_mean_pct', '-')} / {lv['resources'].get('system', {}).get('cpu_p95_pct', '-')}%"
+            ),
+        ),
         ("CPU other processes", lambda lv: f"{fmt(lv['resources'].get('others_cpu_mean_pct'))}%"),
-        ("load avg 1 min start/end", lambda lv: f"{fmt((lv['loadavg_window_start'] or [None])[0])} / {fmt((lv['loadavg_window_end'] or [None])[0])}"),
+        (
+            "load avg 1 min start/end",
+            lambda lv: (
+                f"{fmt((lv['loadavg_window_start'] or [None])[0])} / {fmt((lv['loadavg_window_end'] or [None])[0])}"
+            ),
+        ),
         ("healthz late/frames", lambda lv: f"{lv['pacing']['late_frames']} / {lv['pacing']['frames_sent']}"),
         ("healthz max lateness ms", lambda lv: fmt(lv["pacing"]["max_lateness_ms"])),
-        ("client loop lag p99/max", lambda lv: f"{fmt(lv['client']['loop_lag_p99_ms'])} / {fmt(lv['client']['loop_lag_max_ms'])}"),
+        (
+            "client loop lag p99/max",
+            lambda lv: f"{fmt(lv['client']['loop_lag_p99_ms'])} / {fmt(lv['client']['loop_lag_max_ms'])}",
+        ),
         ("client late sends", lambda lv: f"{lv['client']['send_late_frames']} / {lv['client']['send_frames']}"),
     ]
-    print(f"\nDuring the window (CPU: 100% = one core, {os.cpu_count()} cores; healthz: whole level, server-paced prompts only)")
+    print(
+        f"\nDuring the window (CPU: 100% = one core, {os.cpu_count()} cores; healthz: whole level, server-paced prompts only)"
+    )
     for label, cell in rows:
         print(f"{label:<24}" + "".join(f"{cell(lv):>{width}}" for lv in levels))
 
@@ -663,11 +741,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default="1,5,10", help="simultaneous bridged calls, comma-separated")
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring window per level (both sides streaming)")
     parser.add_argument("--burst-every-ms", type=float, default=500.0, help="burst period per direction and call")
-    parser.add_argument("--settle-s", type=float, default=1.0, help="wait after the last call is bridged before measuring")
+    parser.add_argument(
+        "--settle-s", type=float, default=1.0, help="wait after the last call is bridged before measuring"
+    )
     parser.add_argument("--drain-s", type=float, default=2.0, help="keep listening after the window for late bursts")
     parser.add_argument("--idle-pct", type=float, default=30.0,
                         help="before each level wait until the whole machine uses at most this much CPU (100 = one core)")  # fmt: skip
-    parser.add_argument("--idle-wait", type=float, default=300.0, help="longest wait for --idle-pct (s); then measure anyway")
+    parser.add_argument(
+        "--idle-wait", type=float, default=300.0, help="longest wait for --idle-pct (s); then measure anyway"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write everything (per call too) as JSON to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (server logs, SQLite databases)")
@@ -685,15 +767,29 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_facts(),
         "packages": package_versions(),
         "env": {**MODEL_ENV, "IVR_DIALOG_URL": NO_DIALOG},
-        "signal": {"tones_hz": TONES_HZ, "burst_ms": BURST_FRAMES * 20, "burst_amplitude": BURST_AMPLITUDE,
-                   "noise_rms": NOISE_RMS, "threshold_rms": THRESHOLD_RMS},  # fmt: skip
+        "signal": {
+            "tones_hz": TONES_HZ,
+            "burst_ms": BURST_FRAMES * 20,
+            "burst_amplitude": BURST_AMPLITUDE,
+            "noise_rms": NOISE_RMS,
+            "threshold_rms": THRESHOLD_RMS,
+        },  # fmt: skip
         "levels": [],
     }
     try:
         for n in levels_n:
             level = run_level(n, args, settings, work, rng)
             results["levels"].append(level)
-            print(json.dumps({k: v for k, v in level.items() if k not in ("per_call", "warmup", "healthz_before", "healthz_after")}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        k: v
+                        for k, v in level.items()
+                        if k not in ("per_call", "warmup", "healthz_before", "healthz_after")
+                    }
+                ),
+                flush=True,
+            )
     finally:
         results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         if args.out is not None:

@@ -174,7 +174,9 @@ def main() -> None:
     print(f"{'variant':<16}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'loop lag p99':>14}{'loop lag max':>14}")
     for name in ("in_process", "out_of_process"):
         r = results[name]
-        print(f"{name:<16}{r['p50_ms']:>9}{r['p95_ms']:>9}{r['max_ms']:>9}{r['loop_lag_p99_ms']:>14}{r['loop_lag_max_ms']:>14}")
+        print(
+            f"{name:<16}{r['p50_ms']:>9}{r['p95_ms']:>9}{r['max_ms']:>9}{r['loop_lag_p99_ms']:>14}{r['loop_lag_max_ms']:>14}"
+        )
 
 
 if __name__ == "__main__":

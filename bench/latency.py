@@ -94,7 +94,9 @@ def rasa_model() -> Path:
 
     out = ROOT / "models" / "rasa"
     # the newest model that is not still being written (`ivr train` may be running elsewhere)
-    settled = [m for m in sorted(out.glob("*.tar.gz"), key=lambda m: m.stat().st_mtime) if time.time() - m.stat().st_mtime > 30]
+    settled = [
+        m for m in sorted(out.glob("*.tar.gz"), key=lambda m: m.stat().st_mtime) if time.time() - m.stat().st_mtime > 30
+    ]
     model = settled[-1] if settled else latest_model(out)
     if model is None:
         print("no Rasa model in models/rasa/: running `ivr train` ...", flush=True)
@@ -118,7 +120,9 @@ def start_dialog(model: Path, work: Path, settings: Path) -> tuple[list[subproce
         port = free_port()
         env = dict(os.environ, **actions_env(settings, f"sqlite:///{work / 'ivr-actions.db'}"))
         with (work / "actions.log").open("w") as out:
-            procs.append(subprocess.Popen(actions_command(port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(actions_command(port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            )
         actions_url = f"http://127.0.0.1:{port}"
         wait_http(f"{actions_url}/health", procs[-1], 120, work / "actions.log")
         port = free_port()
@@ -159,7 +163,10 @@ def write_settings(work: Path, hangover_ms: int, no_input_s: float, tts_cache_en
     if tts_cache_entries is not None:
         data.setdefault("models", {})["tts_cache_entries"] = tts_cache_entries
     path = work / "ivr.bench.yml"
-    path.write_text(f"# derived from {TEST_SETTINGS.relative_to(ROOT)} by bench/latency.py\n" + yaml.safe_dump(data, sort_keys=False))
+    path.write_text(
+        f"# derived from {TEST_SETTINGS.relative_to(ROOT)} by bench/latency.py\n"
+        + yaml.safe_dump(data, sort_keys=False)
+    )
     return path
 
 
@@ -233,7 +240,9 @@ class ProcSampler(threading.Thread):
         super().__init__(daemon=True)
         self.roots = roots
         self.interval = interval
-        self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in [*roots, "system"]}  # (cpu%, rss bytes)
+        self.samples: dict[str, list[tuple[float, float]]] = {
+            name: [] for name in [*roots, "system"]
+        }  # (cpu%, rss bytes)
         self._halt = threading.Event()
         self._first: dict[str, tuple[float, int]] = {}
         self._last: dict[str, tuple[float, int]] = {}
@@ -318,7 +327,9 @@ def healthz(url: str) -> dict[str, Any]:
         return json.loads(resp.read())
 
 
-async def one_call(ws_url: str, index: int, wavs: list[Path], turns: int, delay: float, timeout_s: float) -> dict[str, Any]:
+async def one_call(
+    ws_url: str, index: int, wavs: list[Path], turns: int, delay: float, timeout_s: float
+) -> dict[str, Any]:
     await asyncio.sleep(delay)
     files = [str(wavs[(index + k) % len(wavs)]) for k in range(turns)]
     caller = Caller(ws_url, EN_TENANT, f"+44770090{index:04d}", io.StringIO(), settle_s=0.8, timeout_s=timeout_s,
@@ -352,7 +363,15 @@ async def one_call(ws_url: str, index: int, wavs: list[Path], turns: int, delay:
     }
 
 
-async def run_level(ws_url: str, n: int, wavs: list[Path], turns: int, stagger: tuple[float, float], timeout_s: float, rng: random.Random) -> list[dict[str, Any]]:
+async def run_level(
+    ws_url: str,
+    n: int,
+    wavs: list[Path],
+    turns: int,
+    stagger: tuple[float, float],
+    timeout_s: float,
+    rng: random.Random,
+) -> list[dict[str, Any]]:
     delays, t = [], 0.0
     for _ in range(n):
         delays.append(t)
@@ -368,7 +387,12 @@ def summary(values: list[float]) -> dict[str, Any]:
     if not vals:
         return {"n": 0, "p50": None, "p95": None, "max": None}
     arr = np.asarray(vals, dtype=float)
-    return {"n": len(vals), "p50": round(float(np.percentile(arr, 50))), "p95": round(float(np.percentile(arr, 95))), "max": round(float(arr.max()))}
+    return {
+        "n": len(vals),
+        "p50": round(float(np.percentile(arr, 50))),
+        "p95": round(float(np.percentile(arr, 95))),
+        "max": round(float(arr.max())),
+    }
 
 
 def level_metrics(calls: list[dict[str, Any]]) -> dict[str, Any]:
@@ -379,7 +403,12 @@ def level_metrics(calls: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def machine_facts() -> dict[str, Any]:
-    facts: dict[str, Any] = {"nproc": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "platform": platform.platform(), "python": platform.python_version()}
+    facts: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -429,20 +458,36 @@ def print_report(levels: list[dict[str, Any]]) -> None:
     print(f"{'turns w/o reply':<16}" + "".join(f"{lvl['turns_without_reply']:>22}" for lvl in levels))
     print(f"{'turns not made':<16}" + "".join(f"{lvl['turns_not_made']:>22}" for lvl in levels))
 
-    print(f"\nResources during the level (CPU: 100% = one core, {os.cpu_count()} cores; mean / p95 of 0.5 s samples) and pacing")
+    print(
+        f"\nResources during the level (CPU: 100% = one core, {os.cpu_count()} cores; mean / p95 of 0.5 s samples) and pacing"
+    )
     head = f"{'':<22}" + "".join(f"{'N=' + str(n):>18}" for n in ns)
     print(head)
     print("-" * len(head))
     for name in ("ivr_serve", "rasa", "bench_client"):
-        cells = [f"{lvl['resources'].get(name, {}).get('cpu_mean_pct', '-')} / {lvl['resources'].get(name, {}).get('cpu_p95_pct', '-')}%" for lvl in levels]
+        cells = [
+            f"{lvl['resources'].get(name, {}).get('cpu_mean_pct', '-')} / {lvl['resources'].get(name, {}).get('cpu_p95_pct', '-')}%"
+            for lvl in levels
+        ]
         print(f"{'CPU ' + name:<22}" + "".join(f"{c:>18}" for c in cells))
-    cells = [f"{lvl['resources'].get('system', {}).get('cpu_mean_pct', '-')} / {lvl['resources'].get('system', {}).get('cpu_p95_pct', '-')}%" for lvl in levels]
+    cells = [
+        f"{lvl['resources'].get('system', {}).get('cpu_mean_pct', '-')} / {lvl['resources'].get('system', {}).get('cpu_p95_pct', '-')}%"
+        for lvl in levels
+    ]
     print(f"{'CPU whole machine':<22}" + "".join(f"{c:>18}" for c in cells))
-    print(f"{'CPU other processes':<22}" + "".join(f"{fmt(lvl['resources'].get('others_cpu_mean_pct')) + '%':>18}" for lvl in levels))
+    print(
+        f"{'CPU other processes':<22}"
+        + "".join(f"{fmt(lvl['resources'].get('others_cpu_mean_pct')) + '%':>18}" for lvl in levels)
+    )
     for name in ("ivr_serve", "rasa"):
         cells = [f"{lvl['resources'].get(name, {}).get('rss_max_mb', '-')} MB" for lvl in levels]
         print(f"{'RSS max ' + name:<22}" + "".join(f"{c:>18}" for c in cells))
-    for label, key in (("frames sent", "frames_sent"), ("late frames", "late_frames"), ("underruns", "underruns"), ("max lateness ms", "max_lateness_ms")):
+    for label, key in (
+        ("frames sent", "frames_sent"),
+        ("late frames", "late_frames"),
+        ("underruns", "underruns"),
+        ("max lateness ms", "max_lateness_ms"),
+    ):
         print(f"{label:<22}" + "".join(f"{fmt(lvl['pacing'][key]):>18}" for lvl in levels))
     print(f"{'late frames %':<22}" + "".join(f"{fmt(lvl['pacing']['late_pct']):>18}" for lvl in levels))
 
@@ -459,7 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--call-timeout", type=float, default=300.0)
     parser.add_argument("--idle-pct", type=float, default=30.0,
                         help="before each level wait until the whole machine uses at most this much CPU (100 = one core)")  # fmt: skip
-    parser.add_argument("--idle-wait", type=float, default=300.0, help="longest wait for --idle-pct (s); then measure anyway")
+    parser.add_argument(
+        "--idle-wait", type=float, default=300.0, help="longest wait for --idle-pct (s); then measure anyway"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latency.json")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases, WAVs)")
@@ -480,7 +527,10 @@ def main(argv: list[str] | None = None) -> int:
     tenant = loaded.tenants[EN_TENANT]
     voice = loaded.voice_for(tenant)
     models = {
-        "asr": {"name": loaded.models.asr[tenant.language], "path": str(locate("vosk", loaded.models.asr[tenant.language], loaded.cache_dir))},
+        "asr": {
+            "name": loaded.models.asr[tenant.language],
+            "path": str(locate("vosk", loaded.models.asr[tenant.language], loaded.cache_dir)),
+        },
         "tts": {"name": voice, "path": str(locate("piper", voice, loaded.cache_dir))},
         "tts_cache_entries": loaded.models.tts_cache_entries,
         "onnx_threads": loaded.models.onnx_threads,

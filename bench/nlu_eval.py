@@ -57,6 +57,7 @@ FALLBACK = "nlu_fallback"
 
 # --------------------------------------------------------------------------- machine
 
+
 def _read(path: str) -> str | None:
     try:
         return Path(path).read_text().strip()
@@ -86,13 +87,15 @@ def machine_facts() -> dict[str, Any]:
     }
     try:
         import rasa
+
         facts["rasa"] = rasa.__version__
     except Exception:  # pragma: no cover
         pass
     try:
-        facts["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip() or None
+        facts["git_commit"] = (
+            subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+            or None
+        )
     except OSError:
         pass
     return facts
@@ -109,6 +112,7 @@ def machine_busy_s() -> float | None:
 
 # --------------------------------------------------------------------------- training
 
+
 def train(config: Path, nlu: Path, out_dir: Path, use_cache: bool = False) -> tuple[Path, dict[str, Any]]:
     """`rasa train nlu` into out_dir, timed.
 
@@ -120,9 +124,19 @@ def train(config: Path, nlu: Path, out_dir: Path, use_cache: bool = False) -> tu
     if not use_cache:
         env["RASA_MAX_CACHE_SIZE"] = "0"
     cmd = [
-        sys.executable, "-m", "rasa", "train", "nlu",
-        "--config", str(config), "--nlu", str(nlu), "--out", str(out_dir),
-        "--fixed-model-name", "nlu-eval",
+        sys.executable,
+        "-m",
+        "rasa",
+        "train",
+        "nlu",
+        "--config",
+        str(config),
+        "--nlu",
+        str(nlu),
+        "--out",
+        str(out_dir),
+        "--fixed-model-name",
+        "nlu-eval",
     ]
     print("training:", " ".join(cmd), flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -152,6 +166,7 @@ def train(config: Path, nlu: Path, out_dir: Path, use_cache: bool = False) -> tu
 
 
 # --------------------------------------------------------------------------- data
+
 
 def load_examples(path: Path):
     from rasa.shared.nlu.training_data.loading import load_data
@@ -188,11 +203,18 @@ def prf(tp: int, n_pred: int, n_gold: int) -> dict[str, Any]:
     p = tp / n_pred if n_pred else 0.0
     r = tp / n_gold if n_gold else 0.0
     f = 2 * p * r / (p + r) if p + r else 0.0
-    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f, 4),
-            "tp": tp, "predicted": n_pred, "gold": n_gold}
+    return {
+        "precision": round(p, 4),
+        "recall": round(r, 4),
+        "f1": round(f, 4),
+        "tp": tp,
+        "predicted": n_pred,
+        "gold": n_gold,
+    }
 
 
 # --------------------------------------------------------------------------- evaluation
+
 
 async def evaluate_language(agent, path: Path, synonyms: dict[str, str]) -> dict[str, Any]:
     data = load_examples(path)
@@ -223,8 +245,9 @@ async def evaluate_language(agent, path: Path, synonyms: dict[str, str]) -> dict
             stats["correct"] += 1
         else:
             confusions[(gold, pred)] += 1
-            stats["errors"].append({"text": text, "predicted": pred, "confidence": round(confidence, 3),
-                                    "without_fallback": pred_nofb})
+            stats["errors"].append(
+                {"text": text, "predicted": pred, "confidence": round(confidence, 3), "without_fallback": pred_nofb}
+            )
         if pred_nofb == gold:
             correct_no_fb += 1
 
@@ -242,10 +265,17 @@ async def evaluate_language(agent, path: Path, synonyms: dict[str, str]) -> dict
         span_pred += len(pred_spans)
         span_gold += len(gold_spans)
         if gold_entities != pred_entities:
+
             def show(es, text=text):
                 return sorted(f"{t}:{text[s:e]!r}={v}" for t, s, e, v in es)
-            entity_errors.append({"text": text, "missing": show(gold_entities - pred_entities),
-                                  "spurious": show(pred_entities - gold_entities)})
+
+            entity_errors.append(
+                {
+                    "text": text,
+                    "missing": show(gold_entities - pred_entities),
+                    "spurious": show(pred_entities - gold_entities),
+                }
+            )
 
     n = len(examples)
     types = sorted(set(ent_gold) | set(ent_pred))
@@ -275,8 +305,10 @@ async def evaluate_language(agent, path: Path, synonyms: dict[str, str]) -> dict
 def print_report(results: dict[str, Any], verbose: bool) -> None:
     for lang, r in results["languages"].items():
         print(f"\n=== {lang}: {r['heldout_file']} ({r['examples']} examples) ===")
-        print(f"intent accuracy {r['intent_accuracy']:.1%}  ({r['correct']}/{r['examples']}; "
-              f"{r['nlu_fallback']} nlu_fallback; without fallback {r['intent_accuracy_without_fallback']:.1%})")
+        print(
+            f"intent accuracy {r['intent_accuracy']:.1%}  ({r['correct']}/{r['examples']}; "
+            f"{r['nlu_fallback']} nlu_fallback; without fallback {r['intent_accuracy_without_fallback']:.1%})"
+        )
         print(f"{'intent':<30} {'n':>4} {'ok':>4} {'acc':>7}  errors")
         for intent, s in r["per_intent"].items():
             errs = ", ".join(f"{e['predicted']}" for e in s["errors"])
@@ -292,16 +324,20 @@ def print_report(results: dict[str, Any], verbose: bool) -> None:
         ents = r["entities"]
         print(f"{'entity':<16} {'P':>6} {'R':>6} {'F1':>6} {'tp':>4} {'pred':>5} {'gold':>5}")
         for t, m in [*ents["per_type"].items(), ("micro", ents["micro"]), ("span only", ents["micro_span_only"])]:
-            print(f"{t:<16} {m['precision']:>6.1%} {m['recall']:>6.1%} {m['f1']:>6.1%} "
-                  f"{m['tp']:>4} {m['predicted']:>5} {m['gold']:>5}")
+            print(
+                f"{t:<16} {m['precision']:>6.1%} {m['recall']:>6.1%} {m['f1']:>6.1%} "
+                f"{m['tp']:>4} {m['predicted']:>5} {m['gold']:>5}"
+            )
         if verbose:
             for e in ents["errors"]:
                 print(f"  entities: {e['text']!r} missing={e['missing']} spurious={e['spurious']}")
         print(f"parse latency: mean {r['parse_ms']['mean']} ms, p95 {r['parse_ms']['p95']} ms")
     if results.get("training"):
         t = results["training"]
-        print(f"\ntraining: {t['wall_s']} s wall, {t['cpu_s']} s CPU ({t['cpu_cores_used']} cores; "
-              f"other processes meanwhile: {t['other_processes_cpu_cores']} cores)")
+        print(
+            f"\ntraining: {t['wall_s']} s wall, {t['cpu_s']} s CPU ({t['cpu_cores_used']} cores; "
+            f"other processes meanwhile: {t['other_processes_cpu_cores']} cores)"
+        )
 
 
 def training_counts(nlu: Path) -> dict[str, Any]:
@@ -349,9 +385,7 @@ async def main_async(args) -> int:
     results["model"] = str(model)
     results["training_data"] = training_counts(nlu)
     if args.model:
-        results["training_data_note"] = (
-            f"counted in {nlu} when evaluating; --model may have been trained on other data"
-        )
+        results["training_data_note"] = f"counted in {nlu} when evaluating; --model may have been trained on other data"
 
     from rasa.core.agent import Agent
 
@@ -379,7 +413,11 @@ async def main_async(args) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     if args.min_accuracy is not None:
-        low = {lang: r["intent_accuracy"] for lang, r in results["languages"].items() if r["intent_accuracy"] < args.min_accuracy}
+        low = {
+            lang: r["intent_accuracy"]
+            for lang, r in results["languages"].items()
+            if r["intent_accuracy"] < args.min_accuracy
+        }
         if low:
             print(f"intent accuracy below {args.min_accuracy:.0%}: {low}")
             return 1
@@ -394,8 +432,11 @@ def main() -> int:
     parser.add_argument("--heldout", default="tests/data/nlu_heldout_{lang}.yml")
     parser.add_argument("--langs", default=",".join(LANGUAGES))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "nlu_eval.json"))
-    parser.add_argument("--use-cache", action="store_true",
-                        help="let rasa reuse .rasa/cache (faster, but the training time is then meaningless)")
+    parser.add_argument(
+        "--use-cache",
+        action="store_true",
+        help="let rasa reuse .rasa/cache (faster, but the training time is then meaningless)",
+    )
     parser.add_argument("--keep-model", metavar="DIR", help="copy the trained model into DIR")
     parser.add_argument("--min-accuracy", type=float, help="exit 1 if a language's intent accuracy is lower")
     parser.add_argument("-v", "--verbose", action="store_true", help="also list entity errors")

@@ -70,7 +70,18 @@ def start_server(work: Path) -> tuple[Any, str, int]:
     settings = work / "ivr.bench.yml"
     # Long waits in the queue: calls stay up until the bench ends them (a real queue would too).
     settings.write_text(TEST_SETTINGS.read_text() + "\nsip:\n  rtp_ports: null\n  max_calls: 500\n")
-    cmd = [sys.executable, "-m", "ivr.cli", "--settings", str(settings), "serve", "--port", str(port), "--sip-port", str(sip_port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ivr.cli",
+        "--settings",
+        str(settings),
+        "serve",
+        "--port",
+        str(port),
+        "--sip-port",
+        str(sip_port),
+    ]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -232,17 +243,23 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result), flush=True)
         results.append(result)
     report = {"machine": machine_facts(), "packages": package_versions(), "levels": results}
-    print("\n| calls | late ticks (server) | worst tick ms | packets late >20 ms at phones | delay p99 ms | lost | phone loop lag p99 ms | server CPU % |")
+    print(
+        "\n| calls | late ticks (server) | worst tick ms | packets late >20 ms at phones | delay p99 ms | lost | phone loop lag p99 ms | server CPU % |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['calls']} | {r['server_late_ticks']} of {r['server_ticks']} | {r['server_max_tick_lateness_ms']} | "
               f"{r['late_packets']} of {r['packets']} ({r['late_pct']} %) | {r['delay_p99_ms']} | {r['lost_packets']} | "
               f"{r['client_loop_lag_p99_ms']} | {r['cpu'].get('ivr_serve', {}).get('cpu_mean_pct')} |")  # fmt: skip
-    print("\n| calls | RTCP jitter of the IVR's stream at the phones p50 / max ms | IVR's jitter of the phones p50 / max ms | round trip p50 / p99 ms | calls with MEDIA_QUALITY |")
+    print(
+        "\n| calls | RTCP jitter of the IVR's stream at the phones p50 / max ms | IVR's jitter of the phones p50 / max ms | round trip p50 / p99 ms | calls with MEDIA_QUALITY |"
+    )
     print("|---|---|---|---|---|")
     for r in results:
         a, b, c = r["phones_jitter_of_server_ms"], r["server_jitter_of_phones_ms"], r["server_rtt_ms"]
-        print(f"| {r['calls']} | {a['p50']} / {a['max']} | {b['p50']} / {b['max']} | {c['p50']} / {c['p99']} | {r['media_quality_events']} |")
+        print(
+            f"| {r['calls']} | {a['p50']} / {a['max']} | {b['p50']} / {b['max']} | {c['p50']} / {c['p99']} | {r['media_quality_events']} |"
+        )
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
     return 0

@@ -65,7 +65,9 @@ def one_start(work: Path) -> dict[str, float]:
         wait_http(f"{base}/healthz", proc, 600, log)
         ready = time.monotonic() - start
         call = post(f"{base}/api/conversations", {"to": "+4930123456"})
-        reply = post(f"{base}/api/conversations/{call['conversation_id']}/messages", {"text": "wann haben sie geöffnet"})
+        reply = post(
+            f"{base}/api/conversations/{call['conversation_id']}/messages", {"text": "wann haben sie geöffnet"}
+        )
         assert reply.get("replies"), reply
         first_call = time.monotonic() - start
     finally:
@@ -96,8 +98,11 @@ def main() -> int:
                   f"{runs[-1]['first_call_answered_s']} s", flush=True)  # fmt: skip
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"nproc": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},  # fmt: skip
+        "machine": {
+            "nproc": os.cpu_count(),
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },  # fmt: skip
         "model": str(latest_model(model_dir)),
         "model_mb": round(latest_model(model_dir).stat().st_size / 2**20, 1),
         "training_s": training_s,
@@ -108,7 +113,9 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("model_mb", "training_s", "ready_s_median", "first_call_answered_s_median")}))
+    print(
+        json.dumps({k: result[k] for k in ("model_mb", "training_s", "ready_s_median", "first_call_answered_s_median")})
+    )
     return 0
 
 

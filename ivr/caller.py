@@ -154,7 +154,9 @@ class Caller:
                     "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": LINE_RATE, "channels": 1},
                     "customParameters": {"to": self.to, "from": self.caller_id},
                 }
-                await ws.send_json({"event": "start", "sequenceNumber": "1", "start": start, "streamSid": self.stream_sid})
+                await ws.send_json(
+                    {"event": "start", "sequenceNumber": "1", "start": start, "streamSid": self.stream_sid}
+                )
                 self.emit("start", call_sid=self.call_sid, to=self.to)
                 receiver = asyncio.create_task(self._receive(ws))
                 sender = asyncio.create_task(self._send_media(ws))
@@ -166,12 +168,20 @@ class Caller:
                     sender.cancel()
                     if not ws.closed and self.state.hung_up is None:
                         self._we_hung_up = True
-                        await ws.send_json({"event": "stop", "streamSid": self.stream_sid, "stop": {"callSid": self.call_sid}})
+                        await ws.send_json(
+                            {"event": "stop", "streamSid": self.stream_sid, "stop": {"callSid": self.call_sid}}
+                        )
                         self.emit("stop")
                         await ws.close()
                     await asyncio.gather(receiver, return_exceptions=True)
             transcript = await self._fetch_transcript(http)
-        return {"call_sid": self.call_sid, "call_id": self.call_id, "turns": self.turns, "hangup": self.state.hung_up, "transcript": transcript}
+        return {
+            "call_sid": self.call_sid,
+            "call_id": self.call_id,
+            "turns": self.turns,
+            "hangup": self.state.hung_up,
+            "transcript": transcript,
+        }
 
     async def _fetch_transcript(self, http: aiohttp.ClientSession) -> list[dict[str, Any]]:
         if self.auth is None:
@@ -179,7 +189,9 @@ class Caller:
         base = self.url.replace("ws://", "http://").replace("wss://", "https://").rsplit("/", 1)[0]
         for _ in range(20):  # the server finishes storing right after the socket closes
             if self.call_id is None:  # the server names its calls itself; ours is found by the CallSid we sent
-                async with http.get(f"{base}/api/calls", params={"provider_call_id": self.call_sid}, auth=self.auth) as resp:
+                async with http.get(
+                    f"{base}/api/calls", params={"provider_call_id": self.call_sid}, auth=self.auth
+                ) as resp:
                     if resp.status in (401, 403, 429):
                         self.emit("transcript_unavailable", status=resp.status)
                         return []
@@ -198,7 +210,21 @@ class Caller:
                     data = await resp.json()
                     if data["call"]["ended_at"] is not None:
                         for line in data["transcript"]:
-                            self.emit("transcript", **{k: line[k] for k in ("speaker", "text", "start", "end", "asr_confidence", "intent", "intent_confidence")})
+                            self.emit(
+                                "transcript",
+                                **{
+                                    k: line[k]
+                                    for k in (
+                                        "speaker",
+                                        "text",
+                                        "start",
+                                        "end",
+                                        "asr_confidence",
+                                        "intent",
+                                        "intent_confidence",
+                                    )
+                                },
+                            )
                         return data["transcript"]
             await asyncio.sleep(0.25)
         return []
@@ -247,9 +273,16 @@ class Caller:
         while not ws.closed:
             frame = self._outgoing.get_nowait() if not self._outgoing.empty() else SILENCE
             payload = base64.b64encode(MULAW.encode(frame)).decode("ascii")
-            media = {"track": "inbound", "chunk": str(seq), "timestamp": str(int((next_at - self.t0) * 1000)), "payload": payload}
+            media = {
+                "track": "inbound",
+                "chunk": str(seq),
+                "timestamp": str(int((next_at - self.t0) * 1000)),
+                "payload": payload,
+            }
             try:
-                await ws.send_json({"event": "media", "sequenceNumber": str(seq), "media": media, "streamSid": self.stream_sid})
+                await ws.send_json(
+                    {"event": "media", "sequenceNumber": str(seq), "media": media, "streamSid": self.stream_sid}
+                )
             except ConnectionResetError:
                 return
             seq += 1
@@ -276,7 +309,9 @@ class Caller:
             await asyncio.sleep(0.01)
         await asyncio.sleep(after_s)
 
-    async def _script(self, ws: aiohttp.ClientWebSocketResponse, steps: list[Step], barge_in_after_s: float | None) -> None:
+    async def _script(
+        self, ws: aiohttp.ClientWebSocketResponse, steps: list[Step], barge_in_after_s: float | None
+    ) -> None:
         await self._wait_bot_done()  # the greeting
         for index, step in enumerate(steps):
             if self.state.hung_up:
@@ -290,7 +325,13 @@ class Caller:
             frames_before = self.state.bot_media_frames
             if step.kind == "dtmf":
                 for digit in step.value:
-                    await ws.send_json({"event": "dtmf", "streamSid": self.stream_sid, "dtmf": {"track": "inbound_track", "digit": digit}})
+                    await ws.send_json(
+                        {
+                            "event": "dtmf",
+                            "streamSid": self.stream_sid,
+                            "dtmf": {"track": "inbound_track", "digit": digit},
+                        }
+                    )
                     self.emit("dtmf", digit=digit)
                     await asyncio.sleep(0.15)
             else:
@@ -314,7 +355,9 @@ class Caller:
             for turn in self.turns:
                 if "_speech_end" in turn and turn.get("emitted") is None:
                     turn["emitted"] = True
-                    self.emit("caller_turn", **{k: v for k, v in turn.items() if not k.startswith("_") and k != "emitted"})
+                    self.emit(
+                        "caller_turn", **{k: v for k, v in turn.items() if not k.startswith("_") and k != "emitted"}
+                    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", default="+4930123456", help="dialled number (selects the tenant)")
     parser.add_argument("--from", dest="caller_id", default="+4915100000000")
     parser.add_argument("--out", type=Path, help="save the bot's audio to this WAV (8 kHz)")
-    parser.add_argument("--barge-in", type=float, metavar="SECONDS", help="start each turn this long after the bot starts speaking")
+    parser.add_argument(
+        "--barge-in", type=float, metavar="SECONDS", help="start each turn this long after the bot starts speaking"
+    )
     parser.add_argument("--settle", type=float, default=0.8, help="bot silence (s) that means it finished speaking")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--user", help="agent login for reading the transcript (password: IVR_PASSWORD or a prompt)")

@@ -33,7 +33,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     settings = _settings(args)
     if args.port is not None or args.host is not None:
-        server = ServerSettings(args.host or settings.server.host, settings.server.port if args.port is None else args.port)
+        server = ServerSettings(
+            args.host or settings.server.host, settings.server.port if args.port is None else args.port
+        )
         settings = replace(settings, server=server)
     if args.sip_port is not None:
         settings = replace(settings, sip=dataclasses.replace(settings.sip, enabled=True, port=args.sip_port))

@@ -73,7 +73,9 @@ def load_script(path: Path) -> Script:
             problems.append(f"{path}: turns[{i}]: keys must be among {sorted(TURN_KEYS)}, got {turn!r}")
             continue
         if len({"say", "dtmf", "no_input"} & set(turn)) > 1 or (i > 1 and not {"say", "dtmf", "no_input"} & set(turn)):
-            problems.append(f"{path}: turns[{i}]: exactly one of say, dtmf, no_input (only the first turn, the greeting, has none)")
+            problems.append(
+                f"{path}: turns[{i}]: exactly one of say, dtmf, no_input (only the first turn, the greeting, has none)"
+            )
         unknown = set(turn.get("expect") or {}) - EXPECT_KEYS
         if unknown:
             problems.append(f"{path}: turns[{i}].expect: unknown keys {sorted(unknown)}; known: {sorted(EXPECT_KEYS)}")
@@ -123,6 +125,7 @@ async def run_script(base_url: str, script: Script, storage: Storage | None = No
     """Plays one script over HTTP; returns the problems found and the conversation id."""
     problems: list[str] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+
         async def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
             async with http.post(url, data=json.dumps(body)) as resp:
                 if resp.status != 200:
@@ -137,7 +140,13 @@ async def run_script(base_url: str, script: Script, storage: Storage | None = No
                 if result.get("ended"):
                     problems.append(f"{where}: the call already ended (reply: {result.get('replies')!r})")
                     break
-                body = {"text": turn["say"]} if "say" in turn else {"dtmf": str(turn["dtmf"])} if "dtmf" in turn else {"no_input": True}
+                body = (
+                    {"text": turn["say"]}
+                    if "say" in turn
+                    else {"dtmf": str(turn["dtmf"])}
+                    if "dtmf" in turn
+                    else {"no_input": True}
+                )
                 if "asr_confidence" in turn:
                     body["asr_confidence"] = turn["asr_confidence"]
                 result = await post(f"{base_url}/api/conversations/{cid}/messages", body)

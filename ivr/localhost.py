@@ -22,7 +22,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path, headers: dict[str, str] | None = None) -> None:
+def wait_http(
+    url: str, proc: subprocess.Popen, timeout: float, log: Path, headers: dict[str, str] | None = None
+) -> None:
     """Return once `url` answers 200; raise with the tail of `log` if `proc` exits or `timeout` passes first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

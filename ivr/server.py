@@ -144,9 +144,16 @@ async def serve_forever(settings: Settings, project_root: Path, settings_file: P
     try:
         await server.start()
         base = f"{settings.server.host}:{server.port}"
-        sip = f", sip:{settings.sip.advertise or settings.sip.host}:{server.sip.port} (SIP, udp/tcp)" if server.sip else ""
-        print(f"IVR ready: http://{base}/phone (browser phone), ws://{base}/media (Media Streams), "
-              f"http://{base}/agent (agent desktop){sip}", flush=True)
+        sip = (
+            f", sip:{settings.sip.advertise or settings.sip.host}:{server.sip.port} (SIP, udp/tcp)"
+            if server.sip
+            else ""
+        )
+        print(
+            f"IVR ready: http://{base}/phone (browser phone), ws://{base}/media (Media Streams), "
+            f"http://{base}/agent (agent desktop){sip}",
+            flush=True,
+        )
         await stop.wait()
     finally:
         await server.stop()

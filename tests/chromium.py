@@ -13,7 +13,9 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 # `pytestmark = REQUIRED` in a test module: skipped, with the command that fixes it, where Chromium is missing.
 REQUIRED = [
-    pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium chromium-driver)"),
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium chromium-driver)"
+    ),
     pytest.mark.skipif(CHROMEDRIVER is None, reason="no chromedriver on PATH (apt-get install chromium-driver)"),
 ]
 

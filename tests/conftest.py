@@ -155,7 +155,11 @@ class IvrServer:
 
 
 def start_ivr(
-    rasa_url: str, work: Path, settings: Path = TEST_SETTINGS, extra_env: dict | None = None, db_url: str | None = None,
+    rasa_url: str,
+    work: Path,
+    settings: Path = TEST_SETTINGS,
+    extra_env: dict | None = None,
+    db_url: str | None = None,
     args: list[str] | None = None,
 ) -> IvrServer:
     port = free_port()

@@ -101,7 +101,9 @@ class Baresip:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.ctrl_port = free_port()
-        (folder / "config").write_text(BARESIP_CONFIG.format(source=source_wav, ctrl_port=self.ctrl_port, folder=folder))
+        (folder / "config").write_text(
+            BARESIP_CONFIG.format(source=source_wav, ctrl_port=self.ctrl_port, folder=folder)
+        )
         (folder / "accounts").write_text("<sip:tester@127.0.0.1>;regint=0;audio_codecs=pcmu,pcma\n")
         self.log = (folder / "baresip.log").open("wb")
         self.proc = subprocess.Popen(["baresip", "-f", str(folder)], stdin=subprocess.DEVNULL, stdout=self.log,
@@ -154,7 +156,9 @@ class Baresip:
         with self._cond:
             self._token += 1
             token = str(self._token)
-        raw = json.dumps({"command": name, "token": token, **({"params": params} if params is not None else {})}).encode()
+        raw = json.dumps(
+            {"command": name, "token": token, **({"params": params} if params is not None else {})}
+        ).encode()
         self._sock.sendall(b"%d:%s," % (len(raw), raw))
         with self._cond:
             if not self._cond.wait_for(lambda: token in self._responses, timeout):
@@ -167,7 +171,9 @@ class Baresip:
     def wait_event(self, kind: str, timeout: float = 20) -> dict:
         with self._cond:
             if not self._cond.wait_for(lambda: any(e.get("type") in (kind, "CTRL_EOF") for e in self.events), timeout):
-                raise TimeoutError(f"baresip: no {kind} event within {timeout} s; events: {[e.get('type') for e in self.events]}")
+                raise TimeoutError(
+                    f"baresip: no {kind} event within {timeout} s; events: {[e.get('type') for e in self.events]}"
+                )
             return next(e for e in self.events if e.get("type") in (kind, "CTRL_EOF"))
 
     def dial(self, uri: str) -> None:
@@ -248,7 +254,9 @@ class Linphone:
             seen = len(self.lines)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"linphonec: no line matching {pattern!r} within {timeout} s; last: {self.lines[-5:]}")
+                raise TimeoutError(
+                    f"linphonec: no line matching {pattern!r} within {timeout} s; last: {self.lines[-5:]}"
+                )
             try:
                 if self._queue.get(timeout=min(left, 0.5)) is None:
                     raise EOFError(f"linphonec exited; last: {self.lines[-5:]}")

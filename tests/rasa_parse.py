@@ -36,8 +36,10 @@ async def main(model: str, loader: str) -> None:
             selector = parsed.get("response_selector", {}).get("faq", {}).get("response", {})
             results[text] = {
                 "ranking": [(i["name"], i["confidence"]) for i in parsed.get("intent_ranking", [])],
-                "entities": [(e["entity"], e["start"], e["end"], e.get("value"), e.get("confidence_entity"))
-                             for e in parsed.get("entities", [])],  # fmt: skip
+                "entities": [
+                    (e["entity"], e["start"], e["end"], e.get("value"), e.get("confidence_entity"))
+                    for e in parsed.get("entities", [])
+                ],  # fmt: skip
                 "faq": (selector.get("intent_response_key"), selector.get("confidence")),
             }
     print(json.dumps(results))

@@ -87,8 +87,20 @@ async def store_handed_off_call(storage, call_id: str, tenant: str, handoff_id: 
         "slots": {"order_number": "314159"},
         "form": {"name": "order_status_form", "requested_slot": "unsure_confirmed"},
         "transcript": [
-            {k: getattr(u, k) for k in ("call_id", "speaker", "text", "start", "end", "asr_confidence", "intent",
-                                        "intent_confidence", "meta")}  # fmt: skip
+            {
+                k: getattr(u, k)
+                for k in (
+                    "call_id",
+                    "speaker",
+                    "text",
+                    "start",
+                    "end",
+                    "asr_confidence",
+                    "intent",
+                    "intent_confidence",
+                    "meta",
+                )
+            }  # fmt: skip
             for u in lines
         ],
     }
@@ -310,8 +322,15 @@ def test_hash_and_verify_round_trip():
 
 
 @pytest.mark.parametrize(
-    "stored", ["", "plain", "scrypt$16384$8$1$!!$!!", "scrypt$1000$8$1$AAAA$AAAA", "bcrypt$16384$8$1$AAAA$AAAA",
-               "scrypt$1073741824$8$1$AAAA$AAAA"],  # fmt: skip
+    "stored",
+    [
+        "",
+        "plain",
+        "scrypt$16384$8$1$!!$!!",
+        "scrypt$1000$8$1$AAAA$AAAA",
+        "bcrypt$16384$8$1$AAAA$AAAA",
+        "scrypt$1073741824$8$1$AAAA$AAAA",
+    ],  # fmt: skip
 )
 def test_malformed_or_absurd_hashes_never_verify(stored: str):
     assert not verify_password("anything", stored)

@@ -51,7 +51,9 @@ def rms(pcm: bytes) -> float:
 
 def max_window_rms(pcm: bytes, window: int = 3200) -> float:
     """The loudest 200 ms of `pcm` (speech has pauses: an average would hide it)."""
-    return max((rms(pcm[i : i + 2 * window]) for i in range(0, max(len(pcm) - 2 * window, 0) + 1, 2 * window)), default=0.0)
+    return max(
+        (rms(pcm[i : i + 2 * window]) for i in range(0, max(len(pcm) - 2 * window, 0) + 1, 2 * window)), default=0.0
+    )
 
 
 def tone(seconds: float, freq: float = 440.0, amplitude: int = 8000) -> bytes:
@@ -322,7 +324,12 @@ def test_a_handed_off_caller_talks_to_an_agent_in_the_browser(ivr_server, browse
         wrap_up(anna, "resolved", "Caller tested the line.")
 
     [row] = db_rows(ivr_server.db, "SELECT * FROM wrapups WHERE call_id = ?", call_id)
-    assert (row["tenant"], row["agent"], row["disposition"], row["notes"]) == (DE, "anna", "resolved", "Caller tested the line.")
+    assert (row["tenant"], row["agent"], row["disposition"], row["notes"]) == (
+        DE,
+        "anna",
+        "resolved",
+        "Caller tested the line.",
+    )
     assert row["handoff_id"]
     events = events_of(ivr_server.db, call_id)
     verbs = [e for e, _ in events]
@@ -362,7 +369,9 @@ def test_an_unanswered_offer_moves_on_and_a_lost_agent_puts_the_caller_back(ivr_
         # Ben's browser goes away mid-call: the caller waits again, first in line, and is told so.
         lines_before = len(caller.bot_lines())
         ben.quit()
-        caller.wait(lambda: any("unterbrochen" in t for t in caller.bot_lines()[lines_before:]), 15, "the reconnect notice")
+        caller.wait(
+            lambda: any("unterbrochen" in t for t in caller.bot_lines()[lines_before:]), 15, "the reconnect notice"
+        )
         assert not caller.closed.is_set()
 
         # Anna is back: the caller rings her again at once (so "available" may never be seen).
@@ -376,7 +385,11 @@ def test_an_unanswered_offer_moves_on_and_a_lost_agent_puts_the_caller_back(ivr_
         wrap_up(anna, "follow_up", "Call dropped once on the agent side.")
 
     events = events_of(ivr_server.db, call_id)
-    queue = [(e, d.get("agent")) for e, d in events if e in ("ENTERQUEUE", "RINGNOANSWER", "CONNECT", "AGENTDUMP", "COMPLETEAGENT")]
+    queue = [
+        (e, d.get("agent"))
+        for e, d in events
+        if e in ("ENTERQUEUE", "RINGNOANSWER", "CONNECT", "AGENTDUMP", "COMPLETEAGENT")
+    ]
     assert queue == [
         ("ENTERQUEUE", None),
         ("RINGNOANSWER", "anna"),

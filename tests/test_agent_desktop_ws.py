@@ -92,7 +92,11 @@ def package_for(call_id: str, tenant: str = DE) -> dict[str, Any]:
         "dialled": tenant,
         "reason": "caller_request",
         "queue": "muster-orders",
-        "intents": [{"intent": u["intent"], "confidence": u["intent_confidence"], "at": u["start"]} for u in transcript if u["intent"]],
+        "intents": [
+            {"intent": u["intent"], "confidence": u["intent_confidence"], "at": u["start"]}
+            for u in transcript
+            if u["intent"]
+        ],
         "slots": {"product": "Kaffeemaschine", "quantity": 2.0},
         "form": {"name": "order_form", "requested_slot": "customer_number"},
         "transcript": transcript,
@@ -118,6 +122,7 @@ async def desktop(client, username: str) -> aiohttp.ClientWebSocketResponse:
 
 async def next_json(ws, type_: str | None = None, timeout: float = TIMEOUT) -> dict[str, Any]:
     """The next JSON message (of `type_`, skipping others and audio)."""
+
     async def read() -> dict[str, Any]:
         while True:
             msg = await ws.receive()
@@ -282,8 +287,12 @@ async def test_an_agent_of_another_tenant_never_gets_the_offer(client, runtime: 
 
     # And the desktop's own check: even an offer the ACD got wrong never reaches the screen.
     link = runtime.acd.agents["carl"].link
-    await link.send({"type": "offer", "call_id": "call-de", "tenant": DE, "queue": "x", "package": package_for("call-de")})
-    await link.send({"type": "offer", "call_id": "call-de", "tenant": UK, "queue": "x", "package": package_for("call-de", DE)})
+    await link.send(
+        {"type": "offer", "call_id": "call-de", "tenant": DE, "queue": "x", "package": package_for("call-de")}
+    )
+    await link.send(
+        {"type": "offer", "call_id": "call-de", "tenant": UK, "queue": "x", "package": package_for("call-de", DE)}
+    )
     await link.send({"type": "offer", "call_id": "call-de", "queue": "x", "package": {"caller": "+49151"}})
     await carl.send_json({"type": "ping"})
     assert await next_json(carl) == {"type": "pong"}
@@ -369,7 +378,11 @@ async def test_bad_requests_name_what_is_wrong(client, runtime: Runtime):
         assert error["message"].startswith(f"{field}:"), error
     # Requests the ACD refuses come back with its message.
     await ws.send_json({"type": "accept", "call_id": "nope"})
-    assert await next_json(ws) == {"type": "error", "message": "this call is no longer offered to you", "request": "accept"}
+    assert await next_json(ws) == {
+        "type": "error",
+        "message": "this call is no longer offered to you",
+        "request": "accept",
+    }
     await ws.send_json({"type": "hangup"})
     assert (await next_json(ws))["message"] == "you are not on a call"
     await ws.send_json({"type": "wrapup", "disposition": "resolved"})

@@ -223,7 +223,7 @@ def test_login_limits_are_parsed_and_checked(tmp_path):
     assert "ivr.yml:3: logins.attempts_per_minute: 0 is less than or equal to the minimum of 0" in text
     assert "ivr.yml:4: logins.trusted_proxies.1: 'proxy.example' is not a network" in text
 
-    path.write_text("logins: {hash_queue: 4, trusted_proxies: [192.0.2.10]}\ntenants:\n  \"+4930111\": {company: A}\n")
+    path.write_text('logins: {hash_queue: 4, trusted_proxies: [192.0.2.10]}\ntenants:\n  "+4930111": {company: A}\n')
     logins = load_settings(path, env={}).logins
     assert (logins.hash_threads, logins.hash_queue, logins.trusted_proxies) == (1, 4, ("192.0.2.10",))
     assert (logins.attempts_per_minute, logins.attempt_burst) == (30.0, 30)

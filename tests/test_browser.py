@@ -98,7 +98,9 @@ def test_browser_call(ivr_server, browser) -> None:
 
     def lines_when(predicate, timeout: float, what: str) -> list[list[str]]:
         try:
-            return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: predicate(_lines(d)) and _lines(d))
+            return WebDriverWait(driver, timeout, poll_frequency=0.2).until(
+                lambda d: predicate(_lines(d)) and _lines(d)
+            )
         except Exception as exc:
             status = driver.find_element(By.ID, "status").text
             error = driver.find_element(By.ID, "error").text

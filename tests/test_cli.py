@@ -99,7 +99,9 @@ def test_db_seed_loads_the_demo_data_once(tmp_path):
 
 def test_db_seed_names_file_and_line_of_a_bad_seed(tmp_path):
     bad = tmp_path / "seed.yml"
-    bad.write_text('tenants:\n  "+4930123456":\n    customers:\n      - customer_number: "12a"\n        name: X\n        postcode: "1"\n        street: s\n        city: c\n')
+    bad.write_text(
+        'tenants:\n  "+4930123456":\n    customers:\n      - customer_number: "12a"\n        name: X\n        postcode: "1"\n        street: s\n        city: c\n'
+    )
     result = ivr("db", "seed", str(bad), env={"IVR_DATABASE_URL": f"sqlite:///{tmp_path}/ivr.db"})
     assert result.returncode == 2
     assert f"{bad}:4" in result.stderr and "customer_number" in result.stderr

@@ -30,7 +30,11 @@ def test_pcm16_is_passed_through_and_checked():
 
 @pytest.mark.parametrize(
     "encoding, rate, message",
-    [("audio/opus", 8000, "unsupported encoding"), ("audio/x-mulaw", 16000, "defined at 8000 Hz"), ("audio/l16", 44100, "unsupported sample rate")],
+    [
+        ("audio/opus", 8000, "unsupported encoding"),
+        ("audio/x-mulaw", 16000, "defined at 8000 Hz"),
+        ("audio/l16", 44100, "unsupported sample rate"),
+    ],
 )
 def test_bad_codecs_are_refused_with_reason(encoding, rate, message):
     with pytest.raises(ValueError, match=message):

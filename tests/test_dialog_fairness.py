@@ -37,7 +37,9 @@ async def test_a_surge_of_one_tenant_leaves_room_for_another(aiohttp_server):
     server = await aiohttp_server(app)
     client = RasaClient(str(server.make_url("/")), timeout_s=30, turns_per_tenant=4)
     try:
-        surge = [asyncio.create_task(client.turn(f"a{i}", "hallo", slots={"tenant": "A"}, tenant="A")) for i in range(12)]
+        surge = [
+            asyncio.create_task(client.turn(f"a{i}", "hallo", slots={"tenant": "A"}, tenant="A")) for i in range(12)
+        ]
         while len(arrived) < 4:
             await asyncio.sleep(0.01)
         other = asyncio.create_task(client.turn("b", "hello", slots={"tenant": "B"}, tenant="B"))

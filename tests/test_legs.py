@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import AsyncIterator, Awaitable
 from types import SimpleNamespace
-from typing import Any, AsyncIterator, Awaitable, Optional
+from typing import Any
 
 import pytest
 
@@ -50,16 +51,16 @@ class FakeLine:
 
     def __init__(self) -> None:
         self.closed = False
-        self.leg: Optional[Leg] = None
+        self.leg: Leg | None = None
         self.playing: list[Prompt] = []
         self.said: list[Prompt] = []  # say() and play(), in order
         self.barged: list[str] = []
         self.stops = 0
         self.events: list[OutboundEvent] = []
-        self.grammar: Optional[str] = None
+        self.grammar: str | None = None
         self.audio_out = bytearray()
-        self.hung_up: Optional[str] = None
-        self.handed_back: Optional[HandBack] = None
+        self.hung_up: str | None = None
+        self.handed_back: HandBack | None = None
         self.in_speech = False
         self.recognizing = 0
         self.tasks: set[asyncio.Future] = set()
@@ -77,7 +78,7 @@ class FakeLine:
     def attach(self, leg: Leg) -> None:
         self.leg = leg
 
-    def say(self, text: str, barge_in: bool = True, meta: Optional[PromptMeta] = None) -> Prompt:
+    def say(self, text: str, barge_in: bool = True, meta: PromptMeta | None = None) -> Prompt:
         return self.play(text, _silence(), barge_in, meta or PromptMeta())
 
     def play(self, label: str, audio: AsyncIterator[SpeechChunk], barge_in: bool, meta: PromptMeta) -> Prompt:
@@ -106,7 +107,7 @@ class FakeLine:
     async def event(self, event: OutboundEvent) -> None:
         self.events.append(event)
 
-    def set_grammar(self, expect: Optional[str]) -> None:
+    def set_grammar(self, expect: str | None) -> None:
         self.grammar = expect
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Future:
@@ -190,7 +191,7 @@ class FakeAcd:
     def position(self, call_id: str) -> int:
         return 3
 
-    def estimated_wait(self, call_id: str) -> Optional[float]:
+    def estimated_wait(self, call_id: str) -> float | None:
         return 300.0
 
     async def enqueue(self, call: Any) -> int:
@@ -237,7 +238,7 @@ class Rig:
 def rig(runtime):
     """A call's context on fakes; `configure(...)` changes settings or the tenant before the leg is made."""
 
-    def configure(tenant: str = MUSTER, dialog: Optional[FakeDialog] = None, caller: str = CALLER,
+    def configure(tenant: str = MUSTER, dialog: FakeDialog | None = None, caller: str = CALLER,
                   staffed: int = 1, **sections: dict[str, Any]) -> Rig:  # fmt: skip
         settings = runtime.settings
         for name, changes in sections.items():
@@ -245,7 +246,9 @@ def rig(runtime):
         number, tenant_settings = settings.tenant_for(tenant)
         dialog = dialog or FakeDialog()
         call_id = f"leg-{time.monotonic_ns()}"
-        record = CallRecord(call_id, number, tenant_settings.company, tenant_settings.language, "test", tenant, caller, time.time())
+        record = CallRecord(
+            call_id, number, tenant_settings.company, tenant_settings.language, "test", tenant, caller, time.time()
+        )
         conversation = Conversation(record, tenant_settings, dialog, runtime.write_behind,  # type: ignore[arg-type]
                                     settings.timeouts.max_no_input)  # fmt: skip
         acd = FakeAcd(staffed)
@@ -307,7 +310,7 @@ async def test_no_input_reprompts_then_hands_off_to_the_queue(rig):
     r = rig(timeouts={"no_input_s": 0.03, "max_no_input": 2}, staffed=0)
     await greeted(r)
     for count in (1, 2):
-        await until(lambda: len(r.dialog.texts) == 1 + count, what=f"no-input {count}")
+        await until(lambda count=count: len(r.dialog.texts) == 1 + count, what=f"no-input {count}")
         assert r.dialog.texts[-1] == "/no_input"
         await until(lambda: len(r.line.playing) == 1, what="the reprompt")
         await r.line.played_out()
@@ -448,7 +451,10 @@ async def test_bot_leg_to_queue_leg_to_agent_leg_and_back(rig):
     await agent_leg.on_partial("ich habe")
     await r.line.utterance("ich habe eine frage")
     assert r.acd.caller_audio_bytes == 640
-    assert [(e["text"], e["final"]) for e in r.acd.caller_events] == [("ich habe", False), ("ich habe eine frage", True)]
+    assert [(e["text"], e["final"]) for e in r.acd.caller_events] == [
+        ("ich habe", False),
+        ("ich habe eine frage", True),
+    ]
     await queue_leg.agent_audio(b"\1\0" * 320)
     assert len(r.line.audio_out) == 640
     await queue_leg.hold(True)

@@ -47,7 +47,11 @@ async def test_a_whole_call(ivr_server, tmp_path):
     assert lines[2]["text"] and "latency" in lines[2]["meta"]
     latency = lines[2]["meta"]["latency"]
     assert latency["endpoint_ms"] == 300 and latency["total_ms"] >= latency["endpoint_ms"]
-    row = sqlite3.connect(ivr_server.db).execute("select end_reason, ended_at, tenant from calls where call_id=?", (call.call_id,)).fetchone()
+    row = (
+        sqlite3.connect(ivr_server.db)
+        .execute("select end_reason, ended_at, tenant from calls where call_id=?", (call.call_id,))
+        .fetchone()
+    )
     assert row[0] == "caller_hangup" and row[1] and row[2] == "+442071234567"
 
 
@@ -58,9 +62,17 @@ async def test_dtmf_zero_hands_back_to_telephony_with_the_handoff_id(ivr_server)
     assert result["hangup"] and "1000" in result["hangup"]
     texts = [(line["speaker"], line["text"]) for line in result["transcript"]]
     assert ("caller", "[DTMF 0]") in texts
-    row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_id,)).fetchone()
+    row = (
+        sqlite3.connect(ivr_server.db)
+        .execute("select end_reason from calls where call_id=?", (call.call_id,))
+        .fetchone()
+    )
     assert row == ("handoff:dtmf_agent",)
-    handoff = sqlite3.connect(ivr_server.db).execute("select reason, package from handoffs where call_id=?", (call.call_id,)).fetchone()
+    handoff = (
+        sqlite3.connect(ivr_server.db)
+        .execute("select reason, package from handoffs where call_id=?", (call.call_id,))
+        .fetchone()
+    )
     assert handoff[0] == "dtmf_agent"
     package = json.loads(handoff[1])
     assert package["company"] == "Ohne Katalog AG" and package["transcript"][0]["speaker"] == "bot"
@@ -74,10 +86,18 @@ async def test_dtmf_zero_with_no_agent_logged_in_takes_a_callback_request(ivr_se
     call = caller(ivr_server, to="+4930123456")
     result = await call.run(parse_steps(["dtmf:0"]), None)
     assert result["hangup"]
-    row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_id,)).fetchone()
+    row = (
+        sqlite3.connect(ivr_server.db)
+        .execute("select end_reason from calls where call_id=?", (call.call_id,))
+        .fetchone()
+    )
     assert row == ("queue_callback:dtmf_agent",)
     assert any("kein Mitarbeiter" in t for t in bot_lines(result))
-    callback = sqlite3.connect(ivr_server.db).execute("select number, reason from callbacks where call_id=?", (call.call_id,)).fetchone()
+    callback = (
+        sqlite3.connect(ivr_server.db)
+        .execute("select number, reason from callbacks where call_id=?", (call.call_id,))
+        .fetchone()
+    )
     assert callback == ("+4917012345", "dtmf_agent")
 
 
@@ -106,7 +126,11 @@ async def test_keypad_number_ends_after_the_inter_digit_timeout(ivr_server):
 async def test_silence_gets_reprompts_then_a_person(ivr_server):
     call = caller(ivr_server, to="+4930123456", settle=0.5)
     result = await call.run(parse_steps(["wait:60"]), None)
-    row = sqlite3.connect(ivr_server.db).execute("select end_reason from calls where call_id=?", (call.call_id,)).fetchone()
+    row = (
+        sqlite3.connect(ivr_server.db)
+        .execute("select end_reason from calls where call_id=?", (call.call_id,))
+        .fetchone()
+    )
     assert row == ("queue_callback:no_input",)  # nobody staffs the queue in this test
     no_inputs = [line for line in result["transcript"] if line["text"] == "[no input]"]
     assert len(no_inputs) == 3
@@ -117,7 +141,9 @@ async def test_barge_in_cuts_the_prompt_and_records_what_was_heard(ivr_server, t
     wav = write_wav(tmp_path / "barge.wav", speech("Hello? Hello, I need help with my order please.") + silence(0.5))
     call = caller(ivr_server)
     result = await call.run(parse_steps(["dtmf:5", str(wav)]), 1.0)
-    interrupted = [line for line in result["transcript"] if line["speaker"] == "bot" and line["meta"].get("interrupted")]
+    interrupted = [
+        line for line in result["transcript"] if line["speaker"] == "bot" and line["meta"].get("interrupted")
+    ]
     assert interrupted, [(line["speaker"], line["text"], line["meta"]) for line in result["transcript"]]
     assert len(interrupted[0]["meta"]["heard"]) < len(interrupted[0]["text"])
     assert "clear" in call.out.getvalue()
@@ -144,7 +170,11 @@ async def test_bad_messages_do_not_break_the_call_or_the_server(ivr_server):
     async with aiohttp.ClientSession() as http:
         # A wrong codec is refused at start with a reason; the socket is closed.
         async with http.ws_connect(f"{ivr_server.ws_url}/media") as ws:
-            start = {"streamSid": "MZx", "callSid": "CAbadcodec", "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 16000}}
+            start = {
+                "streamSid": "MZx",
+                "callSid": "CAbadcodec",
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 16000},
+            }
             await ws.send_json({"event": "start", "start": start})
             await ws.receive()
             assert ws.closed and ws.close_code == 1003
@@ -157,7 +187,9 @@ async def test_bad_messages_do_not_break_the_call_or_the_server(ivr_server):
             await ws.receive()
             assert ws.close_code == 1003  # garbage before start ends that stream only
         result = await task
-    assert result["hangup"] and ("caller", "[DTMF 0]") in [(line["speaker"], line["text"]) for line in result["transcript"]]
+    assert result["hangup"] and ("caller", "[DTMF 0]") in [
+        (line["speaker"], line["text"]) for line in result["transcript"]
+    ]
     log = [json.loads(row) for row in ivr_server.log.read_text().splitlines() if row.startswith("{")]
     assert any(e["event"] == "transport.bad_message" and "not JSON" in e["error"] for e in log)
 
@@ -173,7 +205,9 @@ async def test_dropped_connection_mid_prompt_is_cleaned_up_and_stored(ivr_server
                 if json.loads(msg.data)["event"] == "media":
                     break
         await asyncio.sleep(1.0)
-        async with http.get(f"{ivr_server.url}/api/calls", params={"provider_call_id": "CAdrop1"}, auth=basic()) as resp:
+        async with http.get(
+            f"{ivr_server.url}/api/calls", params={"provider_call_id": "CAdrop1"}, auth=basic()
+        ) as resp:
             (call,) = (await resp.json())["calls"]
         async with http.get(f"{ivr_server.url}/api/calls/{call['call_id']}", auth=basic()) as resp:
             stored = await resp.json()
@@ -215,9 +249,14 @@ async def test_a_start_naming_a_live_calls_id_cannot_touch_that_call(ivr_server)
     db = sqlite3.connect(ivr_server.db)
     rows = db.execute("select call_id, tenant, end_reason from calls where provider_call_id=? order by started_at",
                       (victim.call_sid,)).fetchall()  # fmt: skip
-    assert [(tenant, reason) for _, tenant, reason in rows] == [("+442071234567", "caller_hangup"), ("+4930123456", "caller_hangup")]
+    assert [(tenant, reason) for _, tenant, reason in rows] == [
+        ("+442071234567", "caller_hangup"),
+        ("+4930123456", "caller_hangup"),
+    ]
     assert rows[0][0] == victim.call_id != rows[1][0] and victim.call_sid not in (rows[0][0], rows[1][0])
-    hangups = db.execute("select tenant from call_events where call_id=? and event='HANGUP'", (victim.call_id,)).fetchall()
+    hangups = db.execute(
+        "select tenant from call_events where call_id=? and event='HANGUP'", (victim.call_id,)
+    ).fetchall()
     assert hangups == [("+442071234567",)]  # once, at the victim's own hang-up, under its own tenant
     # The victim's dialog went on in its own tenant's language: `*` repeated its English prompt.
     bot = [line["text"] for line in result["transcript"] if line["speaker"] == "bot"]

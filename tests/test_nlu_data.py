@@ -4,6 +4,7 @@
 Fast: nothing is trained. The held-out accuracy itself is measured by
 bench/nlu_eval.py.
 """
+
 import json
 import re
 from collections import Counter, defaultdict
@@ -18,16 +19,44 @@ HELDOUT = {lang: ROOT / "tests" / "data" / f"nlu_heldout_{lang}.yml" for lang in
 FAQ_DOMAIN = ROOT / "dialogs" / "domain" / "faq.yml"
 
 INTENTS = (
-    "greet", "goodbye", "affirm", "deny", "thank", "request_human", "bot_challenge",
-    "help", "repeat", "out_of_scope",
-    "place_order", "order_status", "cancel_order", "report_problem", "inform",
-    "cancel", "angry", "dont_know",
+    "greet",
+    "goodbye",
+    "affirm",
+    "deny",
+    "thank",
+    "request_human",
+    "bot_challenge",
+    "help",
+    "repeat",
+    "out_of_scope",
+    "place_order",
+    "order_status",
+    "cancel_order",
+    "report_problem",
+    "inform",
+    "cancel",
+    "angry",
+    "dont_know",
 )
 FAQ_TOPICS = (
-    "opening_hours", "shipping_time", "shipping_cost", "delivery_countries", "returns",
-    "exchange", "payment_methods", "invoice_copy", "warranty", "repair",
-    "data_protection", "contact_address", "order_change", "vouchers",
-    "business_customers", "product_availability", "account_password", "store_locations",
+    "opening_hours",
+    "shipping_time",
+    "shipping_cost",
+    "delivery_countries",
+    "returns",
+    "exchange",
+    "payment_methods",
+    "invoice_copy",
+    "warranty",
+    "repair",
+    "data_protection",
+    "contact_address",
+    "order_change",
+    "vouchers",
+    "business_customers",
+    "product_availability",
+    "account_password",
+    "store_locations",
 )
 IVR_ONLY_INTENTS = ("start_call", "no_input")
 MIN_TRAIN_PER_INTENT = 40
@@ -164,10 +193,12 @@ def test_heldout_example_not_in_training(lang):
 def test_every_faq_topic_has_a_bilingual_response():
     responses = _load_yaml(FAQ_DOMAIN).get("responses") or {}
     expected = {f"utter_faq/{t}" for t in FAQ_TOPICS}
-    assert set(responses) == expected, (set(responses) ^ expected)
+    assert set(responses) == expected, set(responses) ^ expected
     for name, variations in responses.items():
         assert any(v.get("text") and not v.get("condition") for v in variations), f"{name}: no German default"
-        assert any(v.get("text") and v.get("condition") == EN_CONDITION for v in variations), f"{name}: no English variation"
+        assert any(v.get("text") and v.get("condition") == EN_CONDITION for v in variations), (
+            f"{name}: no English variation"
+        )
 
 
 def _all_examples():

@@ -19,7 +19,14 @@ def test_a_menu_prompt_carries_its_keys_and_the_last_expectation_wins():
 
 def test_a_handoff_names_reason_and_queue_and_unknown_values_are_ignored():
     reply = BotReply.from_messages(
-        [{"text": "Einen Moment bitte."}, {"custom": {"ivr": {"handoff": {"reason": "angry_caller", "queue": "complaints"}, "expect": "poem", "dtmf": "1"}}}]
+        [
+            {"text": "Einen Moment bitte."},
+            {
+                "custom": {
+                    "ivr": {"handoff": {"reason": "angry_caller", "queue": "complaints"}, "expect": "poem", "dtmf": "1"}
+                }
+            },
+        ]
     )
     assert reply.handoff is not None and (reply.handoff.reason, reply.handoff.queue) == ("angry_caller", "complaints")
     assert reply.expect is None and reply.dtmf == {}

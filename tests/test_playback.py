@@ -65,7 +65,14 @@ async def test_barge_in_stops_playback_clears_and_reports_what_was_heard():
     sink = RecordingSink()
     player = Player(sink, lambda p: asyncio.sleep(0))
     text = "Our opening hours are Monday to Friday. On Saturday we open at nine. Sunday is closed."
-    player.play(text, sentences(("Our opening hours are Monday to Friday.", 1.0), ("On Saturday we open at nine.", 1.0), ("Sunday is closed.", 1.0)))
+    player.play(
+        text,
+        sentences(
+            ("Our opening hours are Monday to Friday.", 1.0),
+            ("On Saturday we open at nine.", 1.0),
+            ("Sunday is closed.", 1.0),
+        ),
+    )
     queued = player.play("Anything else?", sentences(("Anything else?", 0.5)))
     await asyncio.sleep(1.5)
     cut = await player.stop()

@@ -148,7 +148,9 @@ async def test_nobody_staffed_takes_a_callback_request(runtime):
     texts = " ".join(sink.bot_texts())
     assert "technisches Problem" in texts and "kein Mitarbeiter" in texts and "zurück" in texts
     callbacks = await runtime.storage.callbacks(MUSTER)
-    assert [(c.number, c.reason, c.call_id) for c in callbacks] == [("+4917012345678", "dialog_unavailable", session.call_id)]
+    assert [(c.number, c.reason, c.call_id) for c in callbacks] == [
+        ("+4917012345678", "dialog_unavailable", session.call_id)
+    ]
     names = await event_names(runtime, session.call_id)
     assert "HANDOFF" in names and "EXITEMPTY" in names and "CALLBACK_REQUESTED" in names
     assert "ENTERQUEUE" not in names
@@ -240,7 +242,9 @@ async def test_caller_hanging_up_while_waiting_is_an_abandon(runtime):
 
 
 async def test_long_wait_offers_a_callback_taken_with_key_1(runtime):
-    runtime.acd.settings = dataclasses.replace(runtime.acd.settings, callback_offer_after_s=0.0, default_handle_time_s=900)
+    runtime.acd.settings = dataclasses.replace(
+        runtime.acd.settings, callback_offer_after_s=0.0, default_handle_time_s=900
+    )
     runtime.settings = dataclasses.replace(runtime.settings, queue=runtime.acd.settings)
     desk = Desk()
     agent = await runtime.acd.login(agent_user(), desk)

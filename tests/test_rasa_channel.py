@@ -20,10 +20,18 @@ def test_values_a_form_set_and_reset_in_one_turn_are_still_reported():
 
 
 def test_only_the_last_turn_counts_and_the_later_value_wins():
-    events = [UserUttered("a"), SlotSet("product", "toaster"), UserUttered("b"), SlotSet("quantity", 1), SlotSet("quantity", 3)]
+    events = [
+        UserUttered("a"),
+        SlotSet("product", "toaster"),
+        UserUttered("b"),
+        SlotSet("quantity", 1),
+        SlotSet("quantity", 3),
+    ]
     assert collected_this_turn(events) == {"quantity": 3}
 
 
 def test_the_turn_payload_carries_them():
-    turn = DialogTurn.from_json({"messages": [], "slots": {"order_number": None}, "collected": {"order_number": "271828"}})
+    turn = DialogTurn.from_json(
+        {"messages": [], "slots": {"order_number": None}, "collected": {"order_number": "271828"}}
+    )
     assert turn.collected == {"order_number": "271828"} and turn.slots == {"order_number": None}

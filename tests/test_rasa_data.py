@@ -3,6 +3,7 @@
 No model is trained here. The NLU data itself is checked in
 tests/test_nlu_data.py, its held-out accuracy is measured by bench/nlu_eval.py.
 """
+
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -31,8 +32,10 @@ ALLOWED_WARNINGS = [
     # answer, spoken by action_answer_faq.
     re.compile(r"The utterance 'utter_faq' is not used in any story or rule\.$"),
     # IVR-only intents without NLU examples
-    re.compile(r"The intent '(start_call|no_input)' is listed in the domain file, "
-               r"but is not found in the NLU training data\."),
+    re.compile(
+        r"The intent '(start_call|no_input)' is listed in the domain file, "
+        r"but is not found in the NLU training data\."
+    ),
 ]
 
 EN_CONDITION = [{"type": "slot", "name": "language", "value": "en"}]
@@ -141,7 +144,9 @@ def test_domain_intents_and_training_data_agree(lang):
 
     How much data each intent has is checked in tests/test_nlu_data.py.
     """
-    domain_intents = {i if isinstance(i, str) else next(iter(i)) for p in DOMAIN_FILES for i in _load_yaml(p).get("intents") or []}
+    domain_intents = {
+        i if isinstance(i, str) else next(iter(i)) for p in DOMAIN_FILES for i in _load_yaml(p).get("intents") or []
+    }
     trained_intents = {intent.split("/")[0] for intent in _training_examples(lang)}
     assert trained_intents <= domain_intents, trained_intents - domain_intents
     assert domain_intents - IVR_ONLY_INTENTS <= trained_intents, domain_intents - IVR_ONLY_INTENTS - trained_intents

@@ -28,5 +28,7 @@ def test_fast_load_predicts_exactly_what_rasas_loader_predicts(rasa_model: Path)
     assert len(theirs) > 600 and set(ours) == set(theirs)
     assert any(r["entities"] for r in theirs.values()) and any(r["faq"][0] for r in theirs.values())
     differing = [text for text in theirs if ours[text] != theirs[text]]
-    assert not differing, f"{len(differing)} utterances parse differently, e.g. {differing[0]!r}: " \
-                          f"{theirs[differing[0]]} vs {ours[differing[0]]}"
+    assert not differing, (
+        f"{len(differing)} utterances parse differently, e.g. {differing[0]!r}: "
+        f"{theirs[differing[0]]} vs {ours[differing[0]]}"
+    )

@@ -24,9 +24,20 @@ async def test_sigterm_hangs_up_media_calls_and_ends_text_conversations(rasa_url
             async with http.post(f"{server.url}/api/conversations", json={"to": "+442071234567"}) as resp:
                 text_id = (await resp.json())["conversation_id"]
             ws = await http.ws_connect(f"{server.ws_url}/media", auth=basic())
-            await ws.send_str(json.dumps({"event": "start", "streamSid": "MZ1", "start": {
-                "streamSid": "MZ1", "callSid": "CA-shutdown", "customParameters": {"to": "+442071234567"},
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "event": "start",
+                        "streamSid": "MZ1",
+                        "start": {
+                            "streamSid": "MZ1",
+                            "callSid": "CA-shutdown",
+                            "customParameters": {"to": "+442071234567"},
+                            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                        },
+                    }
+                )
+            )
             first = await ws.receive(timeout=60)
             assert first.type == aiohttp.WSMsgType.TEXT  # the greeting is playing
             server.proc.send_signal(signal.SIGTERM)

@@ -158,9 +158,13 @@ async def test_retransmitted_invite_is_answered_again_not_called_twice(endpoint)
     caller = SipCaller(("127.0.0.1", endpoint.port))
     final = await caller.call(MUSTER)
     caller.send_raw(bytes(caller.invite))  # the network duplicated the INVITE
-    await until(lambda: sum(r.code == 200 and r.cseq.method == "INVITE" for r in caller.responses) >= 2, what="repeated 200")
+    await until(
+        lambda: sum(r.code == 200 and r.cseq.method == "INVITE" for r in caller.responses) >= 2, what="repeated 200"
+    )
     assert len(endpoint.calls) == 1
-    assert {r.to_address.parameters["tag"] for r in caller.responses if r.code == 200} == {final.to_address.parameters["tag"]}
+    assert {r.to_address.parameters["tag"] for r in caller.responses if r.code == 200} == {
+        final.to_address.parameters["tag"]
+    }
     await caller.hang_up()
 
 
@@ -247,8 +251,14 @@ async def test_garbage_does_not_disturb_a_running_call(endpoint):
         if n % 20 == 0:
             await asyncio.sleep(0.01)  # a burst, not a flood: loopback drops datagrams past the socket buffer
         attacker.send_raw(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))))
-        attacker._rtp.sendto(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))), ("127.0.0.1", call.stream.local_port))
-    broken = bytes(caller.invite).replace(b"Max-Forwards: 70", b"Max-Forwards: many").replace(caller.call_id.encode(), b"other@x")
+        attacker._rtp.sendto(
+            bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))), ("127.0.0.1", call.stream.local_port)
+        )
+    broken = (
+        bytes(caller.invite)
+        .replace(b"Max-Forwards: 70", b"Max-Forwards: many")
+        .replace(caller.call_id.encode(), b"other@x")
+    )
     attacker.send_raw(broken)
     await until(lambda: any(r.code == 400 for r in attacker.responses), what="400 for a malformed INVITE")
     assert "Max-Forwards" in attacker.responses[-1].headers.get("Warning")
@@ -368,13 +378,23 @@ async def test_register_answers_a_digest_challenge_and_never_logs_the_password(r
             seen.append(request)
             auth = request.headers.get("Authorization")
             if auth is None:
-                answer = response(request, 401, to_tag="r", headers=(("WWW-Authenticate", 'Digest realm="pbx", nonce="abc", qop="auth,auth-int"'),))
+                answer = response(
+                    request,
+                    401,
+                    to_tag="r",
+                    headers=(("WWW-Authenticate", 'Digest realm="pbx", nonce="abc", qop="auth,auth-int"'),),
+                )
             else:
                 _, f = parse_challenge(auth)
                 md5 = lambda s: hashlib.md5(s.encode()).hexdigest()  # noqa: E731
                 ha1, ha2 = md5("ivr-muster:pbx:s3cret-pw"), md5(f"REGISTER:{f['uri']}")
                 ok = f["response"] == md5(f"{ha1}:abc:{f['nc']}:{f['cnonce']}:auth:{ha2}")
-                answer = response(request, 200 if ok else 403, to_tag="r", headers=(("Contact", f"{request.headers.get('Contact')};expires=120"),))
+                answer = response(
+                    request,
+                    200 if ok else 403,
+                    to_tag="r",
+                    headers=(("Contact", f"{request.headers.get('Contact')};expires=120"),),
+                )
             self.transport.sendto(bytes(answer), addr)
 
     transport, _ = await loop.create_datagram_endpoint(Registrar, local_addr=("127.0.0.1", 0))
@@ -448,7 +468,9 @@ async def test_handoff_is_a_blind_transfer_by_refer_with_the_handoff_id(runtime,
         await asyncio.wait_for(caller.bye_received.wait(), 30)
         (refer,) = [r for r in caller.requests if r.method == "REFER"]
         handoff_id = refer.headers.get("X-Handoff-Id")
-        assert handoff_id and refer.headers.get("Refer-To") == f"<sip:default@pbx.example.com;x-handoff-id={handoff_id}>"
+        assert (
+            handoff_id and refer.headers.get("Refer-To") == f"<sip:default@pbx.example.com;x-handoff-id={handoff_id}>"
+        )
         assert refer.headers.get("Referred-By")
         methods = [r.method for r in caller.requests]
         assert methods.index("REFER") < methods.index("BYE")  # hang up only after the transfer's outcome
@@ -554,7 +576,10 @@ async def test_unparsable_requests_get_the_matching_4xx(endpoint):
     caller.send_raw(base.replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 INVITE"))
     await until(lambda: len(caller.responses) >= 2, what="two answers")
     await asyncio.sleep(0.3)
-    assert sorted((r.code, r.phrase) for r in caller.responses) == [(400, "Bad Request"), (416, "Unsupported URI Scheme")]
+    assert sorted((r.code, r.phrase) for r in caller.responses) == [
+        (400, "Bad Request"),
+        (416, "Unsupported URI Scheme"),
+    ]
     caller.close()
 
 
@@ -668,21 +693,29 @@ async def test_rtp_sprayed_from_another_host_is_dropped_and_the_greeting_goes_to
     try:
         caller = SipCaller(("127.0.0.1", endpoint.port))
         calling = asyncio.create_task(caller.call(MUSTER))
-        await until(lambda: endpoint.calls and next(iter(endpoint.calls.values())).stream.negotiated, what="media set up")
+        await until(
+            lambda: endpoint.calls and next(iter(endpoint.calls.values())).stream.negotiated, what="media set up"
+        )
         (call,) = endpoint.calls.values()
         sent = 0
 
         async def spray() -> None:
             nonlocal sent
             while True:
-                sprayer.sendto(RtpPacket(0, sent, 160 * sent, 0x5BA7, b"\xff" * 160).to_bytes(), ("127.0.0.1", call.stream.local_port))
+                sprayer.sendto(
+                    RtpPacket(0, sent, 160 * sent, 0x5BA7, b"\xff" * 160).to_bytes(),
+                    ("127.0.0.1", call.stream.local_port),
+                )
                 sent += 1
                 await asyncio.sleep(0.02)
 
         spraying = asyncio.create_task(spray())
         await until(lambda: sent >= 10, what="spraying before the answer")
         assert (await calling).code == 200
-        await until(lambda: rms(caller.received.pcm(0)) > 300 and len(audio_packets(caller)) > 100, what="greeting at the caller")
+        await until(
+            lambda: rms(caller.received.pcm(0)) > 300 and len(audio_packets(caller)) > 100,
+            what="greeting at the caller",
+        )
         spraying.cancel()
         await asyncio.sleep(0.1)  # the last sprayed packets arrive
         assert sprayed_to.received == []
@@ -704,7 +737,9 @@ async def test_media_latching_rule():
     stream = RtpStream(lambda pcm: None, lambda key: None, lambda mark: None, signalling_host="127.0.0.1",
                        allowed=lambda host: host != "127.0.0.4")  # fmt: skip
     await stream.bind("127.0.0.1", None)
-    stream.configure(Negotiated("PCMU", 0, None, "127.0.0.4", 40000, "sendrecv"))  # the SDP names a host outside allow_from
+    stream.configure(
+        Negotiated("PCMU", 0, None, "127.0.0.4", 40000, "sendrecv")
+    )  # the SDP names a host outside allow_from
     sockets = {host: await listen(host) for host in ("127.0.0.1", "127.0.0.3", "127.0.0.4")}
     try:
         report = Report(1, None, ()).to_bytes()  # RTCP too: a stranger's reports would redirect ours
@@ -713,8 +748,13 @@ async def test_media_latching_rule():
         await until(lambda: stream.stats.dropped_foreign + stream.stats.rtcp_received == 2, what="two reports")
         assert (stream.stats.dropped_foreign, stream.stats.rtcp_received) == (1, 1)
         for n, host in enumerate(["127.0.0.3", "127.0.0.4", "127.0.0.1"]):
-            sockets[host][0].sendto(RtpPacket(0, n, 160 * n, 1, b"\xff" * 160).to_bytes(), ("127.0.0.1", stream.local_port))
-            await until(lambda n=n: stream.stats.dropped_foreign + (stream._latched_at is not None) > n + 1, what=f"packet from {host}")
+            sockets[host][0].sendto(
+                RtpPacket(0, n, 160 * n, 1, b"\xff" * 160).to_bytes(), ("127.0.0.1", stream.local_port)
+            )
+            await until(
+                lambda n=n: stream.stats.dropped_foreign + (stream._latched_at is not None) > n + 1,
+                what=f"packet from {host}",
+            )
         assert stream.stats.dropped_foreign == 3  # a stranger (RTCP and RTP), and the SDP's host outside allow_from
         signalling_port = sockets["127.0.0.1"][0].get_extra_info("sockname")[1]
         assert stream._remote == ("127.0.0.1", signalling_port)  # the signalling host, from a port no one announced

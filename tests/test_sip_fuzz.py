@@ -58,15 +58,23 @@ def test_bytes_removed_from_a_valid_message(position, length):
 NUMBERS = st.one_of(
     st.text(st.characters(whitelist_categories=("Nd", "No")), min_size=1, max_size=8),
     st.text("0123456789", min_size=1, max_size=12).flatmap(
-        lambda ascii_digits: st.text(st.characters(whitelist_categories=("Nd", "No")), max_size=3).map(lambda other: ascii_digits + other)),
+        lambda ascii_digits: st.text(st.characters(whitelist_categories=("Nd", "No")), max_size=3).map(
+            lambda other: ascii_digits + other
+        )
+    ),
     st.integers(4000, 6000).map(lambda n: "9" * n),
     st.integers(-(2**70), 2**70).map(str),
 )
-HEADER_VALUES = st.one_of(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=80), NUMBERS)
+HEADER_VALUES = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=80), NUMBERS
+)
 
 
 @FUZZ
-@given(st.sampled_from(["Via", "From", "To", "Call-ID", "CSeq", "Content-Length", "Contact", "Max-Forwards"]), HEADER_VALUES)
+@given(
+    st.sampled_from(["Via", "From", "To", "Call-ID", "CSeq", "Content-Length", "Contact", "Max-Forwards"]),
+    HEADER_VALUES,
+)
 def test_any_header_value(name, value):
     lines = VALID.split(b"\r\n")
     replaced = [

@@ -30,8 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "docs" / "kamailio" / "kamailio.cfg"
 MUSTER = "+4930123456"
 
-KAMAILIO = shutil.which("kamailio") or next((p for p in ("/usr/sbin/kamailio",) if Path(p).exists()), None)  # sbin may be off PATH
-pytestmark = pytest.mark.skipif(KAMAILIO is None, reason="kamailio not installed (apt-get install kamailio; .ci/run does)")
+KAMAILIO = shutil.which("kamailio") or next(
+    (p for p in ("/usr/sbin/kamailio",) if Path(p).exists()), None
+)  # sbin may be off PATH
+pytestmark = pytest.mark.skipif(
+    KAMAILIO is None, reason="kamailio not installed (apt-get install kamailio; .ci/run does)"
+)
 
 
 def options_answer(port: int) -> str | None:

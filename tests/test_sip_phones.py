@@ -123,7 +123,9 @@ def media_quality(db_url: str, call_id: str, timeout: float = 15) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with sqlite3.connect(db_url[len("sqlite:///") :]) as db:
-            row = db.execute("select data from call_events where call_id = ? and event = 'MEDIA_QUALITY'", (call_id,)).fetchone()
+            row = db.execute(
+                "select data from call_events where call_id = ? and event = 'MEDIA_QUALITY'", (call_id,)
+            ).fetchone()
         if row:
             return json.loads(row[0])
         time.sleep(0.2)
@@ -193,7 +195,9 @@ def test_baresip_hears_the_greeting_and_looks_up_an_order_by_keypad(sip_server, 
 def test_baresip_caller_understands_the_german_greeting(sip_server, dialog_db, quiet_microphone, tmp_path):
     asr, voice = os.environ.get("IVR_ASR_MODEL_DE"), os.environ.get("IVR_TTS_VOICE_DE")
     if not (asr and voice):
-        pytest.skip("needs a German Vosk model and Piper voice: set IVR_ASR_MODEL_DE and IVR_TTS_VOICE_DE (ivr models pull de)")
+        pytest.skip(
+            "needs a German Vosk model and Piper voice: set IVR_ASR_MODEL_DE and IVR_TTS_VOICE_DE (ivr models pull de)"
+        )
     since = time.time()
     phone = Baresip(tmp_path / "baresip", quiet_microphone)
     try:
@@ -263,7 +267,9 @@ def test_baresip_presses_0_and_is_transferred_to_the_agent_line_with_the_handoff
     assert ("caller", "[DTMF 0]") in transcript
     with sqlite3.connect(dialog_db[len("sqlite:///") :]) as db:
         (handoff_id,) = db.execute("select handoff_id from handoffs where call_id = ?", (call_id,)).fetchone()
-        notes = db.execute("select meta from utterances where call_id = ? and text = '[transfer]'", (call_id,)).fetchall()
+        notes = db.execute(
+            "select meta from utterances where call_id = ? and text = '[transfer]'", (call_id,)
+        ).fetchall()
     assert len(notes) == 1, transcript
     transfer = json.loads(notes[0][0])
     assert transfer["handoff_id"] == handoff_id and transfer["outcome"] == "transferred", transfer

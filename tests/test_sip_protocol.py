@@ -28,7 +28,7 @@ def invite(body: str = SDP, extra: str = "") -> bytes:
         "INVITE sip:+4930123456@127.0.0.1:5060 SIP/2.0\r\n"
         "v: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKabc;rport\r\n"
         "Max-Forwards: 70\r\n"
-        "f: \"Caller\" <sip:+4915112345678@10.0.0.5>;tag=from1\r\n"
+        'f: "Caller" <sip:+4915112345678@10.0.0.5>;tag=from1\r\n'
         "t: <sip:+4930123456@127.0.0.1>\r\n"
         "i: call-1@10.0.0.5\r\n"
         "CSeq: 1 INVITE\r\n"
@@ -134,8 +134,11 @@ def test_stream_framer_refuses_content_lengths_that_are_not_ascii_numbers(value,
 
 
 def test_stream_framer_finds_content_length_in_any_header_position():
-    moved = invite().replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nl: %d\r\n" % len(SDP)).replace(
-        b"Content-Length: %d\r\n" % len(SDP), b"")
+    moved = (
+        invite()
+        .replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nl: %d\r\n" % len(SDP))
+        .replace(b"Content-Length: %d\r\n" % len(SDP), b"")
+    )
     assert StreamFramer().feed(moved + moved) == [moved, moved]  # it was only found as the last header
 
 

@@ -10,7 +10,8 @@ with a tiny T1, to show the same code works there.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Optional, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 from sipmessage import URI, Request, Response
@@ -40,7 +41,7 @@ class JumpingClockLoop(asyncio.SelectorEventLoop):
         self.now = 0.0
         select = self._selector.select  # type: ignore[attr-defined]
 
-        def jump(timeout: Optional[float] = None) -> list:
+        def jump(timeout: float | None = None) -> list:
             if timeout is None:
                 raise RuntimeError("nothing scheduled and nothing ready: the test would wait forever")
             self.now += max(timeout, 0.0)
@@ -92,7 +93,7 @@ def sip_request(method: str = "BYE", branch: str = "z9hG4bKtest1") -> Request:
 def test_the_schedule_doubles_from_t1_caps_at_t2_and_ends_at_64_t1():
     times = list(schedule())
     assert times == RFC_RETRANSMISSIONS + [32.0]
-    gaps = [b - a for a, b in zip([0.0] + times, times[:-1])]
+    gaps = [b - a for a, b in zip([0.0] + times, times[:-1], strict=False)]
     assert gaps == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0]
 
 
@@ -103,7 +104,7 @@ def test_without_doubling_the_schedule_wakes_every_t1_until_64_t1():
 
 def test_scaled_timers_keep_the_rfc_proportions():
     assert Timers.scaled(0.01) == Timers(0.01, 0.08, 0.64)
-    assert RFC_TIMERS == Timers(0.5, 4.0, 32.0)
+    assert Timers(0.5, 4.0, 32.0) == RFC_TIMERS
 
 
 def test_retransmit_returns_what_it_waited_for_and_stops_repeating():

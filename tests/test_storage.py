@@ -133,13 +133,28 @@ async def test_database_made_before_migrations_keeps_its_calls_and_gains_the_new
     with engine.begin() as conn:
         conn.execute(
             OLD_METADATA.tables["calls"].insert(),
-            dict(call_id="old-1", tenant=DE, company="Muster Versand GmbH", language="de", channel="text",
-                 started_at=100.0, ended_at=160.0, end_reason="hangup"),  # fmt: skip
+            dict(
+                call_id="old-1",
+                tenant=DE,
+                company="Muster Versand GmbH",
+                language="de",
+                channel="text",
+                started_at=100.0,
+                ended_at=160.0,
+                end_reason="hangup",
+            ),  # fmt: skip
         )
         conn.execute(
             OLD_METADATA.tables["utterances"].insert(),
-            dict(call_id="old-1", speaker="caller", text="wann haben sie geöffnet", start=101.0, end=102.5,
-                 intent="opening_hours", meta='{"dtmf": false}'),  # fmt: skip
+            dict(
+                call_id="old-1",
+                speaker="caller",
+                text="wann haben sie geöffnet",
+                start=101.0,
+                end=102.5,
+                intent="opening_hours",
+                meta='{"dtmf": false}',
+            ),  # fmt: skip
         )
     engine.dispose()
 
@@ -177,10 +192,13 @@ def test_processes_starting_together_on_a_new_database_all_succeed(db_url: str):
     assert revision(db_url) == HEAD
 
 
-WRITE_EVENTS_AND_AN_ORDER = """
+WRITE_EVENTS_AND_AN_ORDER = (
+    """
 import asyncio
 from ivr.storage import CallEvent, OrderLine, SqlStorage
-""" + WAIT + """
+"""
+    + WAIT
+    + """
 async def main(url, call_id):
     storage = SqlStorage(url)
     for i in range(50):
@@ -190,6 +208,7 @@ async def main(url, call_id):
 
 asyncio.run(main(sys.argv[2], sys.argv[3]))
 """
+)
 
 
 async def test_processes_writing_together_lose_nothing(db_url: str):
@@ -524,12 +543,22 @@ async def test_a_customer_is_found_by_surname_alone_but_never_guessed(tmp_path):
 
     storage = SqlStorage(f"sqlite:///{tmp_path}/ivr.db")
     try:
-        await storage.upsert_customer(Customer("+4930123456", "10001", "Jürgen Schneider", "10115", "Invalidenstr. 12", "Berlin", None))
+        await storage.upsert_customer(
+            Customer("+4930123456", "10001", "Jürgen Schneider", "10115", "Invalidenstr. 12", "Berlin", None)
+        )
         found = await storage.find_customer_by_name("+4930123456", "schneider", "10115")
         assert found is not None and found.customer_number == "10001"
-        assert (await storage.find_customer_by_name("+4930123456", "Jürgen  SCHNEIDER", "10115")).customer_number == "10001"
-        assert await storage.find_customer_by_name("+4930123456", "jürgen", "10115") is None  # a first name is not enough
-        await storage.upsert_customer(Customer("+4930123456", "10009", "Petra Schneider", "10115", "Invalidenstr. 14", "Berlin", None))
-        assert await storage.find_customer_by_name("+4930123456", "schneider", "10115") is None  # two match: ask instead
+        assert (
+            await storage.find_customer_by_name("+4930123456", "Jürgen  SCHNEIDER", "10115")
+        ).customer_number == "10001"
+        assert (
+            await storage.find_customer_by_name("+4930123456", "jürgen", "10115") is None
+        )  # a first name is not enough
+        await storage.upsert_customer(
+            Customer("+4930123456", "10009", "Petra Schneider", "10115", "Invalidenstr. 14", "Berlin", None)
+        )
+        assert (
+            await storage.find_customer_by_name("+4930123456", "schneider", "10115") is None
+        )  # two match: ask instead
     finally:
         await storage.close()

@@ -16,7 +16,10 @@ from tests.test_storage import (
     test_sqlite_runs_in_wal_mode_with_a_busy_timeout,
 )
 
-del test_sqlite_processes_starting_while_another_one_writes_all_succeed, test_sqlite_runs_in_wal_mode_with_a_busy_timeout
+del (
+    test_sqlite_processes_starting_while_another_one_writes_all_succeed,
+    test_sqlite_runs_in_wal_mode_with_a_busy_timeout,
+)
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,9 @@ def _call(call_id: str) -> CallRecord:
 async def test_a_whole_call_runs_while_the_database_is_locked_and_is_stored_afterwards(tmp_path: Path):
     storage = open_storage(f"sqlite:///{tmp_path / 'ivr.db'}")
     writes = WriteBehind(storage)
-    dialog = ScriptedDialog([BotReply("Welcome to Acme."), BotReply("Putting you through.", handoff=Handoff("caller_request"))])
+    dialog = ScriptedDialog(
+        [BotReply("Welcome to Acme."), BotReply("Putting you through.", handoff=Handoff("caller_request"))]
+    )
     conversation = Conversation(_call("locked-1"), _tenant(), dialog, writes, max_no_input=2)  # type: ignore[arg-type]
     lock = HeldLock(tmp_path / "ivr.db")
     try:
@@ -104,7 +106,9 @@ async def test_when_nothing_more_can_be_kept_a_new_caller_hears_why(tmp_path: Pa
     await storage.close()
 
 
-async def test_a_text_conversation_starts_while_the_database_is_locked(aiohttp_client, runtime: Runtime, tmp_path: Path):
+async def test_a_text_conversation_starts_while_the_database_is_locked(
+    aiohttp_client, runtime: Runtime, tmp_path: Path
+):
     """The probe itself: POST /api/conversations with the database locked (Rasa is down here, so the
     caller is offered a person; what matters is an answer instead of a 500 after the busy timeout)."""
     client = await aiohttp_client(make_app(runtime))

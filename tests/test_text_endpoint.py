@@ -15,7 +15,10 @@ async def post(http, url, body):
 
 @pytest.mark.parametrize(
     "number, company, disclosure",
-    [("+4930123456", "Muster Versand GmbH", "automatische"), ("+442071234567", "Acme Supplies Ltd", "automated assistant")],
+    [
+        ("+4930123456", "Muster Versand GmbH", "automatische"),
+        ("+442071234567", "Acme Supplies Ltd", "automated assistant"),
+    ],
 )
 async def test_greeting_names_the_company_and_discloses_the_bot(ivr_server, number, company, disclosure):
     async with aiohttp.ClientSession() as http:
@@ -36,7 +39,9 @@ async def test_greeting_names_the_company_and_discloses_the_bot(ivr_server, numb
 async def test_caller_text_is_understood(ivr_server, number, text, intent):
     async with aiohttp.ClientSession() as http:
         _, start = await post(http, f"{ivr_server.url}/api/conversations", {"to": number})
-        status, turn = await post(http, f"{ivr_server.url}/api/conversations/{start['conversation_id']}/messages", {"text": text})
+        status, turn = await post(
+            http, f"{ivr_server.url}/api/conversations/{start['conversation_id']}/messages", {"text": text}
+        )
     assert status == 200
     assert turn["intent"] == intent and turn["confidence"] > 0.5
     assert turn["replies"] and not turn["ended"]
@@ -46,7 +51,11 @@ async def test_asking_for_a_person_hands_off_and_is_stored(ivr_server):
     async with aiohttp.ClientSession() as http:
         _, start = await post(http, f"{ivr_server.url}/api/conversations", {"to": "+4930123456", "from": "+4917011"})
         cid = start["conversation_id"]
-        _, turn = await post(http, f"{ivr_server.url}/api/conversations/{cid}/messages", {"text": "ich möchte mit einem mitarbeiter sprechen"})
+        _, turn = await post(
+            http,
+            f"{ivr_server.url}/api/conversations/{cid}/messages",
+            {"text": "ich möchte mit einem mitarbeiter sprechen"},
+        )
         assert turn["intent"] == "request_human"
         assert turn["handoff"]["reason"] == "caller_request" and turn["ended"]
         assert turn["handoff"]["queue"] == "muster-general" and turn["handoff"]["handoff_id"]
@@ -86,9 +95,15 @@ async def test_bad_requests_are_refused_clearly(ivr_server):
         async with http.post(f"{ivr_server.url}/api/conversations", data="nope") as resp:
             assert resp.status == 400 and "JSON" in await resp.text()
         _, start = await post(http, f"{ivr_server.url}/api/conversations", {"to": "+4930123456"})
-        status, error = await post(http, f"{ivr_server.url}/api/conversations/{start['conversation_id']}/messages", {"txt": "x"})
+        status, error = await post(
+            http, f"{ivr_server.url}/api/conversations/{start['conversation_id']}/messages", {"txt": "x"}
+        )
         assert status == 400 and error["field"] == "text"  # errors are JSON naming the field
         status, _ = await post(http, f"{ivr_server.url}/api/conversations/text-unknown/messages", {"text": "x"})
         assert status == 404
-    rows = sqlite3.connect(ivr_server.db).execute("select count(*) from calls where call_id = ?", (start["conversation_id"],)).fetchone()
+    rows = (
+        sqlite3.connect(ivr_server.db)
+        .execute("select count(*) from calls where call_id = ?", (start["conversation_id"],))
+        .fetchone()
+    )
     assert rows == (1,)

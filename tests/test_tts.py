@@ -16,7 +16,9 @@ def test_sentences_are_split_for_streaming():
 
 async def test_stream_yields_each_sentence_at_line_rate():
     synth = synthesizer()
-    chunks = [c async for c in synth.stream("Welcome to Acme Supplies. You are speaking with an automated assistant.", 8000)]
+    chunks = [
+        c async for c in synth.stream("Welcome to Acme Supplies. You are speaking with an automated assistant.", 8000)
+    ]
     assert [c.text for c in chunks] == ["Welcome to Acme Supplies.", "You are speaking with an automated assistant."]
     for chunk in chunks:
         assert chunk.sample_rate == 8000

@@ -37,7 +37,12 @@ def test_start_carries_numbers_and_format():
     assert isinstance(ser.decode('{"event": "connected", "protocol": "Call", "version": "1.0.0"}'), Ignored)
     frame = ser.decode(start_message())
     assert isinstance(frame, CallStart)
-    assert (frame.dialled, frame.caller, frame.sample_rate, frame.channel) == ("+4930123456", "+4917012", 8000, "media_stream")
+    assert (frame.dialled, frame.caller, frame.sample_rate, frame.channel) == (
+        "+4930123456",
+        "+4917012",
+        8000,
+        "media_stream",
+    )
     assert frame.parameters == {"to": "+4930123456", "from": "+4917012"}
     # The client's CallSid is recorded, never used as our id (hardening finding 1).
     assert frame.provider_call_id == "CA1" and frame.call_id.startswith("ms-")
@@ -56,7 +61,9 @@ def test_alaw_stream_is_decoded_as_alaw():
 def test_media_dtmf_mark_stop():
     ser = started()
     payload = base64.b64encode(b"\xff" * 160).decode()
-    media = ser.decode(json.dumps({"event": "media", "streamSid": "MZ1", "media": {"track": "inbound", "payload": payload}}))
+    media = ser.decode(
+        json.dumps({"event": "media", "streamSid": "MZ1", "media": {"track": "inbound", "payload": payload}})
+    )
     assert isinstance(media, AudioIn) and len(media.pcm) == 320 and set(media.pcm) == {0}  # μ-law 0xff is silence
     assert ser.decode('{"event":"dtmf","streamSid":"MZ1","dtmf":{"track":"inbound_track","digit":"7"}}') == DtmfIn("7")
     assert ser.decode('{"event":"mark","streamSid":"MZ1","mark":{"name":"prompt-3"}}') == MarkAck("prompt-3")

@@ -53,12 +53,23 @@ JSON = st.recursive(
 
 TWILIO = {
     "connected": {"event": "connected", "protocol": "Call", "version": "1.0.0"},
-    "start": {"event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
-              "start": {"streamSid": "MZ1", "callSid": "CA1", "tracks": ["inbound"],
-                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                        "customParameters": {"to": MUSTER, "from": "+4917012"}}},  # fmt: skip
-    "media": {"event": "media", "streamSid": "MZ1", "media": {"track": "inbound", "chunk": "2", "timestamp": "5",
-                                                              "payload": "//////////8="}},  # fmt: skip
+    "start": {
+        "event": "start",
+        "sequenceNumber": "1",
+        "streamSid": "MZ1",
+        "start": {
+            "streamSid": "MZ1",
+            "callSid": "CA1",
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            "customParameters": {"to": MUSTER, "from": "+4917012"},
+        },
+    },  # fmt: skip
+    "media": {
+        "event": "media",
+        "streamSid": "MZ1",
+        "media": {"track": "inbound", "chunk": "2", "timestamp": "5", "payload": "//////////8="},
+    },  # fmt: skip
     "dtmf": {"event": "dtmf", "streamSid": "MZ1", "dtmf": {"track": "inbound_track", "digit": "7"}},
     "mark": {"event": "mark", "streamSid": "MZ1", "mark": {"name": "prompt-1"}},
 }

@@ -30,9 +30,9 @@ from ivr.errors import ProtocolError
 from ivr.runtime import Runtime
 from ivr.session.call import CallSession
 from ivr.session.events import OutboundEvent
-from ivr.session.line import AsrAudio
 from ivr.session.frames import AudioIn, CallStart, DtmfIn
 from ivr.session.limits import RealTimeGuard, TokenBucket, cut_text
+from ivr.session.line import AsrAudio
 from ivr.transports import text
 from ivr.transports.browser import BrowserSerializer
 from ivr.transports.twilio import TwilioSerializer
@@ -115,7 +115,9 @@ def tuned(runtime: Runtime, recognizer: FakeRecognizer | None = None, dialog: Fa
     recognizer = recognizer or FakeRecognizer()
     runtime.recognizer = lambda language: recognizer  # type: ignore[method-assign]
     runtime.synthesizer = lambda voice: FakeSynthesizer()  # type: ignore[method-assign]
-    runtime.settings = dataclasses.replace(runtime.settings, limits=dataclasses.replace(runtime.settings.limits, **limits))
+    runtime.settings = dataclasses.replace(
+        runtime.settings, limits=dataclasses.replace(runtime.settings.limits, **limits)
+    )
     return dialog
 
 
@@ -187,7 +189,10 @@ def db(tmp_path: Path) -> Path:
     "message, error",
     [
         (start_message(mediaFormat__channels="x"), "start.mediaFormat.channels must be an integer"),
-        (start_message(mediaFormat__sampleRate=None, mediaFormat__channels=[1]), "start.mediaFormat.channels must be an integer"),
+        (
+            start_message(mediaFormat__sampleRate=None, mediaFormat__channels=[1]),
+            "start.mediaFormat.channels must be an integer",
+        ),
         (start_message(mediaFormat__sampleRate="fast"), "start.mediaFormat.sampleRate must be an integer"),
         (start_message(mediaFormat="abc"), "start.mediaFormat must be a JSON object"),
         (start_message(customParameters=[1]), "start.customParameters must be a JSON object"),
@@ -453,7 +458,12 @@ async def open_conversation(client) -> str:
 
 @pytest.mark.parametrize(
     "body, field",
-    [({"to": 123}, "to"), ({"to": ["+49"]}, "to"), ({"from": {"n": 1}}, "from"), ({"to": MUSTER, "from": "9" * 65}, "from")],
+    [
+        ({"to": 123}, "to"),
+        ({"to": ["+49"]}, "to"),
+        ({"from": {"n": 1}}, "from"),
+        ({"to": MUSTER, "from": "9" * 65}, "from"),
+    ],
 )
 async def test_malformed_create_is_a_400_naming_the_field_and_stores_nothing(client, runtime, db, body, field):
     tuned(runtime)
@@ -496,7 +506,9 @@ async def test_a_body_over_the_limit_is_a_413(client, runtime, db):
     cid = await open_conversation(client)
     status, error = await post(client, f"/api/conversations/{cid}/messages", {"dtmf": "1" * 400_000})
     assert status == 413 and error["limit"] == text.MAX_BODY_BYTES
-    status, error = await post(client, f"/api/conversations/{cid}/messages", data=b'{"text": "' + b"x" * 900_000 + b'"}')
+    status, error = await post(
+        client, f"/api/conversations/{cid}/messages", data=b'{"text": "' + b"x" * 900_000 + b'"}'
+    )
     assert status == 413
     assert dialog.texts == ["/start_call"]
     await runtime.write_behind.drain(10)  # call-path writes are stored behind the call

@@ -34,9 +34,7 @@ from ivr.dialog.numbers import digit_string, spoken_digits
 from ivr.storage import EventName
 
 UNSURE = "unsure_confirmed"
-UNIVERSAL_INTENTS = frozenset(
-    {"request_human", "angry", "cancel", "goodbye", "help", "repeat", "faq", "bot_challenge"}
-)
+UNIVERSAL_INTENTS = frozenset({"request_human", "angry", "cancel", "goodbye", "help", "repeat", "faq", "bot_challenge"})
 MAX_TRIES = 3
 
 
@@ -77,7 +75,9 @@ class IvrForm(FormValidationAction):
                 tracker.slots[event["name"]] = event["value"]
         return events
 
-    async def on_filled(self, slot: str, value: Any, tracker: Tracker, dispatcher: CollectingDispatcher) -> list[EventType]:
+    async def on_filled(
+        self, slot: str, value: Any, tracker: Tracker, dispatcher: CollectingDispatcher
+    ) -> list[EventType]:
         """Extra events when a slot was filled (e.g. a read-back value changed)."""
         return []
 

@@ -64,7 +64,8 @@ class ActionHandoff(Action):
             return [*FORM_RESET, SlotSet("handoff_reason", reason), FollowupAction("callback_form")]
         queue = tenant.queue_for(purpose_of(tracker))
         dispatcher.utter_message(
-            response="utter_handoff", json_message=ivr_payload(handoff={"reason": reason, "queue": queue}, barge_in=False)
+            response="utter_handoff",
+            json_message=ivr_payload(handoff={"reason": reason, "queue": queue}, barge_in=False),
         )
         return [*FORM_RESET, SlotSet("handoff_reason", reason)]
 

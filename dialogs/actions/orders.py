@@ -139,7 +139,9 @@ class ValidateOrderForm(IvrForm):
         events += await self.summary(tracker)
         return [*events, SlotSet("order_confirmed", None), SlotSet("requested_slot", "order_confirmed")]
 
-    async def on_filled(self, slot: str, value: Any, tracker: Tracker, dispatcher: CollectingDispatcher) -> list[EventType]:
+    async def on_filled(
+        self, slot: str, value: Any, tracker: Tracker, dispatcher: CollectingDispatcher
+    ) -> list[EventType]:
         if slot == "product":
             return [SlotSet("product_name", self._product_name(tracker))]
         if slot in ("customer_number", "postcode") and value != UNKNOWN:
@@ -186,7 +188,10 @@ class ValidateOrderForm(IvrForm):
         if product is None or quantity is None:
             return []
         total = Decimal(str(product.price)) * int(quantity)
-        return [SlotSet("product_name", self._product_name(tracker)), SlotSet("order_total", money(total, tenant, language))]
+        return [
+            SlotSet("product_name", self._product_name(tracker)),
+            SlotSet("order_total", money(total, tenant, language)),
+        ]
 
 
 class Correction(Exception):
@@ -257,7 +262,9 @@ class ValidateCancelOrderForm(ValidateOrderStatusForm):
     def slots(self, tracker: Tracker) -> list[str]:
         return ["order_number", "cancel_confirmed"]
 
-    async def on_filled(self, slot: str, value: Any, tracker: Tracker, dispatcher: CollectingDispatcher) -> list[EventType]:
+    async def on_filled(
+        self, slot: str, value: Any, tracker: Tracker, dispatcher: CollectingDispatcher
+    ) -> list[EventType]:
         if slot != "order_number":
             return []
         tenant_number, _ = tenant_of(tracker)

@@ -66,7 +66,7 @@ class ActionNoMatch(Action):
 
 
 class ValidateHandoffOfferForm(IvrForm):
-    """"Shall I connect you with a person?" after a question the bot cannot answer."""
+    """ "Shall I connect you with a person?" after a question the bot cannot answer."""
 
     form = "handoff_offer_form"
     submit = "action_handoff_offer_done"

@@ -29,7 +29,9 @@ MENU = {"1": "defect", "2": "delivery", "3": "billing", "4": "service", "5": "ot
 
 
 def entity_value(tracker: Tracker, entity: str) -> Any:
-    return next((e.get("value") for e in tracker.latest_message.get("entities") or [] if e.get("entity") == entity), None)
+    return next(
+        (e.get("value") for e in tracker.latest_message.get("entities") or [] if e.get("entity") == entity), None
+    )
 
 
 def caller_number(tracker: Tracker) -> str | None:
@@ -54,7 +56,9 @@ class CallbackNumberSlots:
     async def parse_callback_number(self, text: str, tracker: Tracker) -> str:
         return answers.digits(text, tracker, *PHONE_DIGITS)
 
-    async def on_filled(self, slot: str, value: Any, tracker: Tracker, dispatcher: CollectingDispatcher) -> list[EventType]:
+    async def on_filled(
+        self, slot: str, value: Any, tracker: Tracker, dispatcher: CollectingDispatcher
+    ) -> list[EventType]:
         if slot == "callback_ok" and value:
             return [SlotSet("callback_number", caller_number(tracker))]
         return []

@@ -385,9 +385,7 @@ class Auth:
     def source(self, request: web.BaseRequest) -> str:
         return client_address(request, self.trusted)
 
-    async def authenticate(
-        self, username: str, password: str, source: str, cache: bool = False
-    ) -> AgentUser | None:
+    async def authenticate(self, username: str, password: str, source: str, cache: bool = False) -> AgentUser | None:
         """The user if the password is right, else None (logged, counted); raises 429 while locked or throttled.
 
         `source` is the client's address (`Auth.source`). Attempts for one name

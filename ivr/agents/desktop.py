@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from importlib import resources
-from typing import Any, Optional, Union
+from typing import Any
 
 from aiohttp import WSMsgType, hdrs, web
 
@@ -90,12 +90,12 @@ class DesktopLink:
         self.acd = acd
         self.settings = settings
         self.storage = storage
-        self.agent: Optional[Agent] = None
+        self.agent: Agent | None = None
         self.closed = False
         self.replaced = False  # the same user opened another desktop: this socket closes with CLOSE_REPLACED
         self.dropped_audio = 0
-        self._wrapup_for: Optional[tuple[str, str, Optional[str]]] = None  # (call_id, tenant, handoff_id)
-        self._out: asyncio.Queue[Union[str, bytes, object]] = asyncio.Queue()
+        self._wrapup_for: tuple[str, str, str | None] | None = None  # (call_id, tenant, handoff_id)
+        self._out: asyncio.Queue[str | bytes | object] = asyncio.Queue()
         self._audio_queued = 0
         self._writer = asyncio.create_task(self._write())
 
@@ -178,7 +178,7 @@ class DesktopLink:
     # ---- the desktop → the ACD ----------------------------------------------
 
     async def handle_text(self, data: str) -> None:
-        kind: Optional[str] = None
+        kind: str | None = None
         try:
             try:
                 message = json.loads(data)
@@ -285,9 +285,13 @@ class DesktopLink:
         if wanted is not None and wanted != call_id:
             raise BadMessage("call_id", f"the call to wrap up is {call_id}")
         now = time.time()
-        await self.storage.save_wrapup(Wrapup(call_id, tenant, agent.username, disposition, notes.strip(), now, handoff_id))
+        await self.storage.save_wrapup(
+            Wrapup(call_id, tenant, agent.username, disposition, notes.strip(), now, handoff_id)
+        )
         self._wrapup_for = None
-        await self.storage.log_event(CallEvent(call_id, tenant, now, EventName.WRAPUP, {"agent": agent.username, "disposition": disposition}))
+        await self.storage.log_event(
+            CallEvent(call_id, tenant, now, EventName.WRAPUP, {"agent": agent.username, "disposition": disposition})
+        )
         log.info("agent.wrapup", extra={"agent": agent.username, "call_id": call_id, "disposition": disposition})
         if agent.state == AgentState.WRAP_UP and agent.call is not None and agent.call.call_id == call_id:
             await self.acd.wrap_up_done(agent)
@@ -347,7 +351,7 @@ def routes(runtime: Any) -> list[web.RouteDef]:
         await ws.prepare(request)
         link = DesktopLink(ws, user, acd, runtime.settings, runtime.storage)
         link.reply(hello(user, runtime.settings))
-        agent: Optional[Agent] = None
+        agent: Agent | None = None
         try:
             agent = link.agent = await acd.login(user, link)
             log.info("desktop.connected", extra={"agent": user.username})

@@ -61,9 +61,7 @@ def summarize(package: Mapping[str, Any]) -> str:
     if requested and form.get("name") and requested not in HIDDEN_SLOTS:
         sentences.append(f"Was being asked for the {_label(str(requested))}.")
     intents = [
-        str(i.get("intent"))
-        for i in (package.get("intents") or [])
-        if isinstance(i, Mapping) and i.get("intent")
+        str(i.get("intent")) for i in (package.get("intents") or []) if isinstance(i, Mapping) and i.get("intent")
     ]
     if intents:
         sentences.append(f"Last intents: {', '.join(intents[-LAST_INTENTS:])}.")

@@ -90,7 +90,9 @@ class StreamResampler:
 
     def __init__(self, src_rate: int, dst_rate: int):
         self.passthrough = src_rate == dst_rate
-        self._stream = None if self.passthrough else soxr.ResampleStream(src_rate, dst_rate, 1, dtype="int16", quality="MQ")
+        self._stream = (
+            None if self.passthrough else soxr.ResampleStream(src_rate, dst_rate, 1, dtype="int16", quality="MQ")
+        )
 
     def process(self, pcm: bytes, last: bool = False) -> bytes:
         if self._stream is None:

@@ -77,8 +77,10 @@ OnFinished = Callable[[Prompt], Awaitable[None]]
 class AudioSink(Protocol):
     """Where a prompt's audio goes (the transport's sink; see ivr.session.events.MediaSink)."""
 
-    sample_rate: int
     supports_marks: bool
+
+    @property
+    def sample_rate(self) -> int: ...
 
     async def send_audio(self, pcm: bytes) -> None:
         """One 20 ms frame of PCM16 at `sample_rate`."""
@@ -114,9 +116,7 @@ class Player:
         prompt = self.current or next(iter(self._pending_marks.values()), None)
         return prompt is None or prompt.barge_in
 
-    def play(
-        self, text: str, chunks: AsyncIterator[SpeechChunk], barge_in: bool = True, meta: Any = None
-    ) -> Prompt:
+    def play(self, text: str, chunks: AsyncIterator[SpeechChunk], barge_in: bool = True, meta: Any = None) -> Prompt:
         prompt = Prompt(text, chunks, barge_in, next(self._ids), meta=meta)
         self._queue.put_nowait(prompt)
         return prompt
@@ -143,7 +143,11 @@ class Player:
                 self._expect_mark(name, prompt)
             else:
                 # No acknowledgement from the far end: the prompt ends when its audio would.
-                remaining = prompt.first_frame_at + prompt.frames_sent * FRAME_S - time.monotonic() if prompt.first_frame_at else 0
+                remaining = (
+                    prompt.first_frame_at + prompt.frames_sent * FRAME_S - time.monotonic()
+                    if prompt.first_frame_at
+                    else 0
+                )
                 if remaining > 0:
                     await asyncio.sleep(remaining)
                 await self._finish(prompt)
@@ -201,7 +205,9 @@ class Player:
 
     def _expect_mark(self, name: str, prompt: Prompt) -> None:
         """Finish the prompt by its own duration if its mark is not back MARK_GRACE_S after that."""
-        ends_in = prompt.first_frame_at + prompt.frames_sent * FRAME_S - time.monotonic() if prompt.first_frame_at else 0.0
+        ends_in = (
+            prompt.first_frame_at + prompt.frames_sent * FRAME_S - time.monotonic() if prompt.first_frame_at else 0.0
+        )
         loop = asyncio.get_running_loop()
         self._mark_timers[name] = loop.call_later(max(0.0, ends_in) + MARK_GRACE_S, self._mark_overdue, name)
 

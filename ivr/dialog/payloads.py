@@ -56,7 +56,9 @@ class BotReply:
             if isinstance(handoff, dict)
             else None,
             expect=expect if expect in EXPECT else None,
-            dtmf={str(k): str(v) for k, v in (flags.get("dtmf") or {}).items()} if isinstance(flags.get("dtmf"), dict) else {},
+            dtmf={str(k): str(v) for k, v in (flags.get("dtmf") or {}).items()}
+            if isinstance(flags.get("dtmf"), dict)
+            else {},
             repeat_last=bool(flags.get("repeat_last", False)),
         )
 

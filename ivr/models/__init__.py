@@ -29,8 +29,23 @@ from ivr.models.pull import (
 )
 
 __all__ = [
-    "DEFAULT_CATALOGUE_PATH", "BadArchive", "Catalogue", "ChecksumMismatch", "DownloadError",
-    "InvalidModel", "ModelEntry", "ModelMissing", "PullError", "RemoteFile", "UnsafeArchive",
-    "default_for", "install_path", "list_models", "load_catalogue", "locate", "parse_catalogue",
-    "pull", "pull_entry",
+    "DEFAULT_CATALOGUE_PATH",
+    "BadArchive",
+    "Catalogue",
+    "ChecksumMismatch",
+    "DownloadError",
+    "InvalidModel",
+    "ModelEntry",
+    "ModelMissing",
+    "PullError",
+    "RemoteFile",
+    "UnsafeArchive",
+    "default_for",
+    "install_path",
+    "list_models",
+    "load_catalogue",
+    "locate",
+    "parse_catalogue",
+    "pull",
+    "pull_entry",
 ]

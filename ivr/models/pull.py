@@ -109,10 +109,17 @@ async def pull(
     paths: list[Path] = []
     async with _new_session() as session:
         for entry in entries:
-            paths.append(await pull_entry(
-                entry, cache_dir, session=session, progress=progress,
-                base_url_override=base_url_override, force=force, retries=retries,
-            ))
+            paths.append(
+                await pull_entry(
+                    entry,
+                    cache_dir,
+                    session=session,
+                    progress=progress,
+                    base_url_override=base_url_override,
+                    force=force,
+                    retries=retries,
+                )
+            )
     return paths
 
 
@@ -134,15 +141,20 @@ async def pull_entry(
         return final
     if session is None:
         async with _new_session() as own:
-            return await pull_entry(entry, cache_dir, session=own, progress=progress,
-                                    base_url_override=base_url_override, force=force,
-                                    retries=retries)
+            return await pull_entry(
+                entry,
+                cache_dir,
+                session=own,
+                progress=progress,
+                base_url_override=base_url_override,
+                force=force,
+                retries=retries,
+            )
 
     work = cache_dir / PARTIAL_DIR / entry.kind / entry.name
     work.mkdir(parents=True, exist_ok=True)
     files = [
-        await _fetch(session, _effective_url(rf, base_url_override), rf, work / rf.filename,
-                     progress, retries)
+        await _fetch(session, _effective_url(rf, base_url_override), rf, work / rf.filename, progress, retries)
         for rf in entry.files
     ]
     try:
@@ -186,15 +198,17 @@ def list_models(cache_dir: Path, catalogue: Catalogue | None = None) -> list[dic
     rows: list[dict[str, Any]] = []
     for entry in cat.entries:
         path = install_path(entry.kind, entry.name, cache_dir)
-        rows.append({
-            "name": entry.name,
-            "kind": entry.kind,
-            "language": entry.language,
-            "default": entry.default,
-            "installed": not _installed_problems(entry, path),
-            "path": path,
-            "size": entry.size,
-        })
+        rows.append(
+            {
+                "name": entry.name,
+                "kind": entry.kind,
+                "language": entry.language,
+                "default": entry.default,
+                "installed": not _installed_problems(entry, path),
+                "path": path,
+                "size": entry.size,
+            }
+        )
     return rows
 
 
@@ -215,8 +229,9 @@ def _effective_url(rf: RemoteFile, base_url_override: str | None) -> str:
     return f"{base_url_override.rstrip('/')}/{quote(rf.filename)}"
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str, rf: RemoteFile, dest: Path,
-                 progress: ProgressFn | None, retries: int) -> Path:
+async def _fetch(
+    session: aiohttp.ClientSession, url: str, rf: RemoteFile, dest: Path, progress: ProgressFn | None, retries: int
+) -> Path:
     """Download ``url`` to ``dest`` via ``dest.part``, verified against ``rf``."""
     if dest.exists():  # verified earlier, but the model as a whole was not installed
         if not await asyncio.to_thread(_verify_problem, dest, rf):
@@ -246,8 +261,9 @@ async def _fetch(session: aiohttp.ClientSession, url: str, rf: RemoteFile, dest:
     return dest
 
 
-async def _download_once(session: aiohttp.ClientSession, url: str, part: Path,
-                         expected: int | None, progress: ProgressFn | None) -> None:
+async def _download_once(
+    session: aiohttp.ClientSession, url: str, part: Path, expected: int | None, progress: ProgressFn | None
+) -> None:
     offset = part.stat().st_size if part.exists() else 0
     if expected is not None and offset > expected:
         part.unlink()
@@ -272,8 +288,7 @@ async def _download_once(session: aiohttp.ClientSession, url: str, part: Path,
                 offset = 0  # server ignored Range (or none sent): restart the file
                 if expected is not None and resp.content_length not in (None, expected):
                     raise DownloadError(
-                        f"{url}: server announces {resp.content_length} bytes, "
-                        f"catalogue expects {expected}"
+                        f"{url}: server announces {resp.content_length} bytes, catalogue expects {expected}"
                     )
             else:
                 raise DownloadError(f"{url}: HTTP {resp.status} {resp.reason}")
@@ -293,8 +308,7 @@ async def _download_once(session: aiohttp.ClientSession, url: str, part: Path,
                     done += len(chunk)
                     if progress:
                         progress(label, done, total)
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
-            asyncio.TimeoutError) as exc:
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
         raise _Retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
 
 
@@ -353,10 +367,7 @@ def _install(entry: ModelEntry, files: list[Path], final: Path) -> None:
                 os.replace(path, root / path.name)
             problems = piper_problems(root / f"{entry.name}.onnx", entry.sample_rate)
         if problems:
-            raise InvalidModel(
-                f"{entry.kind} model {entry.name!r} downloaded but is not usable: "
-                f"{'; '.join(problems)}"
-            )
+            raise InvalidModel(f"{entry.kind} model {entry.name!r} downloaded but is not usable: {'; '.join(problems)}")
         _swap_into_place(root, target)
         log.info("installed %s %s at %s", entry.kind, entry.name, target)
     finally:
@@ -371,11 +382,9 @@ def _safe_unzip(zip_path: Path, dest: Path) -> None:
             for info in zf.infolist():
                 name = info.filename
                 pure = PurePosixPath(name.replace("\\", "/"))
-                if (not name or pure.is_absolute() or ".." in pure.parts
-                        or re.match(r"^[A-Za-z]:", name)):
+                if not name or pure.is_absolute() or ".." in pure.parts or re.match(r"^[A-Za-z]:", name):
                     raise UnsafeArchive(
-                        f"{zip_path.name}: refusing to unpack member {name!r}: "
-                        f"its path leaves the model directory"
+                        f"{zip_path.name}: refusing to unpack member {name!r}: its path leaves the model directory"
                     )
                 if stat.S_ISLNK(info.external_attr >> 16):
                     raise UnsafeArchive(f"{zip_path.name}: refusing symlink member {name!r}")
@@ -421,6 +430,15 @@ def _prune_empty(directory: Path, stop: Path) -> None:
 
 
 __all__ = [
-    "BadArchive", "ChecksumMismatch", "DownloadError", "InvalidModel", "ProgressFn",
-    "PullError", "UnsafeArchive", "list_models", "pull", "pull_entry", "resolve_targets",
+    "BadArchive",
+    "ChecksumMismatch",
+    "DownloadError",
+    "InvalidModel",
+    "ProgressFn",
+    "PullError",
+    "UnsafeArchive",
+    "list_models",
+    "pull",
+    "pull_entry",
+    "resolve_targets",
 ]

@@ -156,9 +156,7 @@ class Acd:
     def staffed(self, tenant: str, queue: str) -> int:
         """Agents logged in and working this queue (not on break, not offline)."""
         return sum(
-            1
-            for a in self.agents.values()
-            if a.state in STAFFED and a.user.sees(tenant) and a.user.works(queue)
+            1 for a in self.agents.values() if a.state in STAFFED and a.user.sees(tenant) and a.user.works(queue)
         )
 
     def handle_time(self, tenant: str, queue: str) -> float:
@@ -204,14 +202,21 @@ class Acd:
                     "queue": queue,
                     "waiting": len([c for c in calls if c.connected_at is None]),
                     "connected": len([c for c in calls if c.connected_at is not None]),
-                    "longest_wait_s": round(max((now - c.entered_at for c in calls if c.connected_at is None), default=0.0), 1),
+                    "longest_wait_s": round(
+                        max((now - c.entered_at for c in calls if c.connected_at is None), default=0.0), 1
+                    ),
                     "staffed": self.staffed(tenant, queue),
                     "handle_time_s": round(self.handle_time(tenant, queue), 1),
                 }
                 for (tenant, queue), calls in sorted(queues.items())
             ],
             "agents": [
-                {"username": a.username, "name": a.user.name, "state": a.state.value, "call_id": a.call.call_id if a.call else None}
+                {
+                    "username": a.username,
+                    "name": a.user.name,
+                    "state": a.state.value,
+                    "call_id": a.call.call_id if a.call else None,
+                }
                 for a in self.agents.values()
                 if ALL_TENANTS in user.tenants or any(user.sees(t) for t in a.user.tenants)
             ],
@@ -389,7 +394,13 @@ class Acd:
             if call.held == on:
                 return
             call.held = on
-            await self._event(call.call_id, call.tenant, EventName.HOLD if on else EventName.UNHOLD, queue=call.queue, agent=agent.username)
+            await self._event(
+                call.call_id,
+                call.tenant,
+                EventName.HOLD if on else EventName.UNHOLD,
+                queue=call.queue,
+                agent=agent.username,
+            )
         await call.link.hold(on)
 
     def mute(self, agent: Agent, on: bool) -> None:
@@ -459,7 +470,9 @@ class Acd:
 
     async def _dispatch(self) -> None:
         """Offer waiting calls to available agents, in order of service; called under the lock."""
-        waiting = sorted((c for c in self.calls.values() if c.connected_at is None and c.agent is None), key=QueuedCall.sort_key)
+        waiting = sorted(
+            (c for c in self.calls.values() if c.connected_at is None and c.agent is None), key=QueuedCall.sort_key
+        )
         for call in waiting:
             candidates = [
                 a
@@ -537,7 +550,9 @@ class Acd:
                 call.declined_by.add(agent.username)
                 await call.link.requeued("agent_lost")
         agent.call = None
-        await self._event(NO_CALL, ALL_TENANTS, EventName.AGENTLOGOFF, agent=agent.username, reason=reason)  # pairs AGENTLOGIN
+        await self._event(
+            NO_CALL, ALL_TENANTS, EventName.AGENTLOGOFF, agent=agent.username, reason=reason
+        )  # pairs AGENTLOGIN
         agent.state = AgentState.OFFLINE
 
     async def _set(self, agent: Agent, state: AgentState) -> None:
@@ -548,7 +563,12 @@ class Acd:
         if state == AgentState.AVAILABLE:
             agent.idle_since = self.clock()
         if state == AgentState.BREAK or previous == AgentState.BREAK:
-            await self._event(NO_CALL, ALL_TENANTS, EventName.PAUSE if state == AgentState.BREAK else EventName.UNPAUSE, agent=agent.username)
+            await self._event(
+                NO_CALL,
+                ALL_TENANTS,
+                EventName.PAUSE if state == AgentState.BREAK else EventName.UNPAUSE,
+                agent=agent.username,
+            )
         log.info("agent.state", extra={"agent": agent.username, "state": state.value, "previous": previous.value})
         await self._send_state(agent)
 

@@ -33,7 +33,11 @@ def wait_phrase(seconds: float, language: str) -> str:
 
 def position_and_wait(position: int, wait_s: float | None, language: str) -> str:
     if language == "de":
-        place = "Sie sind als Nächstes an der Reihe." if position <= 1 else f"Sie sind an Position {position} in der Warteschlange."
+        place = (
+            "Sie sind als Nächstes an der Reihe."
+            if position <= 1
+            else f"Sie sind an Position {position} in der Warteschlange."
+        )
         if wait_s is None:
             return place
         return f"{place} Die voraussichtliche Wartezeit beträgt {wait_phrase(wait_s, language)}."
@@ -49,7 +53,9 @@ def welcome(language: str) -> str:
 
 def callback_offer(language: str) -> str:
     if language == "de":
-        return "Wenn Sie lieber zurückgerufen werden möchten, statt zu warten, drücken Sie die 1 oder sagen Sie Rückruf."
+        return (
+            "Wenn Sie lieber zurückgerufen werden möchten, statt zu warten, drücken Sie die 1 oder sagen Sie Rückruf."
+        )
     return "If you would rather be called back than wait, press 1 or say call back."
 
 
@@ -60,7 +66,9 @@ def wants_callback(text: str) -> bool:
 def callback_taken(number: str, language: str) -> str:
     digits = spoken_digits(number)
     if language == "de":
-        return f"Gerne. Wir rufen Sie unter der Nummer {digits} zurück, sobald ein Mitarbeiter frei ist. Auf Wiederhören."
+        return (
+            f"Gerne. Wir rufen Sie unter der Nummer {digits} zurück, sobald ein Mitarbeiter frei ist. Auf Wiederhören."
+        )
     return f"Certainly. We will call you back on {digits} as soon as an agent is free. Goodbye."
 
 
@@ -91,7 +99,11 @@ def reconnecting(language: str) -> str:
 
 
 def transferring(language: str) -> str:
-    return "Ich verbinde Sie weiter. Einen Moment bitte." if language == "de" else "I am transferring you. One moment please."
+    return (
+        "Ich verbinde Sie weiter. Einen Moment bitte."
+        if language == "de"
+        else "I am transferring you. One moment please."
+    )
 
 
 def service_ending(language: str) -> str:

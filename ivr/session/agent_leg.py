@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from ivr.audio.playback import Prompt
 from ivr.queue import hold_music
@@ -23,13 +23,13 @@ if TYPE_CHECKING:
 
 
 class AgentLeg:
-    def __init__(self, ctx: CallContext, line: LineControl, link: "QueueLeg"):
+    def __init__(self, ctx: CallContext, line: LineControl, link: QueueLeg):
         self.ctx = ctx
         self.line = line
         self.link = link
         self.acd = link.acd
         self.call_id = ctx.call_id
-        self._music: Optional[asyncio.Task] = None
+        self._music: asyncio.Task | None = None
 
     # ---- Leg: the caller ---------------------------------------------------------
 

@@ -15,7 +15,6 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Optional, Union
 
 from ivr.audio.playback import Prompt
 from ivr.dialog.payloads import BotReply, DialogTurn
@@ -42,7 +41,7 @@ class _NoInput:
     pass
 
 
-TurnRequest = Union[_Said, _Keys, _NoInput]
+TurnRequest = _Said | _Keys | _NoInput
 
 
 class BotLeg:
@@ -55,14 +54,14 @@ class BotLeg:
         self._key_turns = TokenBucket(limits.dtmf_turns_per_s, limits.dtmf_burst)
         self.keys_dropped = 0
         self.done = False  # handed off or closed: no more turns, no more timers
-        self._no_input: Optional[asyncio.TimerHandle] = None
+        self._no_input: asyncio.TimerHandle | None = None
         self._digits = ""  # keypad digits collected for a prompt that expects a number
-        self._digit_timer: Optional[asyncio.TimerHandle] = None
-        self._hangup_after: Optional[Prompt] = None
-        self._handoff: Optional[asyncio.Task] = None  # storing the context package for the agent
+        self._digit_timer: asyncio.TimerHandle | None = None
+        self._hangup_after: Prompt | None = None
+        self._handoff: asyncio.Task | None = None  # storing the context package for the agent
         self._turns: deque[TurnRequest] = deque()
         self._pending = 0  # turns queued or running
-        self._runner: Optional[asyncio.Future] = None
+        self._runner: asyncio.Future | None = None
 
     @property
     def busy(self) -> int:
@@ -199,7 +198,7 @@ class BotLeg:
     async def _run_turns(self) -> None:
         while self._turns:
             request = self._turns.popleft()
-            latency: Optional[Latency] = None
+            latency: Latency | None = None
             try:
                 if isinstance(request, _Said):
                     heard = request.heard
@@ -216,7 +215,7 @@ class BotLeg:
                 return
             self._speak(turn, latency=latency)
 
-    def _speak(self, turn: DialogTurn, barge_in: Optional[bool] = None, latency: Optional[Latency] = None) -> None:
+    def _speak(self, turn: DialogTurn, barge_in: bool | None = None, latency: Latency | None = None) -> None:
         reply = turn.reply
         self.line.set_grammar(reply.expect)
         if reply.handoff:
@@ -242,7 +241,9 @@ class BotLeg:
         handoff_id = await self._handoff if self._handoff else None
         handoff = reply.handoff
         if self.settings.handoff_mode(self.ctx.tenant) == "queue":
-            await self.conversation.note("[queue]", {"reason": handoff.reason, "handoff_id": handoff_id, "queue": handoff.queue})
+            await self.conversation.note(
+                "[queue]", {"reason": handoff.reason, "handoff_id": handoff_id, "queue": handoff.queue}
+            )
             self.line.set_grammar(None)
             leg = QueueLeg(self.ctx, self.line, handoff_id, handoff.reason, handoff.queue)
             self.line.attach(leg)

@@ -53,7 +53,9 @@ class CallSession:
         self.conversation = Conversation(
             record, self.tenant, runtime.dialog, runtime.write_behind, settings.timeouts.max_no_input
         )
-        context = CallContext(start.call_id, self.tenant_number, self.tenant, start.caller, settings, self.conversation, runtime)
+        context = CallContext(
+            start.call_id, self.tenant_number, self.tenant, start.caller, settings, self.conversation, runtime
+        )
         self.line = Line(
             start.call_id,
             sink,
@@ -96,7 +98,10 @@ class CallSession:
         runtime = self.runtime
         runtime.active_calls += 1
         runtime.sessions.add(self)
-        log.info("call.start", extra={"call_id": self.call_id, "tenant": self.tenant_number, "channel": self.start_frame.channel})
+        log.info(
+            "call.start",
+            extra={"call_id": self.call_id, "tenant": self.tenant_number, "channel": self.start_frame.channel},
+        )
         await self.sink.send_event(CallInfo(self.call_id, self.tenant.company))
         await self.bot.greet()
 

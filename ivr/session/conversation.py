@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, replace
-from typing import Any, Optional
+from typing import Any
 
 from ivr.dialog import numbers
 from ivr.dialog.payloads import BotReply, DialogTurn, Handoff
@@ -28,7 +28,9 @@ from ivr.storage import Handoff as HandoffRecord
 from ivr.storage.write_behind import WriteBehind
 
 # Slots that are bookkeeping of the dialog, not something an agent needs to see.
-INTERNAL_SLOTS = frozenset({"requested_slot", "no_match_count", "session_started_metadata", "language", "company", "tenant"})
+INTERNAL_SLOTS = frozenset(
+    {"requested_slot", "no_match_count", "session_started_metadata", "language", "company", "tenant"}
+)
 
 log = logging.getLogger("ivr.session")
 
@@ -49,11 +51,11 @@ class Conversation:
         self.storage = storage
         self.max_no_input = max_no_input
         self.no_input_count = 0
-        self.last_reply: Optional[BotReply] = None
+        self.last_reply: BotReply | None = None
         self.ended = False
         self.last_slots: dict[str, Any] = {}
-        self.last_form: Optional[str] = None
-        self.last_requested_slot: Optional[str] = None
+        self.last_form: str | None = None
+        self.last_requested_slot: str | None = None
         self.silent_turns = 0  # turns in a row the dialog answered with nothing to say
         self.lines: list[Utterance] = []  # the transcript as written, for the handoff package without a read
         self._lock = asyncio.Lock()  # one dialog turn at a time per call
@@ -99,8 +101,8 @@ class Conversation:
         text: str,
         start: float,
         end: float,
-        asr_confidence: Optional[float] = None,
-        meta: Optional[dict[str, Any]] = None,
+        asr_confidence: float | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> DialogTurn:
         """A caller utterance (recognized speech or typed text)."""
         self.no_input_count = 0
@@ -121,7 +123,7 @@ class Conversation:
         return turn
 
     async def heard(
-        self, text: str, start: float, end: float, asr_confidence: Optional[float], meta: Optional[dict[str, Any]] = None
+        self, text: str, start: float, end: float, asr_confidence: float | None, meta: dict[str, Any] | None = None
     ) -> None:
         """A caller line after the dialog handed over (in the queue, with an agent): stored, not sent to Rasa."""
         await self._store("caller", text, start, end, asr_confidence, meta=meta)
@@ -193,15 +195,17 @@ class Conversation:
         }
         handoff_id = uuid.uuid4().hex
         await self.storage.save_handoff(
-            HandoffRecord(handoff_id, self.call.call_id, self.call.tenant, package["reason"], time.time(), package)
+            HandoffRecord(
+                handoff_id, self.call.call_id, self.call.tenant, turn.reply.handoff.reason, time.time(), package
+            )
         )
         await self.event(EventName.HANDOFF, handoff_id=handoff_id, reason=package["reason"], queue=package["queue"])
         return handoff_id
 
-    async def bot_said(self, reply: BotReply, start: float, end: float, meta: Optional[dict[str, Any]] = None) -> None:
+    async def bot_said(self, reply: BotReply, start: float, end: float, meta: dict[str, Any] | None = None) -> None:
         await self._store("bot", reply.text, start, end, meta=meta or {})
 
-    async def note(self, text: str, meta: Optional[dict[str, Any]] = None) -> None:
+    async def note(self, text: str, meta: dict[str, Any] | None = None) -> None:
         now = time.time()
         await self._store("system", text, now, now, meta=meta or {})
 
@@ -213,7 +217,7 @@ class Conversation:
         await self.storage.end_call(self.call.call_id, time.time(), reason)
         await self.dialog.end(self.call.call_id)
 
-    async def _turn(self, text: str, metadata: Optional[dict[str, Any]] = None) -> DialogTurn:
+    async def _turn(self, text: str, metadata: dict[str, Any] | None = None) -> DialogTurn:
         async with self._lock:
             try:
                 turn = await self.dialog.turn(self.call.call_id, text, slots=self.call_slots, metadata=metadata,
@@ -231,7 +235,11 @@ class Conversation:
         # What an agent gets if the call is handed over: the dialog state before the handoff reset it.
         if turn.active_loop or turn.requested_slot:
             self.last_form, self.last_requested_slot = turn.active_loop, turn.requested_slot
-        self.last_slots = {**self.last_slots, **turn.collected, **{k: v for k, v in turn.slots.items() if v is not None}}
+        self.last_slots = {
+            **self.last_slots,
+            **turn.collected,
+            **{k: v for k, v in turn.slots.items() if v is not None},
+        }
         if turn.reply.repeat_last and self.last_reply is not None:
             turn = replace(turn, reply=self.last_reply)
         elif turn.reply.text:
@@ -263,10 +271,10 @@ class Conversation:
         text: str,
         start: float,
         end: float,
-        asr_confidence: Optional[float] = None,
-        intent: Optional[str] = None,
-        intent_confidence: Optional[float] = None,
-        meta: Optional[dict[str, Any]] = None,
+        asr_confidence: float | None = None,
+        intent: str | None = None,
+        intent_confidence: float | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         utterance = Utterance(
             self.call.call_id, speaker, text, start, end, asr_confidence, intent, intent_confidence, meta or {}

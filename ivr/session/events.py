@@ -9,7 +9,7 @@ blind transfer (REFER). Nobody matches a dict's `"type"` across modules.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol, Union
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,8 @@ class Transcript:
     speaker: str  # caller | bot
     text: str
     final: bool = True
-    confidence: Optional[float] = None  # final caller lines for the agent's screen
-    at: Optional[float] = None
+    confidence: float | None = None  # final caller lines for the agent's screen
+    at: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"type": "transcript", "speaker": self.speaker, "text": self.text, "final": self.final}
@@ -68,7 +68,7 @@ class HandBack:
     (REFER) to `sip.transfer_to` with `handoff_id`.
     """
 
-    handoff_id: Optional[str]
+    handoff_id: str | None
     reason: str
     queue: str
 
@@ -96,14 +96,16 @@ class WireError:
         return {"type": "error", "message": self.message}
 
 
-OutboundEvent = Union[CallInfo, Transcript, BargeIn, AgentState, HandBack, HangUp, WireError]
+OutboundEvent = CallInfo | Transcript | BargeIn | AgentState | HandBack | HangUp | WireError
 
 
 class MediaSink(Protocol):
     """Where a call's outbound audio and events go: implemented by each transport."""
 
-    sample_rate: int
     supports_marks: bool
+
+    @property
+    def sample_rate(self) -> int: ...
 
     async def send_audio(self, pcm: bytes) -> None:
         """One 20 ms frame of PCM16 at `sample_rate`."""

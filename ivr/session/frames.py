@@ -8,7 +8,6 @@ these frames, decoding the codec on the way, so a session only ever sees
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
 
 
 @dataclass(frozen=True)
@@ -20,12 +19,12 @@ class CallStart:
     """
 
     call_id: str
-    dialled: Optional[str]
-    caller: Optional[str]
+    dialled: str | None
+    caller: str | None
     sample_rate: int
     channel: str
     parameters: dict[str, str] = field(default_factory=dict)
-    provider_call_id: Optional[str] = None
+    provider_call_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,4 +58,4 @@ class Ignored:
     kind: str
 
 
-InboundFrame = Union[CallStart, AudioIn, DtmfIn, MarkAck, CallStop, Ignored]
+InboundFrame = CallStart | AudioIn | DtmfIn | MarkAck | CallStop | Ignored

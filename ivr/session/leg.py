@@ -13,8 +13,9 @@ testable without speech models, Rasa or sockets (tests/test_legs.py).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ivr.audio.playback import Prompt
 from ivr.audio.tts import SpeechChunk
@@ -45,7 +46,7 @@ class Heard:
     """One recognized caller utterance (text cut to `limits.max_text_chars`), ready for a leg."""
 
     text: str
-    confidence: Optional[float]
+    confidence: float | None
     started: float  # wall clock: when the caller started speaking
     ended: float  # wall clock: when the final result was there
     timing: Timing
@@ -62,7 +63,7 @@ class Latency:
     speech_end: float  # monotonic: the caller's last voiced frame
 
     @classmethod
-    def of(cls, timing: Timing, dialog_done: float) -> "Latency":
+    def of(cls, timing: Timing, dialog_done: float) -> Latency:
         return cls(
             endpoint_ms=round(timing.hangover_s * 1000),
             asr_ms=round((timing.asr_done - timing.endpointed_at) * 1000),
@@ -88,8 +89,8 @@ class Latency:
 class PromptMeta:
     """What the session keeps with a prompt on the player (audio/playback.py's `Prompt.meta`)."""
 
-    reply: Optional[BotReply] = None  # the dialog reply this prompt speaks
-    latency: Optional[Latency] = None
+    reply: BotReply | None = None  # the dialog reply this prompt speaks
+    latency: Latency | None = None
     music: bool = False  # hold music: not a line of the transcript
     queue: bool = False  # an announcement of the agent queue
 
@@ -100,11 +101,11 @@ class CallContext:
 
     call_id: str
     tenant_number: str
-    tenant: "Tenant"
-    caller: Optional[str]
-    settings: "Settings"
-    conversation: "Conversation"
-    runtime: "Runtime"  # acd, storage, write_behind (a leg uses nothing else of it)
+    tenant: Tenant
+    caller: str | None
+    settings: Settings
+    conversation: Conversation
+    runtime: Runtime  # acd, storage, write_behind (a leg uses nothing else of it)
 
     @property
     def language(self) -> str:
@@ -149,26 +150,34 @@ class LineControl(Protocol):
     @property
     def in_speech(self) -> bool:
         """The endpointer is inside an utterance."""
+
     @property
     def recognizing(self) -> int:
         """Utterances that ended and wait for their final result."""
 
     def attach(self, leg: Leg) -> None:
         """Swap the call's leg: from now on the line reports to `leg`."""
-    def say(self, text: str, barge_in: bool = True, meta: Optional[PromptMeta] = None) -> Prompt:
+
+    def say(self, text: str, barge_in: bool = True, meta: PromptMeta | None = None) -> Prompt:
         """Synthesize and queue `text`; the bot's transcript line goes out with it."""
+
     def play(self, label: str, audio: AsyncIterator[SpeechChunk], barge_in: bool, meta: PromptMeta) -> Prompt: ...
     async def send_audio(self, pcm16k: bytes) -> None:
         """Live audio (an agent's voice) to the caller, resampled and framed for the wire."""
+
     async def stop(self) -> None:
         """Stop whatever plays (announcements, music giving way); not stored as cut, unlike a barge-in."""
+
     async def barge_in(self, partial: str) -> bool:
         """The caller interrupts: stop, store what was heard, tell the far end to drop its buffer; True if cut."""
+
     async def event(self, event: OutboundEvent) -> None: ...
-    def set_grammar(self, expect: Optional[str]) -> None:
+    def set_grammar(self, expect: str | None) -> None:
         """Recognize only yes/no or digits from the next audio on (None: everything)."""
+
     def spawn(self, coro: Awaitable[Any]) -> Any:
         """A task of the call: cancelled when the call closes; a failure ends the call (internal_error)."""
+
     async def hang_up(self, reason: str) -> None: ...
     async def hand_back(self, handoff: HandBack) -> None:
         """The call goes back to the telephony side (next TwiML verb, SIP REFER) and ends here."""

@@ -9,7 +9,7 @@ tests need no sleeping.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 Clock = Callable[[], float]
 
@@ -28,7 +28,7 @@ class RealTimeGuard:
         self.burst_s = burst_s
         self.level_s = 0.0
         self._clock = clock
-        self._last: Optional[float] = None
+        self._last: float | None = None
 
     def add(self, seconds: float) -> bool:
         """Count `seconds` of audio just received; False when the stream is over the allowance."""

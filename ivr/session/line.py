@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Union
+from typing import Any
 
 from ivr.audio.asr import Recognizer
 from ivr.audio.codecs import ASR_RATE, Framer, StreamResampler, frame_bytes
@@ -58,7 +59,7 @@ class AsrEnd:
     ended: SpeechEnded
 
 
-AsrItem = Union[AsrAudio, AsrReset, AsrEnd]
+AsrItem = AsrAudio | AsrReset | AsrEnd
 
 
 class Line:
@@ -73,7 +74,7 @@ class Line:
         conversation: Conversation,
         language: str,
         closer: Closer,
-        pacing: Optional[PacingStats] = None,
+        pacing: PacingStats | None = None,
     ):
         self.call_id = call_id
         self.sink = sink
@@ -84,13 +85,13 @@ class Line:
         self.conversation = conversation
         self.language = language
         self._closer = closer
-        self.leg: Optional[Leg] = None
+        self.leg: Leg | None = None
         self.closed = False
         self.endpointer = Endpointer(settings.vad, ASR_RATE)
         self.resampler = StreamResampler(in_rate, ASR_RATE)
         self.framer = Framer(frame_bytes(ASR_RATE))
         self.player = Player(sink, self._prompt_finished, pacing)
-        self._to_caller: Optional[tuple[StreamResampler, Framer]] = None  # live audio (an agent) to the wire
+        self._to_caller: tuple[StreamResampler, Framer] | None = None  # live audio (an agent) to the wire
         # Audio waiting for the recognizer is bounded in bytes (limits.asr_backlog_s); control items
         # (end of turn, reset) always go in: each needs a turn's worth of audio before it, so they are
         # bounded by the audio the transport lets in.
@@ -100,8 +101,8 @@ class Line:
         self.asr_dropped = 0  # bytes of caller audio dropped because the recognizer was that far behind
         self.recognizing = 0  # utterances ended and waiting for their final result
         self._ignoring = False  # the current utterance started during a prompt that forbids barge-in
-        self._turn_started_wall: Optional[float] = None
-        self._barged: Optional[dict[str, Any]] = None
+        self._turn_started_wall: float | None = None
+        self._barged: dict[str, Any] | None = None
         self.tasks: set[asyncio.Task] = set()
         self._asr_task = asyncio.create_task(self._asr_worker())
 
@@ -140,7 +141,7 @@ class Line:
         if not task.cancelled() and task.exception() is not None:
             log.error("call.task_failed", exc_info=task.exception(), extra={"call_id": self.call_id})
             if not self.closed:
-                asyncio.create_task(self._closer("internal_error", True))
+                self.spawn(self._closer("internal_error", True))
 
     # ---- from the caller ---------------------------------------------------------
 
@@ -199,7 +200,7 @@ class Line:
 
     async def _asr_worker(self) -> None:
         """Feeds Vosk in arrival order; batches whatever audio queued up while it was busy."""
-        pending: Optional[AsrItem] = None
+        pending: AsrItem | None = None
         while True:
             item = pending if pending is not None else await self._asr_queue.get()
             pending = None
@@ -246,7 +247,7 @@ class Line:
 
     # ---- to the caller -------------------------------------------------------------
 
-    def say(self, text: str, barge_in: bool = True, meta: Optional[PromptMeta] = None) -> Prompt:
+    def say(self, text: str, barge_in: bool = True, meta: PromptMeta | None = None) -> Prompt:
         audio = self.synthesizer.stream(text, self.sink.sample_rate)
         prompt = self.player.play(text, audio, barge_in, meta or PromptMeta())
         self.spawn(self.sink.send_event(Transcript("bot", text)))
@@ -259,7 +260,10 @@ class Line:
         if self.closed:
             return
         if self._to_caller is None:
-            self._to_caller = StreamResampler(ASR_RATE, self.sink.sample_rate), Framer(frame_bytes(self.sink.sample_rate))
+            self._to_caller = (
+                StreamResampler(ASR_RATE, self.sink.sample_rate),
+                Framer(frame_bytes(self.sink.sample_rate)),
+            )
         resampler, framer = self._to_caller
         for frame in framer.push(resampler.process(pcm16k)):
             await self.sink.send_audio(frame)
@@ -284,7 +288,7 @@ class Line:
     async def event(self, event: OutboundEvent) -> None:
         await self.sink.send_event(event)
 
-    def set_grammar(self, expect: Optional[str]) -> None:
+    def set_grammar(self, expect: str | None) -> None:
         self.recognizer.set_grammar(GRAMMARS.get(expect or "", {}).get(self.language))
 
     async def hang_up(self, reason: str) -> None:
@@ -305,7 +309,7 @@ class Line:
             self._leg.on_speech_started()
         await self._leg.on_prompt_done(prompt)
 
-    async def _store_prompt(self, prompt: Prompt, heard: Optional[str] = None) -> None:
+    async def _store_prompt(self, prompt: Prompt, heard: str | None = None) -> None:
         meta: PromptMeta = prompt.meta or PromptMeta()
         if meta.music:
             return  # hold music is not a line of the transcript

@@ -15,7 +15,7 @@ TECHNICAL_PROBLEM = {
 # The database has been unreachable so long that a new call could not be recorded (ivr/storage/write_behind.py).
 STORAGE_UNAVAILABLE = {
     "de": "Entschuldigung, wegen einer technischen Störung können wir Ihren Anruf gerade nicht annehmen. "
-          "Bitte rufen Sie in einigen Minuten wieder an.",
+    "Bitte rufen Sie in einigen Minuten wieder an.",
     "en": "Sorry, because of a technical fault we cannot take your call right now. Please call again in a few minutes.",
 }
 

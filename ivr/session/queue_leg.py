@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Optional
 
 from ivr.audio.playback import Prompt
 from ivr.queue import announcements as say
@@ -36,7 +35,7 @@ PRIORITY_BY_REASON = {"urgent": 10, "dialog_unavailable": 5, "angry": 5}
 
 
 class QueueLeg:
-    def __init__(self, ctx: CallContext, line: LineControl, handoff_id: Optional[str], reason: str, queue: str):
+    def __init__(self, ctx: CallContext, line: LineControl, handoff_id: str | None, reason: str, queue: str):
         self.ctx = ctx
         self.line = line
         self.conversation = ctx.conversation
@@ -49,11 +48,11 @@ class QueueLeg:
         self.reason = reason
         self.queue = queue
         self.state = "new"  # waiting | connected | done
-        self.agent: Optional[str] = None
-        self.agent_leg: Optional[AgentLeg] = None
+        self.agent: str | None = None
+        self.agent_leg: AgentLeg | None = None
         self.callback_offered = False
         self.waiting_since = time.monotonic()
-        self._loop_task: Optional[asyncio.Task] = None
+        self._loop_task: asyncio.Task | None = None
 
     @property
     def connected(self) -> bool:
@@ -83,11 +82,11 @@ class QueueLeg:
         if self.state == "waiting":  # an agent may have answered already
             self._start_waiting(first=True)
 
-    def _start_waiting(self, first: bool, intro: Optional[str] = None) -> None:
+    def _start_waiting(self, first: bool, intro: str | None = None) -> None:
         self._stop_loop()
         self._loop_task = asyncio.create_task(self._waiting(first, intro))
 
-    async def _waiting(self, first: bool, intro: Optional[str]) -> None:
+    async def _waiting(self, first: bool, intro: str | None) -> None:
         """Announce, play hold music, repeat; leave with a callback when waiting gets too long."""
         try:
             announce = True
@@ -106,7 +105,7 @@ class QueueLeg:
         except asyncio.CancelledError:
             pass
 
-    def _announcement(self, first: bool, intro: Optional[str]) -> str:
+    def _announcement(self, first: bool, intro: str | None) -> str:
         position = self.acd.position(self.call_id)
         wait = self.acd.estimated_wait(self.call_id)
         parts = [intro or (say.welcome(self.language) if first else "")]
@@ -151,7 +150,7 @@ class QueueLeg:
         await self.acd.leave(self.call_id, EventName.EXITWITHKEY, key=CALLBACK_KEY)
         await self._take_callback(None)
 
-    async def _take_callback(self, lead: Optional[str]) -> None:
+    async def _take_callback(self, lead: str | None) -> None:
         """Never drop a caller: a callback request to the caller's number, or a ticket without one."""
         self.state = "done"
         storage = self.ctx.runtime.storage
@@ -164,7 +163,9 @@ class QueueLeg:
         else:
             ticket = await storage.create_ticket(tenant, "other", f"Handoff ({self.reason}); no caller number", None,
                                                  "normal", call_id=self.call_id, caller=None)  # fmt: skip
-            await self.conversation.event(EventName.TICKET_CREATED, ticket_number=ticket.ticket_number, category="other")
+            await self.conversation.event(
+                EventName.TICKET_CREATED, ticket_number=ticket.ticket_number, category="other"
+            )
             closing = say.ticket_taken(ticket.ticket_number, self.language)
         await self._say(" ".join(p for p in (lead, closing) if p))
         await self.line.hang_up(f"queue_callback:{self.reason}")

@@ -22,7 +22,9 @@ class EventName(str, enum.Enum):
     INTENT = "INTENT"
     NO_INPUT = "NO_INPUT"
     NO_MATCH = "NO_MATCH"
-    NO_REPLY = "NO_REPLY"  # the dialog answered a turn with nothing to say (e.g. an action failed); the IVR spoke instead
+    NO_REPLY = (
+        "NO_REPLY"  # the dialog answered a turn with nothing to say (e.g. an action failed); the IVR spoke instead
+    )
     FAQ = "FAQ"
     FORM_STARTED = "FORM_STARTED"
     FORM_COMPLETED = "FORM_COMPLETED"

@@ -114,7 +114,7 @@ def _records(data: dict[str, Any], problem: Any) -> tuple[list[Customer], list[O
     return customers, orders
 
 
-def load_seed(path: Union[str, Path] = DEMO_SEED) -> tuple[list[Customer], list[Order]]:
+def load_seed(path: str | Path = DEMO_SEED) -> tuple[list[Customer], list[Order]]:
     """Read and validate a seed file; raises ConfigError naming file, line and field of every problem."""
     path = Path(path)
     try:
@@ -143,7 +143,7 @@ def load_seed(path: Union[str, Path] = DEMO_SEED) -> tuple[list[Customer], list[
     return records
 
 
-async def seed(storage: Storage, path: Union[str, Path, None] = None) -> int:
+async def seed(storage: Storage, path: str | Path | None = None) -> int:
     """Upsert the customers and orders of a seed file (default: the demo data); returns how many it holds.
 
     Orders get back the status the file gives them, so seeding again also

@@ -10,7 +10,7 @@ exception from deep inside the call (a 500, or a WebSocket dropped with 1006).
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 from ivr.errors import ProtocolError
 
@@ -50,7 +50,7 @@ def mapping(value: Any, name: str, required: bool = True) -> dict[str, Any]:
     return value
 
 
-def text(value: Any, name: str, limit: int, required: bool = False) -> Optional[str]:
+def text(value: Any, name: str, limit: int, required: bool = False) -> str | None:
     """A string field of at most `limit` characters. Absent, null and empty mean None (unless `required`).
 
     Numbers are refused, not converted: a phone number as a JSON number has lost

@@ -22,8 +22,9 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any
 
 from aiohttp import web
 
@@ -54,7 +55,9 @@ CONVERSATIONS = web.AppKey("text_conversations", dict)  # call id -> OpenConvers
 IDLE_SWEEPER = web.AppKey("text_idle_sweeper", asyncio.Task)
 
 
-def error(status: type[web.HTTPException], message: str, field_name: Optional[str] = None, **extra: Any) -> web.HTTPException:
+def error(
+    status: type[web.HTTPException], message: str, field_name: str | None = None, **extra: Any
+) -> web.HTTPException:
     """An HTTP error whose JSON body says what is wrong and which field (`{"error": ..., "field": ...}`)."""
     body = {"error": message, **({"field": field_name} if field_name else {}), **extra}
     return status(text=json.dumps(body), content_type="application/json")
@@ -103,7 +106,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _number(body: dict[str, Any], name: str) -> Optional[str]:
+def _number(body: dict[str, Any], name: str) -> str | None:
     try:
         return fields.text(body.get(name), name, fields.MAX_NUMBER_CHARS)
     except ProtocolError as exc:
@@ -116,7 +119,7 @@ def _text(body: dict[str, Any], limit: int) -> str:
     if not isinstance(text, str):
         raise error(web.HTTPBadRequest, f"text must be a string, got {fields.type_name(text)}", "text")
     if not text.strip():
-        raise error(web.HTTPBadRequest, "text is empty; send {\"no_input\": true} for silence", "text")
+        raise error(web.HTTPBadRequest, 'text is empty; send {"no_input": true} for silence', "text")
     if len(text) > limit:
         message = f"text is {len(text)} characters long; at most {limit} are accepted (limits.max_text_chars)"
         raise error(web.HTTPBadRequest, message, "text", limit=limit)
@@ -137,7 +140,7 @@ def _keys(body: dict[str, Any], limit: int) -> str:
     return keys
 
 
-def _confidence(body: dict[str, Any]) -> Optional[float]:
+def _confidence(body: dict[str, Any]) -> float | None:
     confidence = body.get("asr_confidence")
     if confidence is None:
         return None
@@ -164,7 +167,9 @@ def routes(runtime: Runtime) -> list[web.RouteDef]:
             caller=caller,
             started_at=time.time(),
         )
-        conversation = Conversation(call, tenant, runtime.dialog, runtime.write_behind, runtime.settings.timeouts.max_no_input)
+        conversation = Conversation(
+            call, tenant, runtime.dialog, runtime.write_behind, runtime.settings.timeouts.max_no_input
+        )
         opened = request.app[CONVERSATIONS][call.call_id] = OpenConversation(conversation, busy=1)
         try:
             turn = await conversation.start()

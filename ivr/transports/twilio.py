@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 import secrets
-from typing import Any, Optional
+from typing import Any
 
 from ivr.audio.codecs import Codec, codec_for
 from ivr.errors import ProtocolError
@@ -34,7 +34,7 @@ def _field(data: dict[str, Any], *path: str) -> Any:
     return node
 
 
-def _first(params: dict[str, Any], *names: str) -> Optional[str]:
+def _first(params: dict[str, Any], *names: str) -> str | None:
     for name in names:
         if params.get(name):
             return fields.text(params[name], f"start.customParameters.{name}", fields.MAX_NUMBER_CHARS)
@@ -133,7 +133,9 @@ class TwilioSerializer:
         checked: dict[str, str] = {}
         for name, item in params.items():
             if len(name) > fields.MAX_PARAMETER_CHARS:
-                raise ProtocolError(f"start.customParameters: a name is longer than {fields.MAX_PARAMETER_CHARS} characters")
+                raise ProtocolError(
+                    f"start.customParameters: a name is longer than {fields.MAX_PARAMETER_CHARS} characters"
+                )
             where = f"start.customParameters.{name[: fields.SHOWN_CHARS]}"
             checked[name] = fields.text(item, where, fields.MAX_PARAMETER_CHARS) or ""
         return checked

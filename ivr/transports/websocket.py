@@ -14,7 +14,8 @@ message before `start` (or after too many), 1008 for a client over a limit
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import WSMsgType, web
 
@@ -40,13 +41,15 @@ def close_reason(text: str) -> bytes:
 class Serializer(Protocol):
     channel: str
     supports_marks: bool
-    sample_rate: int
+
+    @property
+    def sample_rate(self) -> int: ...
 
     def decode(self, message: str | bytes) -> InboundFrame: ...
     def encode_audio(self, pcm: bytes) -> str | bytes: ...
     def encode_mark(self, name: str) -> str: ...
     def encode_clear(self) -> str: ...
-    def encode_event(self, event: OutboundEvent) -> Optional[str]: ...
+    def encode_event(self, event: OutboundEvent) -> str | None: ...
 
 
 class WebSocketSink:
@@ -90,13 +93,15 @@ class WebSocketSink:
             await self.ws.close(code=1000, message=close_reason(reason))
 
 
-async def media_socket(request: web.Request, runtime: Runtime, make_serializer: Callable[[], Serializer]) -> web.StreamResponse:
+async def media_socket(
+    request: web.Request, runtime: Runtime, make_serializer: Callable[[], Serializer]
+) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
     await ws.prepare(request)
     serializer = make_serializer()
     sink = WebSocketSink(ws, serializer)
     realtime = RealTimeGuard(runtime.settings.limits.media_burst_s)
-    session: Optional[CallSession] = None
+    session: CallSession | None = None
     errors = 0
     end_reason = "connection_lost"
     try:
@@ -131,7 +136,9 @@ async def media_socket(request: web.Request, runtime: Runtime, make_serializer: 
                     break
     except Exception:
         # A failure on our side (storage, a bug): this stream ends with a reason; other calls go on.
-        log.exception("transport.failed", extra={"channel": serializer.channel, "call_id": session.call_id if session else None})
+        log.exception(
+            "transport.failed", extra={"channel": serializer.channel, "call_id": session.call_id if session else None}
+        )
         end_reason = "internal_error"
         if not ws.closed:
             await ws.close(code=1011, message=b"internal error")

@@ -20,7 +20,8 @@ import logging
 import random
 import re
 import secrets
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sipmessage import Request
 
@@ -48,17 +49,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ivr.sip.call")
 
+
 class CallHost(UserAgent, Protocol):
     """What a call needs from the endpoint that dispatches to it."""
 
-    runtime: "Runtime"
-    settings: "SipSettings"
+    runtime: Runtime
+    settings: SipSettings
 
     def allows(self, address: str) -> bool: ...
 
     def confirmed_calls(self) -> int: ...
 
-    def forget(self, call: "SipCall") -> None: ...
+    def forget(self, call: SipCall) -> None: ...
 
 
 class RtpSink:
@@ -67,7 +69,7 @@ class RtpSink:
     sample_rate = 8000
     supports_marks = True  # the RTP clock knows exactly when a prompt's last frame left
 
-    def __init__(self, call: "SipCall"):
+    def __init__(self, call: SipCall):
         self.call = call
 
     async def send_audio(self, pcm: bytes) -> None:
@@ -97,12 +99,12 @@ class SipCall:
         self.sip_call_id = invite.call_id
         self.dialog = Dialog(endpoint, invite, flow)
         self.state = "early"  # early → confirmed → terminated
-        self.session: Optional[CallSession] = None
+        self.session: CallSession | None = None
         self.stream = RtpStream(self._on_audio, self._on_key, self._on_mark, max(1, self.settings.jitter_ms // 20),
                                 signalling_host=flow.remote[0], allowed=endpoint.allows)  # fmt: skip
         self.counted = False  # against max_calls: from the ACK on (SipEndpoint.confirmed_calls)
-        self.negotiated: Optional[Negotiated] = None
-        self._offer: Optional[Offer] = None
+        self.negotiated: Negotiated | None = None
+        self._offer: Offer | None = None
         self._sdp_id = random.randrange(1 << 30)
         self._sdp_version = 1
         self._last_sdp = b""
@@ -113,7 +115,7 @@ class SipCall:
 
     # ---- helpers -------------------------------------------------------------------
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -122,7 +124,7 @@ class SipCall:
     def matches(self, request: Request) -> bool:
         return self.dialog.matches(request)
 
-    def _answer(self, code: int, tx: Optional[ServerTransaction] = None, **kwargs: Any) -> None:
+    def _answer(self, code: int, tx: ServerTransaction | None = None, **kwargs: Any) -> None:
         tx = tx or self.tx
         headers = list(kwargs.pop("headers", ()))
         if code >= 180 or code == 101:
@@ -158,14 +160,17 @@ class SipCall:
         invite = self.invite
         content_type = (invite.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if not invite.body:
-            return self._reject(488, "INVITE without an SDP offer (late offer) is not supported")
+            self._reject(488, "INVITE without an SDP offer (late offer) is not supported")
+            return
         if content_type != "application/sdp":
-            return self._reject(415, f"body of type {content_type or 'none'}; application/sdp expected")
+            self._reject(415, f"body of type {content_type or 'none'}; application/sdp expected")
+            return
         try:
             self._offer = parse_offer(invite.body)
             self.negotiated, index = negotiate(self._offer)
         except SdpError as exc:
-            return self._reject(exc.status, str(exc))
+            self._reject(exc.status, str(exc))
+            return
         runtime = self.endpoint.runtime
         start = CallStart(
             call_id=f"sip-{secrets.token_hex(8)}",
@@ -179,11 +184,13 @@ class SipCall:
         try:
             runtime.settings.tenant_for(start.dialled)
         except LookupError as exc:
-            return self._reject(404, str(exc))
+            self._reject(404, str(exc))
+            return
         try:
             await self.stream.bind(self.settings.host, self.settings.rtp_ports)
         except OSError as exc:
-            return self._reject(503, str(exc))
+            self._reject(503, str(exc))
+            return
         self.stream.configure(self.negotiated, self.settings.inband_dtmf)
         self._last_sdp = answer(self._offer, self.negotiated, index, self.endpoint.address, self.stream.local_port,
                                 self._sdp_id, self._sdp_version)  # fmt: skip
@@ -291,7 +298,7 @@ class SipCall:
         """SIP INFO keys (application/dtmf-relay, application/dtmf), as some PBXs send them."""
         content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         body = request.body.decode("utf-8", "replace")
-        key: Optional[str] = None
+        key: str | None = None
         if content_type == "application/dtmf-relay":
             match = re.search(r"(?im)^\s*signal\s*=\s*(\S)", body)
             key = match.group(1).upper() if match else None
@@ -361,7 +368,11 @@ class SipCall:
         self.state = "terminated"
         self.stream.close()
         self.endpoint.forget(self)
-        cause = '16;text="Normal call clearing"' if reason in ("bot_hangup", "session_ended") else f'16;text="{reason[:60]}"'
+        cause = (
+            '16;text="Normal call clearing"'
+            if reason in ("bot_hangup", "session_ended")
+            else f'16;text="{reason[:60]}"'
+        )
         request, destination = self.dialog.request("BYE", headers=(("Reason", f"Q.850;cause={cause}"),))
         self._spawn(self._send_bye(request, destination))
 
@@ -379,7 +390,10 @@ class SipCall:
             return
         handoff_id = event.handoff_id or ""
         uri = transfer_target(target, event.queue or "default", handoff_id)
-        headers = (("Refer-To", f"<{uri}>"), ("Referred-By", f"<{self.dialog.local_address.uri}>"))
+        headers: tuple[tuple[str, str], ...] = (
+            ("Refer-To", f"<{uri}>"),
+            ("Referred-By", f"<{self.dialog.local_address.uri}>"),
+        )
         if handoff_id:
             headers += ((HANDOFF_HEADER, handoff_id),)
         request, destination = self.dialog.request("REFER", headers=headers)
@@ -392,5 +406,7 @@ class SipCall:
                 outcome = f"refused {accepted.code}"
         except TimeoutError:
             outcome = "no answer to REFER"
-        await self.session.conversation.note("[transfer]", {"target": uri, "handoff_id": handoff_id, "outcome": outcome})
+        await self.session.conversation.note(
+            "[transfer]", {"target": uri, "handoff_id": handoff_id, "outcome": outcome}
+        )
         log.info("sip.transfer", extra={"call_id": self.session.call_id, "outcome": outcome})

@@ -17,7 +17,6 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from sipmessage import URI, Request, Response
 
@@ -44,7 +43,7 @@ class Received:
 
 class SipCaller:
     def __init__(self, server: tuple[str, int], transport: str = "UDP", host: str = "127.0.0.1",
-                 sdp_formats: str = "0 8 101", direction: str = "sendrecv", ca_file: Optional[Path] = None,
+                 sdp_formats: str = "0 8 101", direction: str = "sendrecv", ca_file: Path | None = None,
                  rtcp_mux: bool = False):  # fmt: skip
         self.server = server
         self.ca_file = ca_file  # TLS: the certificate to trust
@@ -57,10 +56,10 @@ class SipCaller:
         self.call_id = f"{secrets.token_hex(8)}@caller"
         self.tag = new_tag()
         self.cseq = 1
-        self.remote_tag: Optional[str] = None
-        self.remote_target: Optional[URI] = None
+        self.remote_tag: str | None = None
+        self.remote_target: URI | None = None
         self.route_set: list[str] = []
-        self.final: Optional[Response] = None
+        self.final: Response | None = None
         self.responses: list[Response] = []
         self.requests: list[Request] = []  # what the IVR sent us (BYE, REFER, ...)
         self.received = Received()
@@ -72,12 +71,12 @@ class SipCaller:
         self.ssrc = secrets.randbits(32)
         self._seq = 0
         self._ts = 0
-        self._sip: Optional[asyncio.DatagramTransport] = None
-        self._tcp: Optional[asyncio.StreamWriter] = None
-        self._rtp: Optional[asyncio.DatagramTransport] = None
-        self._rtp_remote: Optional[tuple[str, int]] = None
-        self._rtcp: Optional[asyncio.DatagramTransport] = None
-        self._rtcp_remote: Optional[tuple[str, int]] = None
+        self._sip: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.StreamWriter | None = None
+        self._rtp: asyncio.DatagramTransport | None = None
+        self._rtp_remote: tuple[str, int] | None = None
+        self._rtcp: asyncio.DatagramTransport | None = None
+        self._rtcp_remote: tuple[str, int] | None = None
         self.rtcp = RtcpSession(self.ssrc)
         self.sip_port = 0
         self.rtp_port = 0
@@ -85,7 +84,7 @@ class SipCaller:
         self._transactions = ClientTransactions()
         self._audio: asyncio.Queue[bytes] = asyncio.Queue()
         self._keys: list[tuple[DtmfEvent, bool]] = []
-        self._clock: Optional[asyncio.Task] = None
+        self._clock: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
 
     # ---- sockets ----------------------------------------------------------------
@@ -104,7 +103,9 @@ class SipCaller:
                 except ValueError:
                     return
                 caller.received.packets.append((time.monotonic(), packet))
-                caller.rtcp.reception.on_packet(packet, time.monotonic(), audio=packet.payload_type == caller.payload_type)
+                caller.rtcp.reception.on_packet(
+                    packet, time.monotonic(), audio=packet.payload_type == caller.payload_type
+                )
 
         class Rtcp(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: tuple) -> None:
@@ -192,9 +193,11 @@ class SipCaller:
         notify.headers.set("Content-Type", "message/sipfrag;version=2.0")
         await self._transact(notify)
 
-    def _request(self, method: str, uri: URI, to: str, body: bytes = b"", branch: Optional[str] = None) -> Request:
+    def _request(self, method: str, uri: URI, to: str, body: bytes = b"", branch: str | None = None) -> Request:
         request = Request(method, uri, body)
-        request.headers.add("Via", f"SIP/2.0/{self.transport} {self.host}:{self.sip_port};branch={branch or new_branch()};rport")
+        request.headers.add(
+            "Via", f"SIP/2.0/{self.transport} {self.host}:{self.sip_port};branch={branch or new_branch()};rport"
+        )
         request.headers.add("Max-Forwards", "70")
         request.headers.add("From", f"<sip:+4915112345678@{self.host}>;tag={self.tag}")
         request.headers.add("To", to)
@@ -215,7 +218,7 @@ class SipCaller:
         except TimeoutError:
             raise TimeoutError(f"no final answer to {request.method}") from None
 
-    def sdp(self, direction: Optional[str] = None, version: int = 1) -> bytes:
+    def sdp(self, direction: str | None = None, version: int = 1) -> bytes:
         formats = self.sdp_formats.split()
         lines = ["v=0", f"o=caller 1 {version} IN IP4 {self.host}", "s=call", f"c=IN IP4 {self.host}", "t=0 0",
                  f"m=audio {self.rtp_port} RTP/AVP {' '.join(formats)}"]  # fmt: skip
@@ -223,10 +226,16 @@ class SipCaller:
         lines += [f"a=rtpmap:{f} {names[f]}" for f in formats if f in names]
         if "101" in formats:
             lines.append("a=fmtp:101 0-16")
-        lines += ["a=ptime:20", "a=rtcp-mux" if self.rtcp_mux else f"a=rtcp:{self.rtcp_port}", f"a={direction or self.direction}"]
+        lines += [
+            "a=ptime:20",
+            "a=rtcp-mux" if self.rtcp_mux else f"a=rtcp:{self.rtcp_port}",
+            f"a={direction or self.direction}",
+        ]
         return ("\r\n".join(lines) + "\r\n").encode()
 
-    async def call(self, number: str, timeout: float = 15.0, extra_headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    async def call(
+        self, number: str, timeout: float = 15.0, extra_headers: tuple[tuple[str, str], ...] = ()
+    ) -> Response:
         """INVITE; on 200 the ACK is sent and media starts. Returns the final answer."""
         await self.open()
         uri = URI.parse(f"sip:{number}@{self.server[0]}:{self.server[1]}")
@@ -274,7 +283,9 @@ class SipCaller:
     def _dialog_request(self, method: str, body: bytes = b"") -> Request:
         self.cseq += 1
         assert self.final is not None
-        return self._route(self._request(method, self.remote_target or self.invite.uri, str(self.final.to_address), body))
+        return self._route(
+            self._request(method, self.remote_target or self.invite.uri, str(self.final.to_address), body)
+        )
 
     async def hang_up(self) -> Response:
         answer = await self._transact(self._dialog_request("BYE"))
@@ -290,7 +301,9 @@ class SipCaller:
         return answer
 
     async def cancel(self) -> None:
-        request = self._request("CANCEL", self.invite.uri, self.invite_to, branch=str(self.invite.via[0].parameters.get("branch")))
+        request = self._request(
+            "CANCEL", self.invite.uri, self.invite_to, branch=str(self.invite.via[0].parameters.get("branch"))
+        )
         request.headers.set("CSeq", f"{self.invite.cseq.sequence} CANCEL")
         await self._transact(request)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from sipmessage import URI, Address, Request
 
@@ -30,7 +30,7 @@ HANDOFF_PARAMETER = "x-handoff-id"  # on the transfer target's URI, for whoever 
 ANONYMOUS = {"anonymous", "unknown", "restricted", "unavailable"}
 
 
-def dialled_number(invite: Request, settings: "Settings") -> Optional[str]:
+def dialled_number(invite: Request, settings: Settings) -> str | None:
     candidates = [invite.uri.user, invite.to_address.uri.user]
     for number in candidates:
         if number and settings.has_tenant(number):
@@ -38,12 +38,12 @@ def dialled_number(invite: Request, settings: "Settings") -> Optional[str]:
     return next((n for n in candidates if n), None)
 
 
-def caller_number(invite: Request) -> Optional[str]:
+def caller_number(invite: Request) -> str | None:
     privacy = {token.strip().lower() for token in re.split(r"[;,]", invite.headers.get("Privacy") or "")}
     if "id" in privacy or "user" in privacy:
         return None
     asserted = invite.headers.get("P-Asserted-Identity")
-    user: Optional[str] = None
+    user: str | None = None
     if asserted:
         try:
             user = Address.parse_many(asserted)[0].uri.user
@@ -67,7 +67,7 @@ def transfer_target(template: str, queue: str, handoff_id: str) -> str:
     return uri
 
 
-async def refer_outcome(progress: "asyncio.Queue[int]", timeout_s: float) -> str:
+async def refer_outcome(progress: asyncio.Queue[int], timeout_s: float) -> str:
     """Waits for the NOTIFY carrying the transfer target's final answer (RFC 3515 §2.4.5)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -114,7 +114,7 @@ class Dialog:
         if contacts:
             self.remote_target = contacts[0].uri
 
-    def request(self, method: str, body: bytes = b"", content_type: Optional[str] = None,
+    def request(self, method: str, body: bytes = b"", content_type: str | None = None,
                 headers: tuple[tuple[str, str], ...] = ()) -> tuple[Request, tuple[str, int]]:  # fmt: skip
         """A request inside this dialog (§12.2.1.1) and where to send it (`next_hop`)."""
         self.local_cseq += 1

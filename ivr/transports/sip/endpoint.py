@@ -29,14 +29,12 @@ import re
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from sipmessage import Request, Response
 
 from ivr.errors import ConfigError
 from ivr.transports.sip.call import SipCall
-from ivr.transports.sip.register import Registration
-from ivr.transports.sip.stream import SendStats
 from ivr.transports.sip.message import (
     ALLOW,
     MAX_FORWARDS,
@@ -50,6 +48,9 @@ from ivr.transports.sip.message import (
     response,
     transaction_key,
 )
+from ivr.transports.sip.register import Registration
+from ivr.transports.sip.stream import SendStats
+
 # KEEP_TRANSACTION_S is still read from here (tests, tools) though Timer J now lives in transaction.py
 from ivr.transports.sip.transaction import KEEP_TRANSACTION_S, ClientTransactions, Flow, ServerTransaction  # noqa: F401
 
@@ -66,22 +67,22 @@ _RAW_HEADER = re.compile(rb"(?im)^(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:.*$")
 class SipEndpoint:
     """Listens, matches transactions, and hands dialog work to SipCall objects."""
 
-    def __init__(self, runtime: "Runtime", settings: "SipSettings"):
+    def __init__(self, runtime: Runtime, settings: SipSettings):
         self.runtime = runtime
         self.settings = settings
-        self.calls: dict[str, "SipCall"] = {}  # by Call-ID, while the dialog exists
-        self.live: set["SipCall"] = set()  # until the call's session has finished its bookkeeping
+        self.calls: dict[str, SipCall] = {}  # by Call-ID, while the dialog exists
+        self.live: set[SipCall] = set()  # until the call's session has finished its bookkeeping
         self.port = settings.port
         self.bad_messages = 0
         self._server_tx: dict[tuple[str, str, str], ServerTransaction] = {}
         self._client_tx = ClientTransactions()
-        self._udp: Optional[asyncio.DatagramTransport] = None
-        self._tcp: Optional[asyncio.base_events.Server] = None
-        self._tls: Optional[asyncio.base_events.Server] = None
-        self.tls_port: Optional[int] = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.base_events.Server | None = None
+        self._tls: asyncio.base_events.Server | None = None
+        self.tls_port: int | None = None
         self._tcp_flows: dict[tuple[str, int], Flow] = {}
-        self._sweeper: Optional[asyncio.Task] = None
-        self._registration: Optional[Registration] = None
+        self._sweeper: asyncio.Task | None = None
+        self._registration: Registration | None = None
         self.finished_media = SendStats()  # RTP counters of calls that have ended
         self._networks = [ipaddress.ip_network(n, strict=False) for n in settings.allow_from]
 
@@ -135,7 +136,10 @@ class SipEndpoint:
         if self.settings.register is not None:
             self._registration = Registration(self, self.settings.register)
             self._registration.start()
-        log.info("sip.listening", extra={"host": self.settings.host, "port": self.port, "transports": list(self.settings.transports)})
+        log.info(
+            "sip.listening",
+            extra={"host": self.settings.host, "port": self.port, "transports": list(self.settings.transports)},
+        )
 
     async def stop(self) -> None:
         await asyncio.gather(*(call.shutdown() for call in list(self.live)))
@@ -217,7 +221,7 @@ class SipEndpoint:
 
     def _reject_raw(self, data: bytes, exc: SipParseError, flow: Flow) -> None:
         """A 400-class answer to an unparsable request, if it has what an answer must echo (§8.2.6)."""
-        if data.startswith(b"SIP/2.0") or data.startswith(b"ACK"):
+        if data.startswith((b"SIP/2.0", b"ACK")):
             return  # never answer a response or an ACK
         head = data.split(b"\r\n\r\n", 1)[0]
         lines = [m.group(0).rstrip(b"\r") for m in _RAW_HEADER.finditer(head)]
@@ -226,7 +230,9 @@ class SipEndpoint:
             return
         reason = str(exc).replace("\r", " ").replace("\n", " ")[:100]
         head_out = f"SIP/2.0 {exc.status} {REASONS.get(exc.status, 'Bad Request')}\r\n".encode() + b"\r\n".join(lines)
-        flow.send(head_out + f"\r\nWarning: 399 ivr \"{reason}\"\r\nServer: {SERVER}\r\nContent-Length: 0\r\n\r\n".encode())
+        flow.send(
+            head_out + f'\r\nWarning: 399 ivr "{reason}"\r\nServer: {SERVER}\r\nContent-Length: 0\r\n\r\n'.encode()
+        )
 
     def _on_request(self, request: Request, flow: Flow) -> None:
         method = request.method
@@ -259,7 +265,10 @@ class SipEndpoint:
 
     def _on_new_request(self, request: Request, tx: ServerTransaction, flow: Flow) -> None:
         method = request.method
-        if header_number("Max-Forwards", request.headers.get("Max-Forwards"), MAX_FORWARDS) == 0 and method != "OPTIONS":
+        if (
+            header_number("Max-Forwards", request.headers.get("Max-Forwards"), MAX_FORWARDS) == 0
+            and method != "OPTIONS"
+        ):
             tx.respond(response(request, 483))
             return
         if method == "OPTIONS":
@@ -314,7 +323,7 @@ class SipEndpoint:
         if call is not None:
             call.on_cancel()
 
-    def forget(self, call: "SipCall") -> None:
+    def forget(self, call: SipCall) -> None:
         """The dialog is over; once the call is `done` (its session finished) it leaves `live` too."""
         if self.calls.get(call.sip_call_id) is call:
             del self.calls[call.sip_call_id]
@@ -327,7 +336,7 @@ class SipEndpoint:
     def via_for(self, transport: str, branch: str) -> str:
         return f"SIP/2.0/{transport} {self.address}:{self.port};branch={branch};rport"
 
-    async def request(self, request: Request, destination: tuple[str, int], flow: Optional[Flow] = None) -> Response:
+    async def request(self, request: Request, destination: tuple[str, int], flow: Flow | None = None) -> Response:
         """A non-INVITE client transaction: the final answer, or TimeoutError after Timer F."""
         transport = flow.transport if flow is not None and not flow.closed() else "UDP"
         branch = new_branch()

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Iterable, Optional, Union
+from collections.abc import Iterable
 
 from sipmessage import URI, Address, Request, Response, Via
 from sipmessage.message import COMPACT_FORMS
 
-Message = Union[Request, Response]
+Message = Request | Response
 
 MAX_MESSAGE = 65535  # the largest UDP datagram; stream transports get the same limit per message
 MAX_HEADERS = 128
@@ -92,7 +92,7 @@ def parse(data: bytes) -> Message:
     return message
 
 
-def header_number(name: str, value: Optional[str], maximum: int, too_large: int = 400) -> Optional[int]:
+def header_number(name: str, value: str | None, maximum: int, too_large: int = 400) -> int | None:
     """A header that is a plain number (Content-Length, Max-Forwards): ASCII digits, at most `maximum`.
 
     Why not int(): it accepts Unicode digits ('٣' is 3), and with str.isdigit()
@@ -197,8 +197,8 @@ def new_branch() -> str:
     return BRANCH_MAGIC + secrets.token_hex(8)
 
 
-def response(request: Request, code: int, to_tag: Optional[str] = None, body: bytes = b"",
-             content_type: Optional[str] = None, headers: Iterable[tuple[str, str]] = ()) -> Response:  # fmt: skip
+def response(request: Request, code: int, to_tag: str | None = None, body: bytes = b"",
+             content_type: str | None = None, headers: Iterable[tuple[str, str]] = ()) -> Response:  # fmt: skip
     """A response echoing the request's Via, From, To (with our tag), Call-ID and CSeq (§8.2.6)."""
     answer = Response(code, REASONS.get(code, "Unknown"), body)
     for name in ("Via", "From", "To", "Call-ID", "CSeq", "Record-Route"):

@@ -14,10 +14,9 @@ import hashlib
 import logging
 import os
 import random
-import secrets
-from typing import TYPE_CHECKING, Optional
-
 import re
+import secrets
+from typing import TYPE_CHECKING
 
 from sipmessage import URI, Request, Response
 
@@ -45,7 +44,7 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     while position < len(rest):
         match = _PARAM.match(rest, position)
         if match is None or match.end() == position:
-            raise ValueError(f"malformed challenge near {rest[position:position + 20]!r}")
+            raise ValueError(f"malformed challenge near {rest[position : position + 20]!r}")
         value = match.group(2)
         params[match.group(1).lower()] = value[1:-1].replace('\\"', '"') if value.startswith('"') else value
         position = match.end()
@@ -53,7 +52,7 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 
 def digest_response(challenge: str, method: str, uri: str, user: str, password: str,
-                    cnonce: Optional[str] = None, nc: int = 1) -> str:  # fmt: skip
+                    cnonce: str | None = None, nc: int = 1) -> str:  # fmt: skip
     """The Authorization value for a Digest challenge (qop=auth or none; MD5 or SHA-256)."""
     scheme, params = parse_challenge(challenge)
     algorithm = (params.get("algorithm") or "MD5").upper()
@@ -82,7 +81,7 @@ def digest_response(challenge: str, method: str, uri: str, user: str, password: 
 class Registration:
     """Keeps one binding at the registrar; `endpoint` sends the REGISTERs as client transactions."""
 
-    def __init__(self, endpoint: UserAgent, config: "SipRegistration"):
+    def __init__(self, endpoint: UserAgent, config: SipRegistration):
         self.endpoint = endpoint
         self.config = config
         self.registrar = URI.parse(config.registrar)
@@ -93,8 +92,8 @@ class Registration:
         self.tag = new_tag()
         self.cseq = random.randrange(1, 1 << 16)
         self.registered = asyncio.Event()
-        self.last_status: Optional[int] = None
-        self._task: Optional[asyncio.Task] = None
+        self.last_status: int | None = None
+        self._task: asyncio.Task | None = None
 
     def start(self) -> None:
         if not self.user:
@@ -124,7 +123,7 @@ class Registration:
 
     async def register(self, expires: int) -> int:
         """One REGISTER, answering one challenge; returns the granted expiry (0 = failed or removed)."""
-        credentials: Optional[tuple[str, str]] = None
+        credentials: tuple[str, str] | None = None
         for _ in range(2):
             answer = await self.endpoint.request(self._request(expires, credentials), self._destination())
             self.last_status = answer.code
@@ -132,7 +131,10 @@ class Registration:
                 header = "WWW-Authenticate" if answer.code == 401 else "Proxy-Authenticate"
                 challenge = answer.headers.get(header) or ""
                 name = "Authorization" if answer.code == 401 else "Proxy-Authorization"
-                credentials = (name, digest_response(challenge, "REGISTER", str(self.registrar), self.user, self.password))
+                credentials = (
+                    name,
+                    digest_response(challenge, "REGISTER", str(self.registrar), self.user, self.password),
+                )
                 continue
             break
         if not 200 <= answer.code < 300:
@@ -150,7 +152,7 @@ class Registration:
     def _destination(self) -> tuple[str, int]:
         return self.registrar.host, self.registrar.port or 5060
 
-    def _request(self, expires: int, credentials: Optional[tuple[str, str]]) -> Request:
+    def _request(self, expires: int, credentials: tuple[str, str] | None) -> Request:
         self.cseq += 1
         aor = f"<sip:{self.user}@{self.domain}>"
         request = Request("REGISTER", self.registrar)

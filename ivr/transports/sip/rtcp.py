@@ -19,7 +19,6 @@ import random
 import secrets
 import struct
 from dataclasses import dataclass
-from typing import Optional
 
 from ivr.transports.sip.rtp import SEQ_MOD, RtpPacket
 
@@ -72,7 +71,7 @@ class ReportBlock:
     delay_since_last_sr: int  # 1/65536 s
 
     @classmethod
-    def parse(cls, data: bytes, offset: int) -> "ReportBlock":
+    def parse(cls, data: bytes, offset: int) -> ReportBlock:
         ssrc, lost, highest, jitter, lsr, dlsr = BLOCK.unpack_from(data, offset)
         cumulative = lost & 0xFFFFFF
         if cumulative & 0x800000:
@@ -100,7 +99,7 @@ class Report:
     """An SR (with `sender`) or an RR (without)."""
 
     ssrc: int
-    sender: Optional[SenderInfo]
+    sender: SenderInfo | None
     blocks: tuple[ReportBlock, ...]
 
     def to_bytes(self) -> bytes:
@@ -183,7 +182,9 @@ def parse_compound(data: bytes) -> list[Report | Goodbye]:
 def _parse_report(data: bytes, start: int, end: int, count: int, is_sender: bool) -> Report:
     needed = 4 + (SENDER_INFO.size if is_sender else 0) + BLOCK.size * count
     if end - start < needed:
-        raise RtcpError(f"{'SR' if is_sender else 'RR'} with {count} report blocks needs {needed} bytes, has {end - start}")
+        raise RtcpError(
+            f"{'SR' if is_sender else 'RR'} with {count} report blocks needs {needed} bytes, has {end - start}"
+        )
     (ssrc,) = struct.unpack_from("!I", data, start)
     offset = start + 4
     sender = None
@@ -199,13 +200,13 @@ class ReceptionStats:
     """Appendix A.1, A.3 and A.8 for the one source we receive: sequence tracking, loss and jitter."""
 
     def __init__(self) -> None:
-        self.ssrc: Optional[int] = None
+        self.ssrc: int | None = None
         self.received = 0
         self._base = self._max = self._cycles = 0
         self._bad_seq = SEQ_MOD + 1
         self._probation = 0
         self._expected_prior = self._received_prior = 0
-        self._transit: Optional[int] = None
+        self._transit: int | None = None
         self.jitter = 0.0  # timestamp units, the §6.4.1 estimator
 
     def _restart(self, sequence: int) -> None:
@@ -291,10 +292,10 @@ class FarEnd:
     """What the caller's RTCP told us about our stream."""
 
     reports: int = 0
-    fraction_lost: Optional[int] = None  # in 1/256, the latest report
-    cumulative_lost: Optional[int] = None
-    jitter: Optional[int] = None  # timestamp units
-    rtt_ms: Optional[float] = None  # the latest round trip measured (needs an SR of ours echoed back)
+    fraction_lost: int | None = None  # in 1/256, the latest report
+    cumulative_lost: int | None = None
+    jitter: int | None = None  # timestamp units
+    rtt_ms: float | None = None  # the latest round trip measured (needs an SR of ours echoed back)
     said_bye: bool = False
 
 
@@ -306,9 +307,9 @@ class RtcpSession:
         self.cname = secrets.token_urlsafe(12)  # RFC 7022: random, so it says nothing about the host
         self.reception = ReceptionStats()
         self.far_end = FarEnd()
-        self._last_sr: Optional[tuple[int, float]] = None  # (middle 32 bits of its NTP time, our arrival time)
+        self._last_sr: tuple[int, float] | None = None  # (middle 32 bits of its NTP time, our arrival time)
 
-    def compound(self, now_unix: float, sender: Optional[SenderInfo], bye: bool = False) -> bytes:
+    def compound(self, now_unix: float, sender: SenderInfo | None, bye: bool = False) -> bytes:
         """Our next report: an SR while we send (else an RR), the caller's block once we hear it, SDES CNAME."""
         blocks: tuple[ReportBlock, ...] = ()
         if self.reception.ssrc is not None and self.reception.received:
@@ -345,7 +346,7 @@ class RtcpSession:
             if rtt < 1 << 31:  # a negative result (clock skew, a forged block) wraps to a huge number
                 far.rtt_ms = round(rtt * 1000 / 65536, 1)
 
-    def quality(self) -> dict[str, Optional[float]]:
+    def quality(self) -> dict[str, float | None]:
         """The line quality both ways: what we heard of the caller, and what the caller reported of us."""
         rx, far = self.reception, self.far_end
         return {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Optional
 
 RTP_VERSION = 2
 HEADER = struct.Struct("!BBHII")
@@ -31,7 +30,7 @@ class RtpPacket:
     marker: bool = False
 
     @classmethod
-    def parse(cls, data: bytes) -> "RtpPacket":
+    def parse(cls, data: bytes) -> RtpPacket:
         """RFC 3550 §5.1; CSRCs, header extensions and padding are skipped."""
         if len(data) < HEADER.size:
             raise RtpError(f"{len(data)} bytes is shorter than an RTP header")
@@ -71,7 +70,7 @@ class DtmfEvent:
     duration: int  # in timestamp units (1/8000 s)
 
     @classmethod
-    def parse(cls, payload: bytes) -> "DtmfEvent":
+    def parse(cls, payload: bytes) -> DtmfEvent:
         if len(payload) < EVENT.size:
             raise RtpError(f"telephone-event payload of {len(payload)} bytes")
         event, flags, duration = EVENT.unpack_from(payload)
@@ -92,9 +91,9 @@ class DtmfReceiver:
     """
 
     def __init__(self) -> None:
-        self._last: Optional[tuple[int, int]] = None  # (ssrc, timestamp) of the last event reported
+        self._last: tuple[int, int] | None = None  # (ssrc, timestamp) of the last event reported
 
-    def receive(self, packet: RtpPacket) -> Optional[str]:
+    def receive(self, packet: RtpPacket) -> str | None:
         event = DtmfEvent.parse(packet.payload)
         key = (packet.ssrc, packet.timestamp)
         if key == self._last:
@@ -140,10 +139,10 @@ class JitterBuffer:
         self.limit = limit
         self.stats = JitterStats()
         self._packets: dict[int, bytes] = {}
-        self._next: Optional[int] = None  # extended sequence number to play next
-        self._highest: Optional[int] = None
+        self._next: int | None = None  # extended sequence number to play next
+        self._highest: int | None = None
         self._playing = False
-        self._ssrc: Optional[int] = None
+        self._ssrc: int | None = None
 
     def _extend(self, sequence: int) -> int:
         """RFC 3550 Appendix A.1: the 16-bit number unwrapped next to the highest seen."""
@@ -179,7 +178,7 @@ class JitterBuffer:
             if self._next is not None and self._next <= oldest:
                 self._next = oldest + 1
 
-    def pop(self) -> tuple[str, Optional[bytes]]:
+    def pop(self) -> tuple[str, bytes | None]:
         """("audio", payload), ("lost", None) or ("wait", None) for this tick."""
         if not self._packets:
             self._playing = False

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Optional
 
 STATIC_CODECS = {0: "PCMU", 8: "PCMA"}
 OUR_CODECS = ("PCMU", "PCMA")
@@ -39,19 +38,19 @@ class MediaOffer:
     port: int
     proto: str
     formats: list[str]
-    address: Optional[str] = None
+    address: str | None = None
     rtpmap: dict[int, tuple[str, int]] = field(default_factory=dict)  # pt -> (encoding, rate)
-    direction: Optional[str] = None
-    ptime: Optional[int] = None
-    rtcp_port: Optional[int] = None  # a=rtcp (RFC 3605)
-    rtcp_address: Optional[str] = None
+    direction: str | None = None
+    ptime: int | None = None
+    rtcp_port: int | None = None  # a=rtcp (RFC 3605)
+    rtcp_address: str | None = None
     rtcp_mux: bool = False  # a=rtcp-mux (RFC 5761)
 
 
 @dataclass
 class Offer:
     origin_address: str
-    address: Optional[str]
+    address: str | None
     direction: str
     media: list[MediaOffer]
 
@@ -62,13 +61,13 @@ class Negotiated:
 
     codec: str  # PCMU | PCMA
     payload_type: int
-    dtmf_payload_type: Optional[int]  # telephone-event, None = keys only as in-band tones
+    dtmf_payload_type: int | None  # telephone-event, None = keys only as in-band tones
     remote_address: str
     remote_port: int
     direction: str  # the caller's direction: sendonly/inactive = we are on hold
     ptime: int = 20
-    rtcp_port: Optional[int] = None  # where the caller wants RTCP; None: the RTP port + 1
-    rtcp_address: Optional[str] = None  # None: the RTP address
+    rtcp_port: int | None = None  # where the caller wants RTCP; None: the RTP port + 1
+    rtcp_address: str | None = None  # None: the RTP address
     rtcp_mux: bool = False  # RTCP shares the RTP port
 
     @property
@@ -94,7 +93,7 @@ def parse_offer(body: bytes) -> Offer:
     except UnicodeDecodeError:
         raise SdpError("SDP is not UTF-8", 400) from None
     origin = ""
-    session_address: Optional[str] = None
+    session_address: str | None = None
     session_direction = "sendrecv"
     media: list[MediaOffer] = []
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -131,7 +130,7 @@ def parse_offer(body: bytes) -> Offer:
     return Offer(origin, session_address, session_direction, media)
 
 
-def _attribute(value: str, media: Optional[MediaOffer]) -> None:
+def _attribute(value: str, media: MediaOffer | None) -> None:
     if media is None:
         return
     name, _, rest = value.partition(":")
@@ -167,8 +166,8 @@ def negotiate(offer: Offer) -> tuple[Negotiated, int]:
     for index, media in enumerate(offer.media):
         if media.media != "audio" or media.port == 0 or media.proto not in ("RTP/AVP", "RTP/AVPF"):
             continue
-        codec: Optional[tuple[str, int]] = None
-        dtmf: Optional[int] = None
+        codec: tuple[str, int] | None = None
+        dtmf: int | None = None
         for fmt in media.formats:
             if not fmt.isdigit():
                 continue
@@ -188,7 +187,9 @@ def negotiate(offer: Offer) -> tuple[Negotiated, int]:
             if named is not None and not _is_ip(named):
                 # Resolving it would block the event loop (on every packet, as sendto resolves), and a name
                 # can point anywhere; every SIP peer we know puts an IP literal here.
-                raise SdpError("SDP connection address (c= or a=rtcp) is not an IP address; host names are not resolved")
+                raise SdpError(
+                    "SDP connection address (c= or a=rtcp) is not an IP address; host names are not resolved"
+                )
         direction = media.direction or offer.direction
         return Negotiated(codec[0], codec[1], dtmf, address, media.port, direction, rtcp_port=media.rtcp_port,
                           rtcp_address=media.rtcp_address, rtcp_mux=media.rtcp_mux), index  # fmt: skip
@@ -210,7 +211,9 @@ def answer(offer: Offer, chosen: Negotiated, index: int, local_address: str, loc
         if i != index:
             lines.append(f"m={media.media} 0 {media.proto} {' '.join(media.formats) or '0'}")
             continue
-        formats = [str(chosen.payload_type)] + ([str(chosen.dtmf_payload_type)] if chosen.dtmf_payload_type is not None else [])
+        formats = [str(chosen.payload_type)] + (
+            [str(chosen.dtmf_payload_type)] if chosen.dtmf_payload_type is not None else []
+        )
         lines.append(f"m=audio {local_port} RTP/AVP {' '.join(formats)}")
         lines.append(f"a=rtpmap:{chosen.payload_type} {chosen.codec}/8000")
         if chosen.dtmf_payload_type is not None:

@@ -31,8 +31,8 @@ import random
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
 
 from ivr.audio.codecs import Codec, codec_for
 from ivr.audio.dtmf import ToneDetector, tone
@@ -60,12 +60,14 @@ class SendStats:
     resyncs: int = 0
     dtmf_sent: int = 0
     dropped_bad: int = 0  # received datagrams that were not usable RTP
-    dropped_foreign: int = 0  # RTP or RTCP from a host we do not expect, or from a second source while we hear the first
+    dropped_foreign: int = (
+        0  # RTP or RTCP from a host we do not expect, or from a second source while we hear the first
+    )
     rtcp_sent: int = 0
     rtcp_received: int = 0
     rtcp_dropped: int = 0  # RTCP datagrams that were not valid compound packets
 
-    def add(self, other: "SendStats") -> None:
+    def add(self, other: SendStats) -> None:
         """Sums counters (a finished call's into the endpoint's totals); the maximum stays a maximum."""
         for name, value in vars(other).items():
             mine = getattr(self, name)
@@ -82,44 +84,46 @@ class _Mark:
 class _RtcpPort(asyncio.DatagramProtocol):
     """The RTCP socket next to the RTP one (RFC 3550 §11: RTP port + 1)."""
 
-    def __init__(self, stream: "RtpStream"):
+    def __init__(self, stream: RtpStream):
         self.stream = stream
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         self.stream.rtcp_received(data, addr[:2])
 
 
-Host = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Host = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _host(address: Optional[str]) -> Optional[Host]:
+def _host(address: str | None) -> Host | None:
     """An IP address for comparing hosts, None for anything else (the SDP has only IP literals: sdp.negotiate)."""
     try:
         host = ipaddress.ip_address((address or "").split("%")[0])
     except ValueError:
         return None
-    return (host.ipv4_mapped or host) if isinstance(host, ipaddress.IPv6Address) else host  # a dual-stack socket's IPv4 peer
+    return (
+        (host.ipv4_mapped or host) if isinstance(host, ipaddress.IPv6Address) else host
+    )  # a dual-stack socket's IPv4 peer
 
 
 class RtpStream(asyncio.DatagramProtocol):
     def __init__(self, on_audio: OnAudio, on_key: OnKey, on_mark: OnMark, jitter_frames: int = 3,
-                 signalling_host: Optional[str] = None, allowed: Callable[[str], bool] = lambda host: True):  # fmt: skip
+                 signalling_host: str | None = None, allowed: Callable[[str], bool] = lambda host: True):  # fmt: skip
         """`signalling_host` is where the call's INVITE came from; `allowed` is the endpoint's allow_from check."""
         self.on_audio = on_audio
         self.on_key = on_key
         self.on_mark = on_mark
         self.stats = SendStats()
         self.jitter = JitterBuffer(depth=jitter_frames)
-        self.transport: Optional[asyncio.DatagramTransport] = None
+        self.transport: asyncio.DatagramTransport | None = None
         self.local_port = 0
-        self.negotiated: Optional[Negotiated] = None
+        self.negotiated: Negotiated | None = None
         self.codec: Codec = codec_for("audio/pcmu", 8000)
-        self._remote: Optional[tuple[str, int]] = None
-        self._latched_at: Optional[float] = None
+        self._remote: tuple[str, int] | None = None
+        self._latched_at: float | None = None
         self._signalling_host = _host(signalling_host)
         self._allowed = allowed
         self._expected: set[Host] = set()  # hosts media may come from (configure)
-        self._outbound: deque[Union[bytes, _Mark]] = deque()
+        self._outbound: deque[bytes | _Mark] = deque()
         self._keys: deque[tuple[DtmfEvent, bool]] = deque()  # queued RFC 4733 packets (event, marker)
         self._key_timestamp = 0
         self._ssrc = secrets.randbits(32)
@@ -127,19 +131,19 @@ class RtpStream(asyncio.DatagramProtocol):
         self._timestamp = random.randrange(1 << 32)
         self._talkspurt = True  # the next packet sent starts one: marker bit
         self._dtmf_in = DtmfReceiver()
-        self._tones: Optional[ToneDetector] = None
+        self._tones: ToneDetector | None = None
         self._last_pcm = b""
         self._concealed = 0
-        self._ticker: Optional[asyncio.Task] = None
+        self._ticker: asyncio.Task | None = None
         self.rtcp = RtcpSession(self._ssrc)
-        self._rtcp_transport: Optional[asyncio.DatagramTransport] = None
-        self._rtcp_remote: Optional[tuple[str, int]] = None  # latched: where the caller's RTCP comes from
+        self._rtcp_transport: asyncio.DatagramTransport | None = None
+        self._rtcp_remote: tuple[str, int] | None = None  # latched: where the caller's RTCP comes from
         self._rtcp_due = 0.0
         self._octets = 0  # payload bytes sent, for our sender reports
 
     # ---- set-up --------------------------------------------------------------
 
-    async def bind(self, host: str, ports: Optional[tuple[int, int]]) -> int:
+    async def bind(self, host: str, ports: tuple[int, int] | None) -> int:
         """Binds an even RTP port and the odd RTCP port above it (RFC 3550 §11), from the range or any free pair."""
         loop = asyncio.get_running_loop()
         candidates = [0] * 50 if ports is None else list(range(ports[0] + ports[0] % 2, ports[1], 2))
@@ -152,7 +156,8 @@ class RtpStream(asyncio.DatagramProtocol):
             if self.local_port % 2 == 0:
                 try:
                     self._rtcp_transport, _ = await loop.create_datagram_endpoint(
-                        lambda: _RtcpPort(self), local_addr=(host, self.local_port + 1))
+                        lambda: _RtcpPort(self), local_addr=(host, self.local_port + 1)
+                    )
                     return self.local_port
                 except OSError:
                     pass
@@ -295,7 +300,9 @@ class RtpStream(asyncio.DatagramProtocol):
         if transport is None or transport.is_closing():
             return
         now = time.time()
-        sender = SenderInfo(ntp_time(now), self._timestamp, self.stats.packets, self._octets) if negotiated.we_send else None
+        sender = (
+            SenderInfo(ntp_time(now), self._timestamp, self.stats.packets, self._octets) if negotiated.we_send else None
+        )
         transport.sendto(self.rtcp.compound(now, sender, bye=bye), destination)
         self.stats.rtcp_sent += 1
 

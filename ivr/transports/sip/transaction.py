@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Iterator, Optional, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from sipmessage import Request, Response
 
@@ -44,7 +45,7 @@ class Timers:
     give_up: float = TIMER_F
 
     @classmethod
-    def scaled(cls, t1: float) -> "Timers":
+    def scaled(cls, t1: float) -> Timers:
         """The RFC's proportions around another T1: T2 = 8*T1, giving up after 64*T1."""
         return cls(t1, 8 * t1, 64 * t1)
 
@@ -77,9 +78,9 @@ class UserAgent(Protocol):
     def port(self) -> int: ...
 
     @property
-    def tls_port(self) -> Optional[int]: ...
+    def tls_port(self) -> int | None: ...
 
-    async def request(self, request: Request, destination: tuple[str, int], flow: Optional[Flow] = None) -> Response: ...
+    async def request(self, request: Request, destination: tuple[str, int], flow: Flow | None = None) -> Response: ...
 
 
 # ---- the one retransmission loop ----------------------------------------------------------------
@@ -101,8 +102,8 @@ def schedule(timers: Timers = RFC_TIMERS, doubling: bool = True) -> Iterator[flo
     yield timers.give_up
 
 
-async def retransmit(until: Awaitable[T], resend: Optional[Callable[[], None]], timers: Timers = RFC_TIMERS,
-                     still_wanted: Callable[[], bool] = lambda: True) -> Optional[T]:  # fmt: skip
+async def retransmit(until: Awaitable[T], resend: Callable[[], None] | None, timers: Timers = RFC_TIMERS,
+                     still_wanted: Callable[[], bool] = lambda: True) -> T | None:  # fmt: skip
     """Waits for `until`, calling `resend` on the `schedule`; None when `give_up` passes first.
 
     `resend` is None on a reliable transport: nothing is repeated, the limit
@@ -173,7 +174,7 @@ class ClientTransactions:
         return True
 
     async def run(self, request: Request, send: Callable[[bytes], None], reliable: bool,
-                  timers: Optional[Timers] = None) -> Response:  # fmt: skip
+                  timers: Timers | None = None) -> Response:  # fmt: skip
         """Sends `request` (its Via branch set), repeats it unless `reliable`; its final answer, or TimeoutError."""
         timers = timers or self.timers
         key = client_key(request)
@@ -205,12 +206,12 @@ class ServerTransaction:
 
     request: Request
     flow: Flow
-    last: Optional[bytes] = None
+    last: bytes | None = None
     final: bool = False
     created: float = field(default_factory=time.monotonic)
     acked: asyncio.Event = field(default_factory=asyncio.Event)  # the ACK of an error answer to INVITE
     timers: Timers = RFC_TIMERS
-    _repeating: Optional[asyncio.Task] = field(default=None, repr=False)
+    _repeating: asyncio.Task | None = field(default=None, repr=False)
 
     def respond(self, answer: Response) -> None:
         data = bytes(answer)
