@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from ivr.queue.acd import NO_CALL, Acd, AcdError, Agent, AgentState, QueuedCall
+from ivr.queue.acd import Acd
+from ivr.queue.model import NO_CALL, AcdError, Agent, AgentState, QueuedCall
 from ivr.settings import AgentUser, QueueSettings
 from ivr.storage import CallEvent
 
@@ -166,7 +167,9 @@ async def test_setting_the_same_state_again_logs_nothing() -> None:
     assert len(rig.named("PAUSE")) == 1
 
 
-@pytest.mark.parametrize("state", [AgentState.RINGING, AgentState.ON_CALL, AgentState.WRAP_UP, AgentState.NOT_RESPONDING])
+@pytest.mark.parametrize(
+    "state", [AgentState.RINGING, AgentState.ON_CALL, AgentState.WRAP_UP, AgentState.NOT_RESPONDING]
+)
 async def test_states_that_follow_from_calls_cannot_be_chosen(state: AgentState) -> None:
     rig = Rig()
     agent = await rig.agent("anna")

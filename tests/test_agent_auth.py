@@ -359,7 +359,7 @@ def test_sessions_expire_when_idle_and_after_a_shift():
 
 
 async def test_queue_view_is_for_supervisors_and_scoped_to_their_tenants(client, runtime: Runtime):
-    from ivr.queue.acd import QueuedCall
+    from ivr.queue.model import QueuedCall
     from ivr.storage import CallEvent
 
     class Caller:

@@ -18,7 +18,7 @@ import pytest
 from ivr.agents.desktop import CLOSE_REPLACED, MAX_NOTES
 from ivr.agents.summary import summarize
 from ivr.app import make_app
-from ivr.queue.acd import QueuedCall
+from ivr.queue.model import QueuedCall
 from ivr.runtime import Runtime
 from tests.agents import DE, PASSWORDS, UK
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ivr.queue.acd import Acd, AgentState, QueuedCall
+from ivr.queue.acd import Acd
 from ivr.queue.kpi import containment, queue_kpis
+from ivr.queue.model import AgentState, QueuedCall
 from ivr.settings import AgentUser, QueueSettings
 from ivr.storage import CallEvent
 

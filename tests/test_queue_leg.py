@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ivr.queue.acd import AgentState
+from ivr.queue.model import AgentState
 from ivr.runtime import Runtime
 from ivr.session.agent_leg import AgentLeg
 from ivr.session.call import CallSession

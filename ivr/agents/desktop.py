@@ -34,7 +34,8 @@ from aiohttp import WSMsgType, hdrs, web
 
 from ivr.agents.auth import current_user, foreign_origin, user_json
 from ivr.agents.summary import summarize
-from ivr.queue.acd import Acd, AcdError, Agent, AgentState
+from ivr.queue.acd import Acd
+from ivr.queue.model import AcdError, Agent, AgentState
 from ivr.settings import AgentUser, Settings
 from ivr.storage.base import Storage, Wrapup
 from ivr.storage.events import CallEvent, EventName

@@ -9,218 +9,28 @@ call; an offer rings for `ring_timeout_s`, after which the next agent is tried
 and the silent one is set to not-responding, as ACDs do, so callers are not
 offered to an empty desk again and again.
 
-Every step is written to the call-event log with Asterisk's queue_log verbs
-(ENTERQUEUE, RINGNOANSWER, CONNECT, COMPLETEAGENT/COMPLETECALLER, TRANSFER,
-ABANDON, EXITWITHTIMEOUT, EXITWITHKEY, AGENTLOGIN/AGENTLOGOFF, PAUSE/UNPAUSE),
-so service level, ASA, AHT and abandon rate can be computed from the log alone.
-
 Both sides talk to the ACD through small protocols: the call session implements
 `CallerLink`, the agent desktop's websocket implements `AgentLink`. All state
 changes happen under one lock on the event loop; links only send, they never
 call back into the ACD while it holds the lock.
+
+The nouns (agent states, `QueuedCall`, `Agent`, the links) are in model.py;
+the registry of agents and calls, its queries and the event log in state.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
-import logging
-import math
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from ivr.settings import AgentUser, QueueSettings
-from ivr.storage import CallEvent, EventName
-
-log = logging.getLogger("ivr.queue")
-
-NO_CALL = "NONE"  # call_id of agent events, as in queue_log
-ALL_TENANTS = "*"
-HANDLE_TIME_SAMPLES = 50  # completed calls per queue the handle-time average is taken over
+from ivr.queue.model import ALL_TENANTS, NO_CALL, SELECTABLE, AcdError, Agent, AgentLink, AgentState, QueuedCall
+from ivr.queue.state import AcdState
+from ivr.settings import AgentUser
+from ivr.storage import EventName
 
 
-class AgentState(str, enum.Enum):
-    OFFLINE = "offline"
-    AVAILABLE = "available"
-    RINGING = "ringing"
-    ON_CALL = "on_call"
-    WRAP_UP = "wrap_up"
-    BREAK = "break"
-    NOT_RESPONDING = "not_responding"
-
-
-# States an agent may choose on the desktop; the others follow from calls.
-SELECTABLE = frozenset({AgentState.AVAILABLE, AgentState.BREAK, AgentState.OFFLINE})
-# States in which an agent counts as staffing the queue (for the expected wait).
-STAFFED = frozenset({AgentState.AVAILABLE, AgentState.RINGING, AgentState.ON_CALL, AgentState.WRAP_UP})
-
-
-class AcdError(Exception):
-    """A request the ACD refuses (wrong state, unknown call); the message is shown to the agent."""
-
-
-class CallerLink(Protocol):
-    """The call session's side of a queued call."""
-
-    async def agent_connected(self, agent: Agent) -> None: ...
-    async def agent_audio(self, pcm16k: bytes) -> None: ...
-    async def hold(self, on: bool) -> None: ...
-    async def agent_hung_up(self) -> None: ...
-    async def requeued(self, reason: str) -> None:
-        """Back in a queue: the agent was lost (at the head) or transferred the call (`transfer:<queue>`)."""
-
-
-class AgentLink(Protocol):
-    """The agent desktop's side."""
-
-    async def send(self, message: dict[str, Any]) -> None:
-        """A JSON event for the desktop (offer, revoked, connected, transcript, ended, state)."""
-
-    async def send_audio(self, pcm16k: bytes) -> None:
-        """Caller audio, 16 kHz PCM16."""
-
-
-@dataclass
-class QueuedCall:
-    call_id: str
-    tenant: str
-    queue: str
-    link: CallerLink
-    priority: int = 0
-    handoff_id: str | None = None
-    package: dict[str, Any] = field(default_factory=dict)
-    entered_at: float = 0.0
-    position_at_entry: int = 0
-    head: bool = False  # put back after an agent was lost: served before everybody else
-    declined_by: set[str] = field(default_factory=set)
-    agent: str | None = None  # ringing or connected agent
-    ring_started: float | None = None
-    connected_at: float | None = None
-    held: bool = False
-    seq: int = 0  # tie-break: order of entry
-
-    def sort_key(self) -> tuple[int, int, float, int]:
-        return (0 if self.head else 1, -self.priority, self.entered_at, self.seq)
-
-
-@dataclass
-class Agent:
-    user: AgentUser
-    link: AgentLink
-    state: AgentState = AgentState.OFFLINE
-    idle_since: float = 0.0
-    call: QueuedCall | None = None  # ringing, on call, or in wrap-up for it
-    muted: bool = False
-
-    @property
-    def username(self) -> str:
-        return self.user.username
-
-    def takes(self, call: QueuedCall) -> bool:
-        return self.user.sees(call.tenant) and self.user.works(call.queue)
-
-
-EventSink = Callable[[CallEvent], Awaitable[None]]
-
-
-class Acd:
-    def __init__(self, settings: QueueSettings, log_event: EventSink, clock: Callable[[], float] = time.time):
-        self.settings = settings
-        self._log_event = log_event
-        self.clock = clock
-        self.agents: dict[str, Agent] = {}
-        self.calls: dict[str, QueuedCall] = {}  # waiting, ringing or connected
-        self._handle_times: dict[tuple[str, str], deque[float]] = {}
-        self._ring_timers: dict[str, asyncio.TimerHandle] = {}
-        self._wrap_timers: dict[str, asyncio.TimerHandle] = {}
-        self._lock = asyncio.Lock()
-        self._seq = 0
-
-    # ---- queries -----------------------------------------------------------
-
-    def waiting(self, tenant: str, queue: str) -> list[QueuedCall]:
-        """Calls not yet connected in one queue, in order of service."""
-        calls = [c for c in self.calls.values() if c.tenant == tenant and c.queue == queue and c.connected_at is None]
-        return sorted(calls, key=QueuedCall.sort_key)
-
-    def position(self, call_id: str) -> int:
-        """1-based place in the queue; 0 when the call is not waiting."""
-        call = self.calls.get(call_id)
-        if call is None or call.connected_at is not None:
-            return 0
-        return self.waiting(call.tenant, call.queue).index(call) + 1
-
-    def staffed(self, tenant: str, queue: str) -> int:
-        """Agents logged in and working this queue (not on break, not offline)."""
-        return sum(
-            1 for a in self.agents.values() if a.state in STAFFED and a.user.sees(tenant) and a.user.works(queue)
-        )
-
-    def handle_time(self, tenant: str, queue: str) -> float:
-        samples = self._handle_times.get((tenant, queue))
-        return sum(samples) / len(samples) if samples else self.settings.default_handle_time_s
-
-    def estimated_wait(self, call_id: str) -> float | None:
-        """Seconds until an agent answers, or None when nobody staffs the queue.
-
-        Callers ahead of this one (and this one) are served by the staffed
-        agents in parallel, each call taking the queue's average handle time;
-        agents free right now serve the first callers at once. Calls ringing at
-        an agent have that agent already: a ringing call waits no longer, and
-        ringing calls ahead do not count again (their agent counts as busy).
-        """
-        call = self.calls.get(call_id)
-        if call is None:
-            return None
-        staffed = self.staffed(call.tenant, call.queue)
-        if staffed == 0:
-            return None
-        if call.agent is not None:  # ringing (or connected)
-            return 0.0
-        free = sum(1 for a in self.agents.values() if a.state == AgentState.AVAILABLE and a.takes(call))
-        waiting = self.waiting(call.tenant, call.queue)
-        ahead = sum(1 for c in waiting[: waiting.index(call)] if c.agent is None)
-        if ahead < free:
-            return 0.0
-        rounds = math.floor((ahead - free) / staffed) + 1
-        return rounds * self.handle_time(call.tenant, call.queue)
-
-    def snapshot(self, user: AgentUser) -> dict[str, Any]:
-        """Queues and agents of the tenants `user` sees (the supervisor view)."""
-        now = self.clock()
-        queues: dict[tuple[str, str], list[QueuedCall]] = {}
-        for call in self.calls.values():
-            if user.sees(call.tenant):
-                queues.setdefault((call.tenant, call.queue), []).append(call)
-        return {
-            "queues": [
-                {
-                    "tenant": tenant,
-                    "queue": queue,
-                    "waiting": len([c for c in calls if c.connected_at is None]),
-                    "connected": len([c for c in calls if c.connected_at is not None]),
-                    "longest_wait_s": round(
-                        max((now - c.entered_at for c in calls if c.connected_at is None), default=0.0), 1
-                    ),
-                    "staffed": self.staffed(tenant, queue),
-                    "handle_time_s": round(self.handle_time(tenant, queue), 1),
-                }
-                for (tenant, queue), calls in sorted(queues.items())
-            ],
-            "agents": [
-                {
-                    "username": a.username,
-                    "name": a.user.name,
-                    "state": a.state.value,
-                    "call_id": a.call.call_id if a.call else None,
-                }
-                for a in self.agents.values()
-                if ALL_TENANTS in user.tenants or any(user.sees(t) for t in a.user.tenants)
-            ],
-        }
+class Acd(AcdState):
+    """One per process: the agents' and callers' requests, and distribution of waiting calls to agents."""
 
     # ---- agents ------------------------------------------------------------
 
@@ -460,12 +270,6 @@ class Acd:
             await self._set(agent, AgentState.WRAP_UP)
             self._start_wrap_timer(agent)
 
-    def _record_handle_time(self, call: QueuedCall, now: float) -> None:
-        if call.connected_at is None:
-            return
-        samples = self._handle_times.setdefault((call.tenant, call.queue), deque(maxlen=HANDLE_TIME_SAMPLES))
-        samples.append(max(now - call.connected_at, 1.0))
-
     # ---- distribution ------------------------------------------------------
 
     async def _dispatch(self) -> None:
@@ -508,11 +312,6 @@ class Acd:
             }
         )
 
-    def _cancel_ring(self, call_id: str) -> None:
-        timer = self._ring_timers.pop(call_id, None)
-        if timer is not None:
-            timer.cancel()
-
     def _start_wrap_timer(self, agent: Agent) -> None:
         if self.settings.wrap_up_s <= 0:
             return
@@ -527,11 +326,6 @@ class Acd:
         self._wrap_timers[agent.username] = asyncio.get_running_loop().call_later(
             self.settings.wrap_up_s, lambda: asyncio.ensure_future(expire())
         )
-
-    def _cancel_wrap_timer(self, agent: Agent) -> None:
-        timer = self._wrap_timers.pop(agent.username, None)
-        if timer is not None:
-            timer.cancel()
 
     async def _agent_gone(self, agent: Agent, reason: str) -> None:
         """Whatever the agent had goes back: a ringing call to the queue, a connected caller to its head."""
@@ -554,30 +348,3 @@ class Acd:
             NO_CALL, ALL_TENANTS, EventName.AGENTLOGOFF, agent=agent.username, reason=reason
         )  # pairs AGENTLOGIN
         agent.state = AgentState.OFFLINE
-
-    async def _set(self, agent: Agent, state: AgentState) -> None:
-        previous = agent.state
-        if previous == state:
-            return
-        agent.state = state
-        if state == AgentState.AVAILABLE:
-            agent.idle_since = self.clock()
-        if state == AgentState.BREAK or previous == AgentState.BREAK:
-            await self._event(
-                NO_CALL,
-                ALL_TENANTS,
-                EventName.PAUSE if state == AgentState.BREAK else EventName.UNPAUSE,
-                agent=agent.username,
-            )
-        log.info("agent.state", extra={"agent": agent.username, "state": state.value, "previous": previous.value})
-        await self._send_state(agent)
-
-    async def _send_state(self, agent: Agent) -> None:
-        await agent.link.send({"type": "state", "state": agent.state.value})
-
-    async def _event(self, call_id: str, tenant: str, name: EventName, **data: Any) -> None:
-        data = {k: v for k, v in data.items() if v is not None}
-        try:
-            await self._log_event(CallEvent(call_id, tenant, self.clock(), name, data))
-        except Exception:  # the log must not take a caller's place in the queue with it
-            log.exception("queue.event_not_logged", extra={"event": name, "call_id": call_id})

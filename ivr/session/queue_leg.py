@@ -21,7 +21,7 @@ import time
 from ivr.audio.playback import Prompt
 from ivr.queue import announcements as say
 from ivr.queue import hold_music
-from ivr.queue.acd import Agent, QueuedCall
+from ivr.queue.model import Agent, QueuedCall
 from ivr.session.agent_leg import AgentLeg
 from ivr.session.events import AgentState
 from ivr.session.leg import CallContext, Heard, LineControl, PromptMeta
