@@ -48,7 +48,7 @@ from bench.latency import (  # noqa: E402  (process handling, /proc sampling and
     stop,
     wait_idle,
 )
-from ivr.agents.auth import hash_password  # noqa: E402
+from ivr.agents.passwords import hash_password  # noqa: E402
 
 TEST_SETTINGS = ROOT / "tests" / "data" / "ivr.test.yml"
 TENANT = "+4930123456"

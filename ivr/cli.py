@@ -228,7 +228,7 @@ def cmd_agents(args: argparse.Namespace) -> int:
     """
     import getpass
 
-    from ivr.agents.auth import hash_password
+    from ivr.agents.passwords import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("password: ")

@@ -17,15 +17,10 @@ import jsonschema
 import pytest
 from aiohttp import web
 
-from ivr.agents.auth import (
-    AUTH,
-    COOKIE,
-    LoginThrottle,
-    SessionStore,
-    current_user,
-    hash_password,
-    verify_password,
-)
+from ivr.agents.auth import AUTH, COOKIE, current_user
+from ivr.agents.login_limits import LoginThrottle
+from ivr.agents.passwords import hash_password, verify_password
+from ivr.agents.sessions import SessionStore
 from ivr.app import make_app
 from ivr.runtime import Runtime
 from ivr.storage import CallRecord, Handoff, Utterance, Wrapup

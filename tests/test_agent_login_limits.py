@@ -20,8 +20,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from ivr.agents import auth as auth_module
-from ivr.agents.auth import AUTH, COOKIE, SourceLimiter, client_address, trusted_networks
+from ivr.agents import passwords as passwords_module
+from ivr.agents.auth import AUTH, COOKIE
+from ivr.agents.login_limits import SourceLimiter, client_address, trusted_networks
 from ivr.app import make_app
 from ivr.errors import ConfigError
 from ivr.runtime import Runtime
@@ -73,14 +74,14 @@ async def test_password_checks_run_on_their_own_threads_and_storage_stays_free(a
     loop.set_default_executor(ThreadPoolExecutor(2, thread_name_prefix="default"))  # storage's pool, of known size
     client = await app_with(hash_threads=2, hash_queue=2)
     release, hashing = threading.Event(), []
-    real_scrypt = auth_module._scrypt
+    real_scrypt = passwords_module._scrypt
 
     def held_scrypt(*args):  # keeps the checks in flight until the test has looked
         hashing.append(threading.current_thread().name)
         release.wait(HANG_GUARD_S)
         return real_scrypt(*args)
 
-    monkeypatch.setattr(auth_module, "_scrypt", held_scrypt)
+    monkeypatch.setattr(passwords_module, "_scrypt", held_scrypt)
     logins = [asyncio.create_task(login(client, name)) for name in ("anna", "ben", "carl", "sue")]
     try:
         await until(lambda: len(hashing) == 2)

@@ -53,7 +53,7 @@ def test_call_refuses_a_broken_wav_before_dialling(tmp_path):
 
 
 def test_agents_hash_password_prints_a_line_for_ivr_yml_that_verifies():
-    from ivr.agents.auth import verify_password
+    from ivr.agents.passwords import verify_password
 
     result = ivr("agents", "hash-password", stdin="korrekt Pferd Batterie\n")
     assert result.returncode == 0, result.stderr

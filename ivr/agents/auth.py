@@ -2,8 +2,7 @@
 
 Transcripts and handoff packages are personal data (GDPR), so every API route
 that returns them asks `current_user` first, and users only see the tenants
-their `agents:` entry in ivr.yml lists. Only scrypt hashes of passwords are
-configured (`ivr agents hash-password`); a password is never logged or stored.
+their `agents:` entry in ivr.yml lists.
 
 People log in once and get a random session token in an HttpOnly,
 SameSite=Strict cookie; machines (a CRM or an external ACD) send HTTP Basic
@@ -13,332 +12,39 @@ login whose Origin or Sec-Fetch-Site names another site is refused (403), and
 so is a form post without this site's Origin (login CSRF: a foreign page must
 not log the agent's browser into an account of the attacker's choice).
 
-Both ways count towards the same brute-force limit per username *and source
-address*: after `MAX_FAILURES` wrong passwords within `WINDOW_S` from one
-address, that address's further attempts for the name are refused with 429 for
-`LOCKOUT_S`, even with the right password. Per address, so that somebody
-guessing cannot lock a machine's Basic-auth user out for everybody. Spraying
-many names from one address is held back by a token bucket per address
-(`logins.attempts_per_minute`, `logins.attempt_burst`; 429 beyond it). The
-address is the connection's peer unless that is one of `logins.trusted_proxies`;
-then it is the client X-Forwarded-For names (IPv6: its /64, which one machine
-typically owns). Failures are logged with the username only (no password, no
-address).
-
-scrypt is slow on purpose, so it runs on threads of its own (`HashPool`): on
-asyncio's default executor a burst of logins queued ahead of every storage call.
-
-Sessions, the failure counts and the buckets live in this process's memory: a
-restart logs everyone out, and several `ivr serve` processes behind one address
-need sticky sessions (or Basic auth).
+Both ways count towards the same brute-force limit per username and source
+address (login_limits.py); password checks run on threads of their own
+(passwords.py). Failures are logged with the username only (no password, no
+address). Sessions (sessions.py), the failure counts and the buckets live in
+this process's memory: a restart logs everyone out, and several `ivr serve`
+processes behind one address need sticky sessions (or Basic auth).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hashlib
 import hmac
-import ipaddress
-import json
 import logging
 import math
 import secrets
-import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import BasicAuth, hdrs, web
 
+from ivr.agents.errors import json_error
+from ivr.agents.login_limits import Key, LoginThrottle, SourceLimiter, client_address, trusted_networks
+from ivr.agents.passwords import HashPool, dummy_hash
+from ivr.agents.sessions import SessionStore
 from ivr.settings import AgentUser, LoginSettings
 
 log = logging.getLogger("ivr.agents")
-E = TypeVar("E", bound=web.HTTPException)
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Key = tuple[str, str]  # (username, source address): what the brute-force limit counts
 
 COOKIE = "ivr_session"
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # ~16 MiB and some 50 ms per check: slow for guessing, fine for a login
-SALT_BYTES, HASH_BYTES = 16, 32
-# Limits for parameters read from a stored hash, so a mistyped ivr.yml cannot make every login eat gigabytes.
-_MAX_N, _MAX_R, _MAX_P = 2**20, 32, 16
-_MAX_MEM = 1 << 30
-
-MAX_FAILURES = 5
-WINDOW_S = 300.0
-LOCKOUT_S = 300.0
-IDLE_S = 8 * 3600.0  # a shift's break does not log anybody out, a forgotten desk the next morning does
-ABSOLUTE_S = 12 * 3600.0  # a stolen cookie is useless after one long shift
 BASIC_CACHE_S = 60.0  # machines send Basic credentials with every request: do not run scrypt for each
-
-
-# Password hashes
-
-
-def hash_password(password: str) -> str:
-    """`scrypt$n$r$p$salt$hash` (base64) of `password` with a fresh random salt."""
-    if not password:
-        raise ValueError("the password must not be empty")
-    salt = secrets.token_bytes(SALT_BYTES)
-    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, HASH_BYTES)
-    return "$".join(["scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(digest)])
-
-
-def verify_password(password: str, stored: str) -> bool:
-    """Whether `password` matches the `hash_password` result `stored`; False for anything malformed."""
-    try:
-        scheme, n, r, p, salt, expected = stored.split("$")
-        n_, r_, p_ = int(n), int(r), int(p)
-        salt_b, expected_b = base64.b64decode(salt, validate=True), base64.b64decode(expected, validate=True)
-    except (ValueError, binascii.Error):
-        return False
-    if scheme != "scrypt" or not password or not expected_b or not _sane(n_, r_, p_):
-        return False
-    try:
-        digest = _scrypt(password, salt_b, n_, r_, p_, len(expected_b))
-    except (ValueError, MemoryError):
-        return False
-    return hmac.compare_digest(digest, expected_b)
-
-
-def _sane(n: int, r: int, p: int) -> bool:
-    return 1 < n <= _MAX_N and n & (n - 1) == 0 and 1 <= r <= _MAX_R and 1 <= p <= _MAX_P
-
-
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
-    maxmem = min(_MAX_MEM, 128 * r * (n + p + 2) + (1 << 20))
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=maxmem)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-@lru_cache(maxsize=1)
-def _dummy_hash() -> str:
-    """Checked for unknown usernames, so a wrong name takes as long as a wrong password."""
-    return hash_password(secrets.token_urlsafe(16))
-
-
-# Sessions and the brute-force limit
-
-
-@dataclass
-class _Session:
-    username: str
-    created: float
-    seen: float
-
-
-class SessionStore:
-    """Random session tokens → username, in this process's memory (a restart logs everybody out)."""
-
-    def __init__(
-        self, idle_s: float = IDLE_S, absolute_s: float = ABSOLUTE_S, clock: Callable[[], float] = time.monotonic
-    ):
-        self.idle_s, self.absolute_s, self._clock = idle_s, absolute_s, clock
-        self._sessions: dict[str, _Session] = {}
-
-    def login(self, username: str) -> str:
-        now = self._clock()
-        self._sessions = {t: s for t, s in self._sessions.items() if self._alive(s, now)}
-        token = secrets.token_urlsafe(32)
-        self._sessions[token] = _Session(username, now, now)
-        return token
-
-    def lookup(self, token: str) -> str | None:
-        """The session's username (and the session counts as used now), or None if unknown or expired."""
-        session = self._sessions.get(token)
-        now = self._clock()
-        if session is None:
-            return None
-        if not self._alive(session, now):
-            del self._sessions[token]
-            return None
-        session.seen = now
-        return session.username
-
-    def logout(self, token: str) -> None:
-        self._sessions.pop(token, None)
-
-    def _alive(self, session: _Session, now: float) -> bool:
-        return now - session.seen < self.idle_s and now - session.created < self.absolute_s
-
-
-class LoginThrottle:
-    """Failed logins per (username, source address): `MAX_FAILURES` within `WINDOW_S` lock the pair for `LOCKOUT_S`.
-
-    A successful login does not clear earlier failures: otherwise a machine
-    client's valid requests would keep resetting an attacker's count.
-    """
-
-    MAX_NAMES = 10_000  # random usernames must not grow memory without bound
-
-    def __init__(
-        self,
-        max_failures: int = MAX_FAILURES,
-        window_s: float = WINDOW_S,
-        lockout_s: float = LOCKOUT_S,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.max_failures, self.window_s, self.lockout_s, self._clock = max_failures, window_s, lockout_s, clock
-        self._failures: dict[Key, deque[float]] = {}
-        self._locked: dict[Key, float] = {}
-
-    def retry_after(self, key: Key) -> float:
-        """Seconds until `key` may try again; 0 when it is not locked."""
-        until = self._locked.get(key)
-        if until is None:
-            return 0.0
-        left = until - self._clock()
-        if left <= 0:
-            del self._locked[key]
-            return 0.0
-        return left
-
-    def failed(self, key: Key) -> int:
-        """Count a failure; returns the failures within the window (reaching the limit locks the key)."""
-        now = self._clock()
-        if key not in self._failures and len(self._failures) >= self.MAX_NAMES:
-            self._prune(now)
-        times = self._failures.setdefault(key, deque())
-        while times and now - times[0] >= self.window_s:
-            times.popleft()
-        times.append(now)
-        count = len(times)
-        if count >= self.max_failures:
-            self._locked[key] = now + self.lockout_s
-            del self._failures[key]
-        return count
-
-    def _prune(self, now: float) -> None:
-        self._failures = {k: t for k, t in self._failures.items() if t and now - t[-1] < self.window_s}
-        self._locked = {k: until for k, until in self._locked.items() if until > now}
-        while len(self._failures) >= self.MAX_NAMES:  # still full: forget the oldest keys
-            self._failures.pop(next(iter(self._failures)))
-
-
-class SourceLimiter:
-    """Password checks per source address: a token bucket of `burst` checks, refilled at `per_minute`.
-
-    The per-name lock-out alone lets one address try four passwords for every
-    username it can think of; this bounds what one address may try (and how
-    much of the hashing threads it may take) whatever the names.
-    """
-
-    MAX_SOURCES = 10_000  # many addresses must not grow memory without bound
-
-    def __init__(self, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic):
-        self.per_s, self.burst, self._clock = per_minute / 60.0, float(burst), clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # source → (tokens, when counted)
-
-    def take(self, source: str) -> float:
-        """0 when `source` may check a password now (and this counts), else the seconds until it may."""
-        now = self._clock()
-        if source not in self._buckets and len(self._buckets) >= self.MAX_SOURCES:
-            self._prune(now)
-        tokens, at = self._buckets.get(source, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.per_s)
-        if tokens < 1.0:
-            self._buckets[source] = (tokens, now)
-            return (1.0 - tokens) / self.per_s
-        self._buckets[source] = (tokens - 1.0, now)
-        return 0.0
-
-    def _prune(self, now: float) -> None:
-        """Forget the buckets that have filled up again (they behave like new ones), else the oldest."""
-        self._buckets = {s: (t, at) for s, (t, at) in self._buckets.items() if t + (now - at) * self.per_s < self.burst}
-        while len(self._buckets) >= self.MAX_SOURCES:
-            self._buckets.pop(next(iter(self._buckets)))
-
-
-class HashPool:
-    """scrypt checks on `threads` threads of their own, at most `queue` more waiting.
-
-    A check costs some 50 ms of CPU and 16 MiB. On asyncio's default executor a
-    burst of logins queued ahead of every storage call (80 parallel logins made
-    a text call's set-up take 7 s instead of 0.3 s); here logins only wait for
-    each other, and beyond `threads + queue` checks in flight a login is
-    refused at once (503 with Retry-After) instead of queueing without end.
-    """
-
-    def __init__(self, threads: int, queue: int):
-        self.threads, self.limit = threads, threads + queue
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="ivr-hash")
-        self._pending = 0  # submitted and not done; done callbacks run on the hashing threads, hence the lock
-        self._lock = threading.Lock()
-
-    async def verify(self, password: str, stored: str) -> bool:
-        """`verify_password` on the pool's threads; raises 503 when `limit` checks are in flight already."""
-        with self._lock:
-            if self._pending >= self.limit:
-                busy = True
-            else:
-                busy, self._pending = False, self._pending + 1
-        if busy:
-            log.warning("agent.login_busy", extra={"in_flight": self.limit})
-            raise _error(web.HTTPServiceUnavailable, "too many logins at once; try again in a moment",
-                         {hdrs.RETRY_AFTER: "1"})  # fmt: skip
-        future: Future[bool] = self._executor.submit(verify_password, password, stored)
-        future.add_done_callback(self._done)  # also when the waiting request goes away: the thread is busy until then
-        return await asyncio.wrap_future(future)
-
-    @property
-    def in_flight(self) -> int:
-        """Checks running or waiting for a thread."""
-        return self._pending
-
-    def _done(self, _: Future[bool]) -> None:
-        with self._lock:
-            self._pending -= 1
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def trusted_networks(proxies: Iterable[str]) -> tuple[Network, ...]:
-    """The `logins.trusted_proxies` entries as networks (the settings schema checked them)."""
-    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
-
-
-def client_address(request: web.BaseRequest, trusted: Sequence[Network] = ()) -> str:
-    """Where `request` comes from, as the brute-force limits count it.
-
-    The connection's peer; when that is a trusted proxy, the nearest address in
-    X-Forwarded-For that is not one (each proxy appends the address it was
-    connected from, so entries left of a trusted one may be made up by the
-    client). An IPv6 client counts as its /64.
-    """
-    address = _ip(request.remote or "")
-    if address is None:
-        return request.remote or "unknown"
-    hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", ())).split(",")]
-    while hops and any(address in net for net in trusted):
-        forwarded = _ip(hops.pop())
-        if forwarded is None:  # a trusted proxy passed on something that is no address: stop at the proxy
-            break
-        address = forwarded
-    if isinstance(address, ipaddress.IPv6Address):
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address)
-
-
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 def foreign_origin(request: web.BaseRequest) -> str | None:
@@ -398,7 +104,7 @@ class Auth:
         key = (name, source)
         self._refuse_if_locked(key)
         user = self.user(name)
-        stored = user.password_hash if user else _dummy_hash()
+        stored = user.password_hash if user else dummy_hash()
         digest = hmac.digest(self._key, "\0".join((name, password, stored)).encode("utf-8"), "sha256")
         if cache and user is not None and self._verified.get(digest, 0.0) > time.monotonic():
             return user
@@ -426,14 +132,16 @@ class Auth:
         if wait > 0:
             log.warning("agent.login_refused", extra={"username": key[0], "retry_after_s": math.ceil(wait)})
             retry: dict[str, str] = {hdrs.RETRY_AFTER: str(math.ceil(wait))}
-            raise _error(web.HTTPTooManyRequests, "too many failed logins for this user; try again later", retry)
+            raise json_error(web.HTTPTooManyRequests, "too many failed logins for this user; try again later", retry)
 
     def _refuse_if_throttled(self, name: str, source: str) -> None:
         wait = self.sources.take(source)
         if wait > 0:
             log.warning("agent.login_throttled", extra={"username": name, "retry_after_s": math.ceil(wait)})
             retry: dict[str, str] = {hdrs.RETRY_AFTER: str(math.ceil(wait))}
-            raise _error(web.HTTPTooManyRequests, "too many login attempts from this address; try again later", retry)
+            raise json_error(
+                web.HTTPTooManyRequests, "too many login attempts from this address; try again later", retry
+            )
 
     @contextlib.asynccontextmanager
     async def _one_at_a_time(self, key: Key) -> AsyncIterator[None]:
@@ -463,7 +171,7 @@ def setup(
     """
     auth = Auth(users, limits=limits)
     app[AUTH] = auth
-    _dummy_hash()  # made now, so that the first unknown username takes no longer than the others
+    dummy_hash()  # made now, so that the first unknown username takes no longer than the others
 
     async def close(_: web.Application) -> None:
         auth.close()
@@ -494,7 +202,7 @@ async def current_user(request: web.Request, roles: set[str] | None = None) -> A
         user = await _authenticate(request)
         request[_USER_KEY] = user
     if roles is not None and user.role not in roles:
-        raise _error(web.HTTPForbidden, f"this needs the role {' or '.join(sorted(roles))}")
+        raise json_error(web.HTTPForbidden, f"this needs the role {' or '.join(sorted(roles))}")
     return user
 
 
@@ -525,7 +233,7 @@ async def login(request: web.Request) -> web.Response:
     username, password = await _login_form(request)
     user = await auth.authenticate(username, password, auth.source(request))
     if user is None:
-        raise _error(web.HTTPUnauthorized, "wrong username or password")
+        raise json_error(web.HTTPUnauthorized, "wrong username or password")
     old = request.cookies.get(COOKIE)
     if old:  # a fresh token on every login: a token planted before login is worth nothing
         auth.sessions.logout(old)
@@ -576,25 +284,25 @@ async def _login_form(request: web.Request) -> tuple[str, str]:
     """
     reason = foreign_origin(request)
     if reason is not None:
-        raise _error(web.HTTPForbidden, f"cross-site login refused: {reason}")
+        raise json_error(web.HTTPForbidden, f"cross-site login refused: {reason}")
     if request.content_type == "application/json":
         try:
             data: Any = await request.json()
         except ValueError:
-            raise _error(web.HTTPBadRequest, "the body is not valid JSON") from None
+            raise json_error(web.HTTPBadRequest, "the body is not valid JSON") from None
     elif request.content_type in _FORMS:
         if hdrs.ORIGIN not in request.headers:
             message = "cross-site login refused: a login form needs this site's Origin header; send JSON instead"
-            raise _error(web.HTTPForbidden, message)
+            raise json_error(web.HTTPForbidden, message)
         data = await request.post()
     else:
         message = "send username and password as JSON (Content-Type: application/json)"
-        raise _error(web.HTTPUnsupportedMediaType, message)
+        raise json_error(web.HTTPUnsupportedMediaType, message)
     if not hasattr(data, "get"):  # a dict or the form's MultiDict
-        raise _error(web.HTTPBadRequest, "send username and password")
+        raise json_error(web.HTTPBadRequest, "send username and password")
     username, password = data.get("username"), data.get("password")
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
-        raise _error(web.HTTPBadRequest, "send username and password")
+        raise json_error(web.HTTPBadRequest, "send username and password")
     return username, password
 
 
@@ -605,9 +313,4 @@ def _unauthorized(request: web.Request, message: str) -> web.HTTPUnauthorized:
     headers: dict[str, str] = {}
     if request.path.startswith("/api/") and "X-Requested-With" not in request.headers:
         headers[hdrs.WWW_AUTHENTICATE] = 'Basic realm="ivr"'
-    return _error(web.HTTPUnauthorized, message, headers)
-
-
-def _error(kind: type[E], message: str, headers: dict[str, str] | None = None) -> E:
-    """An HTTP error with a JSON body `{"error": message}`."""
-    return kind(text=json.dumps({"error": message}), content_type="application/json", headers=headers)
+    return json_error(web.HTTPUnauthorized, message, headers)
