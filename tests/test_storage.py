@@ -40,7 +40,7 @@ from ivr.storage import (
 )
 from ivr.storage.migrations import HERE as MIGRATIONS
 from ivr.storage.seed import seed
-from ivr.storage.sql import metadata
+from ivr.storage.tables import metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 DE, UK = "+4930123456", "+442071234567"

@@ -8,7 +8,7 @@ revision from the difference.
 
 from alembic import context
 
-from ivr.storage.sql import metadata
+from ivr.storage.tables import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata)
