@@ -21,7 +21,7 @@ import dataclasses
 import difflib
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar, Union
 
 from pydantic import BaseModel, ConstrainedFloat, Extra, ValidationError, conint, constr, validate_model
 from pydantic import dataclasses as pydantic_dataclasses
@@ -92,9 +92,13 @@ def _explain_extra(error: Any, klass: Any) -> Any:
     return ErrorWrapper(ValueError(f"unknown key {key!r}{hint}; known keys: {', '.join(known)}"), error.loc_tuple())
 
 
-def problems(found: Iterable[tuple[Loc, str]], model: Any = None) -> ValidationError:
-    """Several problems below one field, for a validator to raise: each at its own path and line."""
-    return ValidationError([ErrorWrapper(ValueError(message), loc) for loc, message in found], model or object)
+def problems(found: Iterable[tuple[Loc, Union[str, Exception]]], model: Any = None) -> ValidationError:
+    """Several problems below one field, for a validator to raise: each at its own path and line.
+
+    A problem is a message or an exception (such as the ValidationError of an item validated on its own).
+    """
+    errors = [ErrorWrapper(ValueError(p) if isinstance(p, str) else p, loc) for loc, p in found]
+    return ValidationError(errors, model or object)
 
 
 def raise_problems(found: Sequence[tuple[Loc, str]]) -> None:
@@ -231,8 +235,8 @@ def validate(
         instance = parse(cls, data)
     except ValidationError as exc:
         found = [*_explain(exc, data), *found]
-    except (TypeError, ValueError) as exc:  # e.g. the whole file is not a mapping
-        found.insert(0, ((), str(exc) or "must be a mapping"))
+    except (TypeError, ValueError):  # the whole file is not a mapping
+        found.insert(0, ((), f"{data!r} is not of type 'object' (a mapping of keys to values)"))
     if found:
         raise ConfigError(format_problems(found, source, path, env or {}))
     return instance  # type: ignore[return-value]
