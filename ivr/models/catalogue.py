@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Optional
 from urllib.parse import unquote, urlsplit
 
+from pydantic.error_wrappers import ErrorWrapper
 from pydantic import StrictBool, StrictStr, ValidationError, root_validator, validator
 
 from ivr.models.packaged import PREFIX as PACKAGED_PREFIX, packaged_path
@@ -128,7 +129,11 @@ def _section(kind: str) -> Any:
         for i, raw in enumerate(value):
             try:
                 entry = parse(ModelEntry, {"kind": kind, **raw} if isinstance(raw, dict) else raw)
-            except (ValidationError, TypeError) as exc:
+            except ValidationError as exc:
+                inline = isinstance(raw, dict) and any(key in raw for key in _SHORTHAND)
+                found.append(((i,), _at_inline_keys(exc) if inline else exc))
+                continue
+            except TypeError as exc:  # not a mapping
                 found.append(((i,), exc))
                 continue
             if entry.kind != kind:
@@ -146,6 +151,18 @@ def _section(kind: str) -> Any:
         return tuple(entries)
 
     return checked(f"{kind.title()}Section", check)
+
+
+def _at_inline_keys(error: ValidationError) -> ValidationError:
+    """Problems of an inline `url`/`size`/`checksum` named as written (`url`), not as read (`files.0.url`)."""
+
+    def moved(errors: Any) -> Any:
+        if isinstance(errors, list):  # pydantic nests the errors of a sequence's items in lists
+            return [moved(e) for e in errors]
+        loc = errors.loc_tuple()
+        return ErrorWrapper(errors.exc, loc[2:]) if loc[:2] == ("files", 0) else errors
+
+    return ValidationError(moved(error.raw_errors), ModelEntry)
 
 
 @config
