@@ -357,3 +357,105 @@ def test_limits_are_parsed_and_checked(tmp_path):
     limits = load_settings(path, env={}).limits
     assert (limits.max_text_chars, limits.text_idle_s, limits.max_dtmf_digits) == (300, 60, 32)
     assert load_settings(ROOT / "ivr.yml", env={}).limits.max_text_chars == 500
+
+
+# --- one description: pydantic models, errors with file, line and field -----------------------------------------
+
+
+def test_unknown_key_names_its_line_and_the_known_keys(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text('vad:\n  hangover_ms: 300\n  hangover: 300\ntenants:\n  "+4930111": {company: A, languag: de}\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    assert err.value.problems == [
+        f"{path}:3: vad.hangover: unknown key 'hangover' (did you mean 'hangover_ms'?); known keys: aggressiveness, "
+        "start_ms, pre_roll_ms, hangover_ms, min_speech_ms, max_utterance_ms",
+        f"{path}:5: tenants.+4930111.languag: unknown key 'languag' (did you mean 'language'?); known keys: company, "
+        "language, voice, greeting, currency, hours, catalogue, faq, queues, handoff",
+    ]
+
+
+def test_wrong_types_are_not_coerced(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text(
+        "server:\n"
+        '  port: "8080"\n'  # 2: a string, though it looks like a number
+        "barge_in:\n"
+        "  enabled: yes please\n"  # 4
+        "timeouts:\n"
+        "  no_input_s: true\n"  # 6: a bool is no number
+        "tenants:\n"
+        '  "+4930111": {company: 42}\n'  # 8
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    assert err.value.problems == [
+        f"{path}:2: server.port: '8080' is not of type 'integer'",
+        f"{path}:4: barge_in.enabled: 'yes please' is not of type 'boolean'",
+        f"{path}:6: timeouts.no_input_s: True is not of type 'number'",
+        f"{path}:8: tenants.+4930111.company: 42 is not of type 'string'",
+    ]
+
+
+def test_cross_field_checks_name_the_line(tmp_path):
+    """Checks between fields and sections report where the offending value is, next to the plain field errors."""
+    path = tmp_path / "ivr.yml"
+    path.write_text(
+        "logins:\n"
+        "  trusted_proxies: [10.0.0.0/8, proxy]\n"  # 2: no network
+        "agents:\n"
+        "  - {username: anna, password_hash: scrypt$x, role: agent, tenants: ['+4930222']}\n"  # 4: no such tenant
+        "tenants:\n"
+        '  "+4930111":\n'
+        "    company: A\n"
+        "    language: en\n"
+        "    catalogue:\n"
+        "      - {sku: X-1, name: {de: Ding}, price: 1}\n"  # 10: no English name
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    assert err.value.problems == [
+        f"{path}:2: logins.trusted_proxies.1: 'proxy' is not a network (e.g. 10.0.0.0/8)",
+        f"{path}:4: agents.0.tenants.0: '+4930222' is not one of the tenants (or \"*\" for all)",
+        f"{path}:10: tenants.+4930111.catalogue.0.name: no name in the tenant's language 'en'",
+    ]
+
+
+def test_a_bad_environment_override_names_the_variable(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text('storage:\n  url: sqlite:///var/ivr.db\ntenants:\n  "+4930111": {company: A}\n')
+    env = {"IVR_DATABASE_URL": "var/ivr.db", "IVR_DIALOG_URL": "localhost:5005", "IVR_ASR_MODEL_DE": "/models/de"}
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env=env)
+    assert err.value.problems == [
+        "IVR_DATABASE_URL (environment): storage.url: 'var/ivr.db' is not a database URL like 'sqlite:///var/ivr.db' "
+        "or 'postgresql+psycopg://…'",
+        "IVR_DIALOG_URL (environment): dialog.url: 'localhost:5005' is not an http(s) URL like 'http://127.0.0.1:5005'",
+    ]
+
+
+def test_settings_built_in_code_are_checked_like_the_file():
+    from dataclasses import FrozenInstanceError, replace
+
+    from pydantic import ValidationError
+
+    from ivr.settings import VadSettings
+
+    with pytest.raises(ValidationError, match="multiple of 20"):
+        VadSettings(hangover_ms=310)
+    with pytest.raises(ValidationError):
+        replace(VadSettings(), start_ms="60")
+    with pytest.raises(FrozenInstanceError):
+        VadSettings().start_ms = 40  # type: ignore[misc]
+
+
+def test_the_shipped_ivr_yml_documents_the_models_defaults():
+    """ivr.yml spells out each section's defaults; they come from the models, so the two cannot drift apart."""
+    from ivr import settings as s
+
+    shipped = load_settings(ROOT / "ivr.yml", env={})
+    defaults = s.Settings(tenants=shipped.tenants)
+    sections = ("server", "storage", "dialog", "vad", "barge_in", "timeouts", "limits", "models", "queue", "sip", "logins")
+    for section in sections:
+        assert getattr(shipped, section) == getattr(defaults, section), section
+    assert not hasattr(s, "SCHEMA") and not hasattr(s, "settings_from_dict")  # no second description
