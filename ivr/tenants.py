@@ -24,7 +24,9 @@ from zoneinfo import ZoneInfo
 import holidays
 from pydantic import root_validator, validator
 
-from ivr.yaml_config import Text, checked, config, empty_means_default, integer, matching, number, problems, raise_problems
+from ivr.yaml_config import (
+    Text, checked, config, empty_means_default, integer, matching, number, problems, raise_problems
+)
 
 FAQ_TOPICS: tuple[str, ...] = (
     "opening_hours",
@@ -50,8 +52,8 @@ WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  #
 LOOKAHEAD = timedelta(days=14)
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_QUANTITY = 99  # per order line, when a product sets none; larger orders are a case for a person
-Language = Literal["de", "en"]
 LANGUAGES: tuple[str, ...] = ("de", "en")
+Language = Literal[LANGUAGES]
 Key = matching(r"^[a-z][a-z0-9_]*$")  # FAQ topics, queue purposes, dispositions
 
 # Product matching. Whole words are compared after folding umlauts, so the
@@ -115,7 +117,8 @@ class HolidayRegion:
         country, subdivision = values["country"], values.get("subdivision")
         known = holidays.list_supported_countries()
         if country not in known:
-            raise problems([(("country",), f"no public holidays known for country {country!r} (ISO code, e.g. DE, GB)")])
+            message = f"no public holidays known for country {country!r} (ISO code, e.g. DE, GB)"
+            raise problems([(("country",), message)])
         try:
             public_holidays(country, subdivision)
         except NotImplementedError:
@@ -137,7 +140,7 @@ def _time_range(value: Any) -> tuple[int, int]:
 
 def _day_ranges(value: Any) -> tuple[tuple[int, int], ...]:
     """One weekday's ranges, sorted; each range that does not parse or overlaps another is reported at its index."""
-    if not isinstance(value, (list, tuple)) or (len(value) == 2 and all(type(v) is int for v in value)):
+    if not isinstance(value, (list, tuple)):
         raise ValueError(f"{value!r} is not of type 'array'")
     parsed, found = [], []
     for i, item in enumerate(value):
@@ -162,7 +165,7 @@ def _closed_day(value: Any) -> date:
         raise ValueError(f"{value!r} is not a date like '2026-12-24'") from None
 
 
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+Weekday = Literal[WEEKDAYS]
 DayRanges = checked("DayRanges", _day_ranges)
 ClosedDay = checked("ClosedDay", _closed_day)
 

@@ -38,7 +38,6 @@ Loc = tuple[Any, ...]
 
 class _Config:
     extra = Extra.forbid
-    arbitrary_types_allowed = True
 
 
 def config(cls: type[T]) -> type[T]:
@@ -251,7 +250,8 @@ def format_problems(found: Sequence[tuple[Loc, str]], source: Any, path: str, en
             lines.append((0, order, f"{variable} (environment): {dotted}: {message}"))
             continue
         line = line_of(source, loc)
-        lines.append((line or 0, order, f"{path}:{line}: {dotted}: {message}" if line else f"{path}: {dotted}: {message}"))
+        where = f"{path}:{line}" if line else path
+        lines.append((line or 0, order, f"{where}: {dotted}: {message}"))
     return [text for _, _, text in sorted(lines)]
 
 

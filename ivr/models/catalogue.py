@@ -141,8 +141,9 @@ def _section(kind: str) -> Any:
             if any(e.name == entry.name for e in entries):
                 found.append(((i, "name"), f"{kind} entry {entry.name!r} appears twice"))
             if entry.default and entry.language in defaults:
-                found.append(((i, "default"), f"{kind} entries {defaults[entry.language]!r} and {entry.name!r} are both "
-                                              f"'default: true' for language {entry.language!r}; keep one"))
+                message = (f"{kind} entries {defaults[entry.language]!r} and {entry.name!r} are both "
+                           f"'default: true' for language {entry.language!r}; keep one")
+                found.append(((i, "default"), message))
             elif entry.default:
                 defaults[entry.language] = entry.name
             entries.append(entry)
