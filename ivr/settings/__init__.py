@@ -131,13 +131,11 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> dict[Loc, str]:
     models = section("models")
     defaults = ModelSettings()
     for kind, var in (("asr", "IVR_ASR_MODEL"), ("tts", "IVR_TTS_VOICE")):
-        chosen = models.get(kind) if isinstance(models.get(kind), dict) else dict(getattr(defaults, kind))
-        for lang in LANGUAGES:
-            for name in (f"{var}_{lang.upper()}", var):
-                if env.get(name):
-                    chosen[lang], used[("models", kind, lang)] = env[name], name
-                    break
-        models[kind] = chosen
+        chosen = models.setdefault(kind, dict(getattr(defaults, kind)))
+        for lang in LANGUAGES if isinstance(chosen, dict) else ():  # else the model reports the file's mistake
+            name = next((name for name in (f"{var}_{lang.upper()}", var) if env.get(name)), None)
+            if name:
+                chosen[lang], used[("models", kind, lang)] = env[name], name
     if env.get("IVR_MODEL_DIR"):
         models["cache_dir"], used[("models", "cache_dir")] = env["IVR_MODEL_DIR"], "IVR_MODEL_DIR"
     if forced_voice := env.get("IVR_TTS_VOICE"):
