@@ -22,7 +22,7 @@ from typing import Any, Literal, Optional
 from zoneinfo import ZoneInfo
 
 import holidays
-from pydantic import root_validator, validator
+from pydantic import StrictStr, root_validator, validator
 
 from ivr.yaml_config import (
     Text, checked, config, empty_means_default, integer, matching, number, problems, raise_problems
@@ -284,8 +284,8 @@ class Tenant:
 
     company: Text
     language: Language = "de"
-    voice: Optional[str] = None
-    greeting: Optional[str] = None
+    voice: Optional[StrictStr] = None
+    greeting: Optional[StrictStr] = None
     currency: Literal["EUR", "GBP", "CHF", "USD"] = "EUR"  # how prices are read out
     hours: Optional[Hours] = None  # None: always open
     catalogue: tuple[Product, ...] = ()
