@@ -4,9 +4,8 @@ from typing import Any, Literal
 
 from pydantic import StrictStr, validator
 
-from ivr.settings.sections import Seconds
 from ivr.settings.sip import Network
-from ivr.yaml_config import Loc, Text, config, integer, matching
+from ivr.yaml_config import Loc, Text, config, integer, matching, number
 
 
 @config
@@ -50,7 +49,7 @@ class LoginSettings:
 
     hash_threads: integer(ge=1, le=8) = 1
     hash_queue: integer(ge=0, le=1000) = 16
-    attempts_per_minute: Seconds = 30.0
+    attempts_per_minute: number(gt=0) = 30.0
     attempt_burst: integer(ge=1) = 30
     trusted_proxies: tuple[Network, ...] = ()
 
