@@ -123,19 +123,20 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> dict[Loc, str]:
     """
     used: dict[Loc, str] = {}
 
-    def section(name: str) -> dict[str, Any]:
-        if not isinstance(data.get(name), dict):
-            data[name] = {}
-        return data[name]
+    def mapping(parent: dict[str, Any], name: str, default: Any) -> dict[str, Any]:
+        """The mapping to override in; a wrong value in the file is left for validation to report."""
+        if parent.get(name) is None:
+            parent[name] = default
+        return parent[name] if isinstance(parent[name], dict) else {}
 
-    models = section("models")
+    models = mapping(data, "models", {})
     defaults = ModelSettings()
     for kind, var in (("asr", "IVR_ASR_MODEL"), ("tts", "IVR_TTS_VOICE")):
-        chosen = models.setdefault(kind, dict(getattr(defaults, kind)))
-        for lang in LANGUAGES if isinstance(chosen, dict) else ():  # else the model reports the file's mistake
+        for lang in LANGUAGES:
             name = next((name for name in (f"{var}_{lang.upper()}", var) if env.get(name)), None)
             if name:
-                chosen[lang], used[("models", kind, lang)] = env[name], name
+                mapping(models, kind, dict(getattr(defaults, kind)))[lang] = env[name]
+                used[("models", kind, lang)] = name
     if env.get("IVR_MODEL_DIR"):
         models["cache_dir"], used[("models", "cache_dir")] = env["IVR_MODEL_DIR"], "IVR_MODEL_DIR"
     if forced_voice := env.get("IVR_TTS_VOICE"):
@@ -145,7 +146,7 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> dict[Loc, str]:
                 tenant["voice"], used[("tenants", number, "voice")] = forced_voice, "IVR_TTS_VOICE"
     for name, var in (("storage", "IVR_DATABASE_URL"), ("dialog", "IVR_DIALOG_URL")):
         if env.get(var):
-            section(name)["url"], used[(name, "url")] = env[var], var
+            mapping(data, name, {})["url"], used[(name, "url")] = env[var], var
     return used
 
 
