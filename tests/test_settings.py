@@ -459,3 +459,14 @@ def test_the_shipped_ivr_yml_documents_the_models_defaults():
     for section in sections:
         assert getattr(shipped, section) == getattr(defaults, section), section
     assert not hasattr(s, "SCHEMA") and not hasattr(s, "settings_from_dict")  # no second description
+
+
+def test_an_environment_override_does_not_hide_a_mistake_in_the_file(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text('models: vosk\nstorage: sqlite:///x.db\ntenants:\n  "+4930111": {company: A}\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={"IVR_ASR_MODEL": "/models/any", "IVR_DATABASE_URL": "sqlite:///y.db"})
+    assert err.value.problems == [
+        f"{path}:1: models: 'vosk' is not of type 'object'",
+        f"{path}:2: storage: 'sqlite:///x.db' is not of type 'object'",
+    ]
