@@ -7,23 +7,26 @@ the answer and the product come from here at call time. Everything here is a
 pure function of the settings and its arguments (the clock is passed in, never
 read), so the behaviour is tested without a server or a fake clock.
 
-`ivr.settings` owns the schema and the loading; this module turns one
-schema-valid tenant mapping into a `Tenant` (`tenant_from_dict`) and finds the
-problems a schema cannot express (`tenant_problems`): times, time zones,
-holiday regions, duplicate SKUs, missing texts in the tenant's own language.
+The classes below are also the description of a tenant in `ivr.yml` (see
+ivr.yaml_config): types, defaults and validators for times, time zones,
+holiday regions, duplicate SKUs and texts missing in the tenant's own language.
+`ivr.settings` loads the file.
 """
 
-from __future__ import annotations
-
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import date, datetime, time, timedelta
 from difflib import SequenceMatcher
 from functools import lru_cache
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 from zoneinfo import ZoneInfo
 
 import holidays
+from pydantic import StrictStr, root_validator, validator
+
+from ivr.yaml_config import (
+    Text, checked, config, empty_means_default, integer, matching, number, problems, raise_problems
+)
 
 FAQ_TOPICS: tuple[str, ...] = (
     "opening_hours",
@@ -49,6 +52,9 @@ WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  #
 LOOKAHEAD = timedelta(days=14)
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_QUANTITY = 99  # per order line, when a product sets none; larger orders are a case for a person
+LANGUAGES: tuple[str, ...] = ("de", "en")
+Language = Literal[LANGUAGES]
+Key = matching(r"^[a-z][a-z0-9_]*$")  # FAQ topics, queue purposes, dispositions
 
 # Product matching. Whole words are compared after folding umlauts, so the
 # umlaut plural "Töpfe" still starts with "topf". A heard word that is a term
@@ -99,14 +105,98 @@ def _aware(at: datetime) -> datetime:
     return at
 
 
-@dataclass(frozen=True)
-class Hours:
-    """When a tenant's agents take calls; a day missing from `weekly` is closed."""
+@config
+class HolidayRegion:
+    """Public holidays of a country (ISO code) and optionally a subdivision, as the `holidays` package knows them."""
 
-    timezone: str
-    weekly: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)  # sorted minute ranges [start, end)
-    holiday_region: Optional[tuple[str, Optional[str]]] = None  # (country, subdivision)
-    closed: frozenset[date] = frozenset()
+    country: Text
+    subdivision: Optional[Text] = None
+
+    @root_validator(skip_on_failure=True)
+    def _known(cls, values: dict[str, Any]) -> dict[str, Any]:
+        country, subdivision = values["country"], values.get("subdivision")
+        known = holidays.list_supported_countries()
+        if country not in known:
+            message = f"no public holidays known for country {country!r} (ISO code, e.g. DE, GB)"
+            raise problems([(("country",), message)])
+        try:
+            public_holidays(country, subdivision)
+        except NotImplementedError:
+            message = f"unknown subdivision {subdivision!r} of {country}; known: {', '.join(known[country])}"
+            raise problems([(("subdivision",), message)]) from None
+        return values
+
+
+def _time_range(value: Any) -> tuple[int, int]:
+    """A range as written in the file ('08:00-18:00') or already as minutes (480, 1080)."""
+    if isinstance(value, str):
+        return parse_range(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(type(v) is int for v in value):
+        start, end = value
+        if 0 <= start < end <= 24 * 60:
+            return start, end
+    raise ValueError(f"{value!r} is not a time range like '08:00-18:00'")
+
+
+def _day_ranges(value: Any) -> tuple[tuple[int, int], ...]:
+    """One weekday's ranges, sorted; each range that does not parse or overlaps another is reported at its index."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{value!r} is not of type 'array'")
+    parsed, found = [], []
+    for i, item in enumerate(value):
+        try:
+            parsed.append((*_time_range(item), i))
+        except ValueError as exc:
+            found.append(((i,), str(exc)))
+    parsed.sort()
+    for (_, end, _), (start, _, i) in zip(parsed, parsed[1:]):
+        if start < end:
+            found.append(((i,), f"{value[i]!r} overlaps another range that day"))
+    raise_problems(found)
+    return tuple((start, end) for start, end, _ in parsed)
+
+
+def _closed_day(value: Any) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a date like '2026-12-24'") from None
+
+
+Weekday = Literal[WEEKDAYS]
+DayRanges = checked("DayRanges", _day_ranges)
+ClosedDay = checked("ClosedDay", _closed_day)
+
+
+@config
+class Hours:
+    """When a tenant's agents take calls; a day missing from `weekly` is closed.
+
+    `weekly` maps a weekday to its ranges ('08:00-12:00'), kept sorted as
+    minutes since midnight [start, end); `closed` lists extra closed days.
+    """
+
+    timezone: Text
+    weekly: dict[Weekday, DayRanges] = field(default_factory=dict)
+    holidays: Optional[HolidayRegion] = None
+    closed: frozenset[ClosedDay] = frozenset()
+
+    _empty = validator("weekly", "closed", pre=True, allow_reuse=True)(empty_means_default)
+
+    @validator("timezone")
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+            raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Berlin)") from None
+        return value
+
+    @property
+    def holiday_region(self) -> Optional[tuple[str, Optional[str]]]:
+        """(country, subdivision) whose public holidays are closed, or None."""
+        return (self.holidays.country, self.holidays.subdivision) if self.holidays else None
 
     def ranges_on(self, day: date) -> tuple[tuple[int, int], ...]:
         if day in self.closed:
@@ -135,13 +225,19 @@ class Hours:
         return None
 
 
-@dataclass(frozen=True)
+@config
 class Product:
-    sku: str
-    name: dict[str, str]  # language → name
-    price: float  # in the tenant's currency
-    synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    max_quantity: int = DEFAULT_MAX_QUANTITY
+    sku: Text
+    name: dict[Language, Text]  # language → name
+    price: number(ge=0)  # in the tenant's currency
+    synonyms: dict[Language, tuple[Text, ...]] = field(default_factory=dict)
+    max_quantity: integer(ge=1) = DEFAULT_MAX_QUANTITY
+
+    @validator("name")
+    def _some_name(cls, name: dict[str, str]) -> dict[str, str]:
+        if not name:
+            raise ValueError("needs a name in at least one language")
+        return name
 
     def name_in(self, language: str, fallback: str) -> str:
         """The name to say to a caller; the tenant's language always has one (validated)."""
@@ -182,20 +278,51 @@ def _term_score(words: list[str], term: str) -> float:
     return best
 
 
-@dataclass(frozen=True)
+@config
 class Tenant:
     """A company served by this center, selected by the dialled number."""
 
-    company: str
-    language: str = "de"
-    voice: Optional[str] = None
-    greeting: Optional[str] = None
-    currency: str = "EUR"  # how prices are read out
+    company: Text
+    language: Language = "de"
+    voice: Optional[StrictStr] = None
+    greeting: Optional[StrictStr] = None
+    currency: Literal["EUR", "GBP", "CHF", "USD"] = "EUR"  # how prices are read out
     hours: Optional[Hours] = None  # None: always open
     catalogue: tuple[Product, ...] = ()
-    faq: dict[str, dict[str, str]] = field(default_factory=dict)  # topic → language → answer
-    queues: dict[str, str] = field(default_factory=dict)  # purpose → queue name
-    handoff: Optional[str] = None  # queue | telephony; None = the center's `queue.handoff`
+    faq: dict[Key, dict[Language, Text]] = field(default_factory=dict)  # topic → language → answer
+    queues: dict[Key, Text] = field(default_factory=dict)  # purpose → queue name
+    handoff: Optional[Literal["queue", "telephony"]] = None  # None = the center's `queue.handoff`
+
+    _empty = validator("catalogue", "faq", "queues", pre=True, allow_reuse=True)(empty_means_default)
+
+    @validator("catalogue")
+    def _unique_and_named(cls, catalogue: tuple[Product, ...], values: dict[str, Any]) -> tuple[Product, ...]:
+        """SKUs are unique, and every product can be named in the tenant's language."""
+        own = values.get("language")
+        first_sku: dict[str, int] = {}
+        found = []
+        for i, product in enumerate(catalogue):
+            if product.sku in first_sku:
+                found.append(((i, "sku"), f"duplicate SKU {product.sku!r} (also catalogue.{first_sku[product.sku]})"))
+            first_sku.setdefault(product.sku, i)
+            if own and own not in product.name:
+                found.append(((i, "name"), f"no name in the tenant's language {own!r}"))
+        raise_problems(found)
+        return catalogue
+
+    @validator("faq")
+    def _known_topics(cls, faq: dict[str, dict[str, str]], values: dict[str, Any]) -> dict[str, dict[str, str]]:
+        own = values.get("language")
+        found = []
+        for topic, answers in faq.items():
+            if topic not in FAQ_TOPICS:
+                found.append(((topic,), f"unknown FAQ topic {topic!r}; known: {', '.join(FAQ_TOPICS)}"))
+            elif not answers:
+                found.append(((topic,), "needs an answer in at least one language"))
+            elif own and own not in answers:
+                found.append(((topic,), f"no answer in the tenant's language {own!r}"))
+        raise_problems(found)
+        return faq
 
     def is_open(self, at: datetime) -> bool:
         if self.hours is None:
@@ -231,104 +358,3 @@ class Tenant:
     def queue_for(self, purpose: str) -> str:
         """The agent queue for a purpose (orders, complaints, …), else the tenant's default."""
         return self.queues.get(purpose) or self.queues.get(DEFAULT_QUEUE, DEFAULT_QUEUE)
-
-
-def tenant_from_dict(data: dict[str, Any]) -> Tenant:
-    """A Tenant from a mapping that passed the schema and `tenant_problems`."""
-    hours = data.get("hours")
-    return Tenant(
-        company=data["company"],
-        language=data.get("language", "de"),
-        voice=data.get("voice"),
-        greeting=data.get("greeting"),
-        currency=data.get("currency", "EUR"),
-        hours=_hours_from_dict(hours) if hours else None,
-        catalogue=tuple(
-            Product(
-                sku=p["sku"],
-                name=dict(p["name"]),
-                price=p["price"],
-                synonyms={lang: tuple(words) for lang, words in (p.get("synonyms") or {}).items()},
-                max_quantity=p.get("max_quantity", DEFAULT_MAX_QUANTITY),
-            )
-            for p in data.get("catalogue") or ()
-        ),
-        faq={topic: dict(answers) for topic, answers in (data.get("faq") or {}).items()},
-        queues=dict(data.get("queues") or {}),
-        handoff=data.get("handoff"),
-    )
-
-
-def _hours_from_dict(data: dict[str, Any]) -> Hours:
-    region = data.get("holidays")
-    return Hours(
-        timezone=data["timezone"],
-        weekly={day: tuple(sorted(map(parse_range, ranges))) for day, ranges in (data.get("weekly") or {}).items()},
-        holiday_region=(region["country"], region.get("subdivision")) if region else None,
-        closed=frozenset(date.fromisoformat(d) for d in data.get("closed") or ()),
-    )
-
-
-Problem = tuple[tuple[Any, ...], str]  # (path inside the tenant, message)
-
-
-def tenant_problems(data: dict[str, Any]) -> list[Problem]:
-    """What a schema-valid tenant mapping still gets wrong, with the path to blame."""
-    own = data.get("language", "de")
-    problems: list[Problem] = []
-    if data.get("hours"):
-        problems += [(("hours", *path), msg) for path, msg in _hours_problems(data["hours"])]
-    first_sku: dict[str, int] = {}
-    for i, product in enumerate(data.get("catalogue") or ()):
-        sku = product["sku"]
-        if sku in first_sku:
-            problems.append((("catalogue", i, "sku"), f"duplicate SKU {sku!r} (also catalogue.{first_sku[sku]})"))
-        first_sku.setdefault(sku, i)
-        if own not in product["name"]:
-            problems.append((("catalogue", i, "name"), f"no name in the tenant's language {own!r}"))
-    for topic, answers in (data.get("faq") or {}).items():
-        if topic not in FAQ_TOPICS:
-            problems.append((("faq", topic), f"unknown FAQ topic {topic!r}; known: {', '.join(FAQ_TOPICS)}"))
-        elif own not in answers:
-            problems.append((("faq", topic), f"no answer in the tenant's language {own!r}"))
-    return problems
-
-
-def _hours_problems(hours: dict[str, Any]) -> list[Problem]:
-    problems: list[Problem] = []
-    try:
-        ZoneInfo(hours["timezone"])
-    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
-        problems.append((("timezone",), f"unknown time zone {hours['timezone']!r} (e.g. Europe/Berlin)"))
-    for day, ranges in (hours.get("weekly") or {}).items():
-        parsed = []
-        for i, text in enumerate(ranges):
-            try:
-                parsed.append((*parse_range(text), i, text))
-            except ValueError as exc:
-                problems.append((("weekly", day, i), str(exc)))
-        parsed.sort()
-        for (_, end, _, _), (start, _, i, text) in zip(parsed, parsed[1:]):
-            if start < end:
-                problems.append((("weekly", day, i), f"{text!r} overlaps another range on {day}"))
-    region = hours.get("holidays")
-    if region:
-        problems += _holiday_problems(region["country"], region.get("subdivision"))
-    for i, text in enumerate(hours.get("closed") or ()):
-        try:
-            date.fromisoformat(text)
-        except ValueError:
-            problems.append((("closed", i), f"{text!r} is not a date like '2026-12-24'"))
-    return problems
-
-
-def _holiday_problems(country: str, subdivision: Optional[str]) -> list[Problem]:
-    known = holidays.list_supported_countries()
-    if country not in known:
-        return [(("holidays", "country"), f"no public holidays known for country {country!r} (ISO code, e.g. DE, GB)")]
-    try:
-        public_holidays(country, subdivision)
-    except NotImplementedError:
-        message = f"unknown subdivision {subdivision!r} of {country}; known: {', '.join(known[country])}"
-        return [(("holidays", "subdivision"), message)]
-    return []

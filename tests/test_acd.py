@@ -103,7 +103,7 @@ class Rig:
         """Log an agent in and (by default) make them available; the clock moves on afterwards."""
         link = FakeAgentLink()
         self.links[username] = link
-        agent = await self.acd.login(AgentUser(username, "hash", "agent", tenants, skills), link)
+        agent = await self.acd.login(AgentUser(username, "scrypt$unused", "agent", tenants, skills), link)
         if state is not None and state != AgentState.OFFLINE:
             await self.acd.set_state(agent, state)
         self.tick(advance)
@@ -365,7 +365,7 @@ async def test_snapshot_shows_only_the_tenants_a_supervisor_sees() -> None:
     await rig.agent("bert", tenants=(T200,), skills=("billing",))
     await rig.call("c1", tenant=T100, advance=12)
     await rig.call("c2", tenant=T200)
-    supervisor = AgentUser("sup", "hash", "supervisor", (T100,))
+    supervisor = AgentUser("sup", "scrypt$unused", "supervisor", (T100,))
     snap = rig.acd.snapshot(supervisor)
     assert [(q["tenant"], q["queue"], q["waiting"], q["staffed"]) for q in snap["queues"]] == [(T100, "default", 1, 0)]
     assert snap["queues"][0]["longest_wait_s"] == 13.0
@@ -865,7 +865,7 @@ async def test_event_sink_errors_do_not_stop_distribution() -> None:
     now = [50.0]
     acd = Acd(QueueSettings(ring_timeout_s=60.0), broken, clock=lambda: now[0])
     link, caller = FakeAgentLink(), FakeCallerLink()
-    agent = await acd.login(AgentUser("anna", "hash", "agent", (T100,)), link)
+    agent = await acd.login(AgentUser("anna", "scrypt$unused", "agent", (T100,)), link)
     await acd.set_state(agent, AgentState.AVAILABLE)
     assert await acd.enqueue(QueuedCall("c1", T100, "default", caller)) == 1
     assert link.offers() == ["c1"] and agent.state == AgentState.RINGING

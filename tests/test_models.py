@@ -375,9 +375,7 @@ def test_catalogue_errors_name_file_entry_and_field(tmp_path: Path):
     with pytest.raises(ConfigError) as err:
         load_catalogue(path)
     message = str(err.value)
-    assert f"{path}:7:" in message  # file and line of the entry
-    assert "piper[0] 'de_DE-x-medium'" in message
-    assert "files[0].checksum" in message and "sha1:abc" in message
+    assert f"{path}:12: piper.0.files.0.checksum: 'sha1:abc' is not 'sha256:<64 hex>'" in message  # file, line, field
 
     path.write_text("vosk:\n  - name: [unclosed\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}:\d+: invalid YAML"):
@@ -390,7 +388,7 @@ def test_catalogue_rejects_two_defaults_and_unknown_fields():
         parse_catalogue({"vosk": [{"name": "a", **entry}, {"name": "b", **entry},
                                   {"name": "c", "langauge": "en", **entry}]})
     assert "'a' and 'b' are both 'default: true' for language 'en'" in str(err.value)
-    assert "vosk[2] 'c': unknown field 'langauge'" in str(err.value)
+    assert "<catalogue>: vosk.2.langauge: unknown key 'langauge' (did you mean 'language'?)" in str(err.value)
 
 
 def test_real_catalogue_has_defaults_for_de_and_en():

@@ -149,7 +149,7 @@ def test_hours_errors_name_line_and_field(tmp_path):
     assert "ivr.yml:6: tenants.+4930111.hours.timezone: unknown time zone 'Europe/Berlinn'" in text
     assert "ivr.yml:8: tenants.+4930111.hours.weekly.mon.1: '18:00-08:00' must start before it ends" in text
     assert "ivr.yml:9: tenants.+4930111.hours.weekly.tue.0: '25:00-26:00' has a time outside 00:00-24:00" in text
-    assert "ivr.yml:12: tenants.+4930111.hours.weekly.wed.1: '11:00-14:00' overlaps another range on wed" in text
+    assert "ivr.yml:12: tenants.+4930111.hours.weekly.wed.1: '11:00-14:00' overlaps another range that day" in text
     assert "ivr.yml:13: tenants.+4930111.hours.weekly.thu.0: '8-18' is not a time range like '08:00-18:00'" in text
     assert "ivr.yml:14: tenants.+4930111.hours.holidays.subdivision: unknown subdivision 'XY' of DE; known: BB" in text
     assert "ivr.yml:15: tenants.+4930111.hours.closed.0: '2026-02-30' is not a date like '2026-12-24'" in text
@@ -169,7 +169,7 @@ def test_hours_schema_errors(tmp_path):
         '        tue: "08:00-18:00"\n',  # 8
     )
     assert "ivr.yml:5: tenants.+4930111.hours: 'timezone' is a required property" in text
-    assert "ivr.yml:6: tenants.+4930111.hours.weekly: Additional properties are not allowed ('monday' was" in text
+    assert "ivr.yml:6: tenants.+4930111.hours.weekly: 'monday' is not one of ['mon', 'tue', 'wed'," in text
     assert "ivr.yml:8: tenants.+4930111.hours.weekly.tue: '08:00-18:00' is not of type 'array'" in text
 
 
@@ -228,14 +228,14 @@ def test_own_language_defaults_to_german(tmp_path):
     assert "ivr.yml:6: tenants.+4930111.faq.returns: no answer in the tenant's language 'de'" in text
 
 
-def test_tenant_checks_skip_only_sections_the_schema_rejects(tmp_path):
+def test_one_wrong_field_does_not_hide_the_others(tmp_path):
     text = problems_of(
         tmp_path,
         '    hours: {timezone: 5, weekly: {mon: ["18:00-08:00"]}}\n'  # 5
         "    faq:\n      parking: {de: Hinten.}\n",  # 6-7
     )
     assert "ivr.yml:5: tenants.+4930111.hours.timezone: 5 is not of type 'string'" in text
-    assert "must start before it ends" not in text  # checked once the schema error is fixed
+    assert "ivr.yml:5: tenants.+4930111.hours.weekly.mon.0: '18:00-08:00' must start before it ends" in text
     assert "ivr.yml:7: tenants.+4930111.faq.parking: unknown FAQ topic 'parking'" in text
 
 
@@ -314,12 +314,12 @@ def test_sip_section_is_parsed_and_checked(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_settings(path, env={})
     text = str(err.value).replace(f"{path}:", "ivr.yml:")
-    assert "ivr.yml:2: sip.transports: ['tcp'] does not contain items matching" in text
+    assert "ivr.yml:2: sip.transports: ['tcp'] must include 'udp' (RFC 3261 §18" in text
     assert "ivr.yml:4: sip.allow_from.1: 'not-a-net' is not a network" in text
     assert "ivr.yml:5: sip.transfer_to: 'queue@pbx' does not match" in text
     assert "ivr.yml:6: sip.jitter_ms: 50 is not a multiple of 20" in text
     assert "ivr.yml:7: sip.register: 'registrar' is a required property" in text
-    assert "rtp_ports" in text and "want LOW-HIGH" in text
+    assert "ivr.yml:3: sip.rtp_ports: '30000-20000': want LOW-HIGH with 1024 <= LOW < HIGH <= 65535" in text
 
     path.write_text(
         "sip:\n  enabled: true\n  port: 5070\n  rtp_ports: 40000-40999\n  allow_from: [192.0.2.0/24]\n"
@@ -357,3 +357,116 @@ def test_limits_are_parsed_and_checked(tmp_path):
     limits = load_settings(path, env={}).limits
     assert (limits.max_text_chars, limits.text_idle_s, limits.max_dtmf_digits) == (300, 60, 32)
     assert load_settings(ROOT / "ivr.yml", env={}).limits.max_text_chars == 500
+
+
+# --- one description: pydantic models, errors with file, line and field -----------------------------------------
+
+
+def test_unknown_key_names_its_line_and_the_known_keys(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text('vad:\n  hangover_ms: 300\n  hangover: 300\ntenants:\n  "+4930111": {company: A, languag: de}\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    assert err.value.problems == [
+        f"{path}:3: vad.hangover: unknown key 'hangover' (did you mean 'hangover_ms'?); known keys: aggressiveness, "
+        "start_ms, pre_roll_ms, hangover_ms, min_speech_ms, max_utterance_ms",
+        f"{path}:5: tenants.+4930111.languag: unknown key 'languag' (did you mean 'language'?); known keys: company, "
+        "language, voice, greeting, currency, hours, catalogue, faq, queues, handoff",
+    ]
+
+
+def test_wrong_types_are_not_coerced(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text(
+        "server:\n"
+        '  port: "8080"\n'  # 2: a string, though it looks like a number
+        "barge_in:\n"
+        "  enabled: yes please\n"  # 4
+        "timeouts:\n"
+        "  no_input_s: true\n"  # 6: a bool is no number
+        "tenants:\n"
+        '  "+4930111": {company: 42}\n'  # 8
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    assert err.value.problems == [
+        f"{path}:2: server.port: '8080' is not of type 'integer'",
+        f"{path}:4: barge_in.enabled: 'yes please' is not of type 'boolean'",
+        f"{path}:6: timeouts.no_input_s: True is not of type 'number'",
+        f"{path}:8: tenants.+4930111.company: 42 is not of type 'string'",
+    ]
+
+
+def test_cross_field_checks_name_the_line(tmp_path):
+    """Checks between fields and sections report where the offending value is, next to the plain field errors."""
+    path = tmp_path / "ivr.yml"
+    path.write_text(
+        "logins:\n"
+        "  trusted_proxies: [10.0.0.0/8, proxy]\n"  # 2: no network
+        "agents:\n"
+        "  - {username: anna, password_hash: scrypt$x, role: agent, tenants: ['+4930222']}\n"  # 4: no such tenant
+        "tenants:\n"
+        '  "+4930111":\n'
+        "    company: A\n"
+        "    language: en\n"
+        "    catalogue:\n"
+        "      - {sku: X-1, name: {de: Ding}, price: 1}\n"  # 10: no English name
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    assert err.value.problems == [
+        f"{path}:2: logins.trusted_proxies.1: 'proxy' is not a network (e.g. 10.0.0.0/8)",
+        f"{path}:4: agents.0.tenants.0: '+4930222' is not one of the tenants (or \"*\" for all)",
+        f"{path}:10: tenants.+4930111.catalogue.0.name: no name in the tenant's language 'en'",
+    ]
+
+
+def test_a_bad_environment_override_names_the_variable(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text('storage:\n  url: sqlite:///var/ivr.db\ntenants:\n  "+4930111": {company: A}\n')
+    env = {"IVR_DATABASE_URL": "var/ivr.db", "IVR_DIALOG_URL": "localhost:5005", "IVR_ASR_MODEL_DE": "/models/de"}
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env=env)
+    assert err.value.problems == [
+        "IVR_DATABASE_URL (environment): storage.url: 'var/ivr.db' is not a database URL like 'sqlite:///var/ivr.db' "
+        "or 'postgresql+psycopg://…'",
+        "IVR_DIALOG_URL (environment): dialog.url: 'localhost:5005' is not an http(s) URL like 'http://127.0.0.1:5005'",
+    ]
+
+
+def test_settings_built_in_code_are_checked_like_the_file():
+    from dataclasses import FrozenInstanceError, replace
+
+    from pydantic import ValidationError
+
+    from ivr.settings import VadSettings
+
+    with pytest.raises(ValidationError, match="multiple of 20"):
+        VadSettings(hangover_ms=310)
+    with pytest.raises(ValidationError):
+        replace(VadSettings(), start_ms="60")
+    with pytest.raises(FrozenInstanceError):
+        VadSettings().start_ms = 40  # type: ignore[misc]
+
+
+def test_the_shipped_ivr_yml_documents_the_models_defaults():
+    """ivr.yml spells out each section's defaults; they come from the models, so the two cannot drift apart."""
+    from ivr import settings as s
+
+    shipped = load_settings(ROOT / "ivr.yml", env={})
+    defaults = s.Settings(tenants=shipped.tenants)
+    sections = ("server", "storage", "dialog", "vad", "barge_in", "timeouts", "limits", "models", "queue", "sip", "logins")
+    for section in sections:
+        assert getattr(shipped, section) == getattr(defaults, section), section
+    assert not hasattr(s, "SCHEMA") and not hasattr(s, "settings_from_dict")  # no second description
+
+
+def test_an_environment_override_does_not_hide_a_mistake_in_the_file(tmp_path):
+    path = tmp_path / "ivr.yml"
+    path.write_text('models: vosk\nstorage: sqlite:///x.db\ntenants:\n  "+4930111": {company: A}\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={"IVR_ASR_MODEL": "/models/any", "IVR_DATABASE_URL": "sqlite:///y.db"})
+    assert err.value.problems == [
+        f"{path}:1: models: 'vosk' is not of type 'object'",
+        f"{path}:2: storage: 'sqlite:///x.db' is not of type 'object'",
+    ]

@@ -12,7 +12,8 @@ import pytest
 
 from ivr.settings import Tenant as SettingsTenant
 from ivr.settings import load_settings
-from ivr.tenants import FAQ_TOPICS, Hours, Tenant, parse_range, tenant_from_dict
+from ivr.tenants import FAQ_TOPICS, Hours, Tenant, parse_range
+from ivr.yaml_config import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -317,7 +318,7 @@ def test_queues(muster, nordlicht, test_tenants):
 
 
 def test_tenant_from_minimal_mapping():
-    tenant = tenant_from_dict({"company": "Beispiel AG"})
+    tenant = parse(Tenant, {"company": "Beispiel AG"})
     assert tenant == Tenant("Beispiel AG", "de")
     assert tenant.hours is None and tenant.catalogue == () and tenant.faq == {} and tenant.queues == {}
     assert tenant.queue_for("orders") == "default"

@@ -12,38 +12,44 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal, Optional
 from urllib.parse import unquote, urlsplit
 
-import yaml
+from pydantic.error_wrappers import ErrorWrapper
+from pydantic import StrictBool, StrictStr, ValidationError, root_validator, validator
 
 from ivr.models.packaged import PREFIX as PACKAGED_PREFIX, packaged_path
 from ivr.errors import ConfigError, ModelMissing
+from ivr.yaml_config import checked, config, integer, load_file, matching, parse, problems, validate
 
 #: The catalogue shipped with the repository.
 DEFAULT_CATALOGUE_PATH = Path(__file__).resolve().parents[2] / "voices" / "catalogue.yml"
 
 KINDS = ("vosk", "piper")
 PULL_HINT = "ivr models pull"
-
-_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_CHECKSUM_RE = re.compile(r"^(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$")
-_ENTRY_KEYS = {"name", "language", "kind", "default", "sample_rate", "description",
-               "url", "size", "checksum", "files"}
-_FILE_KEYS = {"url", "size", "checksum"}
+_SHORTHAND = ("url", "size", "checksum")  # one file, written into the entry itself
 
 
-@dataclass(frozen=True)
+def _download_url(value: Any) -> str:
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https") \
+            or not PurePosixPath(urlsplit(value).path).name:
+        raise ValueError(f"{value!r} is not an http(s) URL ending in a file name")
+    return value
+
+
+# --------------------------------------------------------------------------- the file's format
+
+
+@config
 class RemoteFile:
     """One file to download; ``checksum`` is ``"md5:<hex>"``/``"sha256:<hex>"`` or None."""
 
-    url: str
-    size: int | None = None
-    checksum: str | None = None
+    url: checked("DownloadUrl", _download_url)
+    size: Optional[integer(gt=0)] = None  # bytes
+    checksum: Optional[matching(r"^(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$",
+                                "{value!r} is not 'sha256:<64 hex>', 'md5:<32 hex>' or null")] = None
 
     @property
     def filename(self) -> str:
@@ -51,23 +57,122 @@ class RemoteFile:
         return PurePosixPath(unquote(urlsplit(self.url).path)).name
 
 
-@dataclass(frozen=True)
+@config
 class ModelEntry:
-    """A catalogue entry: a Vosk model (one zip) or a Piper voice (.onnx + .onnx.json)."""
+    """A catalogue entry: a Vosk model (one zip) or a Piper voice (.onnx + .onnx.json).
 
-    name: str
-    kind: str
-    language: str
+    In the file, ``kind`` comes from the section, and a single file may be
+    written as ``url``/``size``/``checksum`` in the entry instead of ``files``.
+    """
+
+    name: matching(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", "{value!r} is not a plain name (letters, digits, . _ -)")
+    kind: Literal["vosk", "piper"]
+    language: matching(r"^[a-z]{2,3}$", "{value!r} is not a language code like 'de' or 'en'")
     files: tuple[RemoteFile, ...]
-    default: bool = False
-    sample_rate: int | None = None
-    description: str = ""
+    default: StrictBool = False
+    sample_rate: Optional[integer(gt=0)] = None  # Hz; piper voices only
+    description: StrictStr = ""
+
+    @root_validator(pre=True)
+    def _one_file_written_inline(cls, values: dict[str, Any]) -> dict[str, Any]:
+        inline = {key: values[key] for key in _SHORTHAND if key in values}
+        if inline and "files" in values:
+            raise ValueError("use either 'url'/'size'/'checksum' or 'files', not both")
+        if not inline and "files" not in values:
+            raise ValueError("'url' (or 'files') is required")
+        if inline:
+            values = {key: value for key, value in values.items() if key not in _SHORTHAND}
+            values["files"] = [inline]
+        return values
+
+    @validator("files")
+    def _some(cls, files: tuple[RemoteFile, ...]) -> tuple[RemoteFile, ...]:
+        if not files:
+            raise ValueError("[] should be non-empty: a list of {url, size, checksum}")
+        return files
+
+    @root_validator(skip_on_failure=True)
+    def _fits_its_kind(cls, values: dict[str, Any]) -> dict[str, Any]:
+        kind, name, names = values["kind"], values["name"], [f.filename for f in values["files"]]
+        found = []
+        if kind == "piper" and values.get("sample_rate") is None:
+            found.append((("sample_rate",), "a positive integer (Hz) is required for a piper voice"))
+        if kind == "vosk" and values.get("sample_rate") is not None:
+            found.append((("sample_rate",), "only piper voices have one"))
+        if kind == "vosk" and (len(names) != 1 or not names[0].endswith(".zip")):
+            found.append((("files",), f"a vosk entry needs exactly one .zip URL, got {names}"))
+        if kind == "piper" and sorted(names) != sorted([f"{name}.onnx", f"{name}.onnx.json"]):
+            found.append((("files",), f"a piper entry needs {name}.onnx and {name}.onnx.json, got {names}"))
+        if found:
+            raise problems(found)
+        return values
 
     @property
     def size(self) -> int | None:
         """Total download size in bytes, or None if any file's size is unknown."""
         sizes = [f.size for f in self.files]
         return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
+
+
+def _section(kind: str) -> Any:
+    """The entries of one section, each validated on its own so that the checks across entries
+    (unique names, one default per language) still run on the valid ones when another is wrong."""
+
+    def check(value: Any) -> tuple[ModelEntry, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise ValueError(f"{value!r} is not of type 'array' (a list of entries)")
+        found: list[tuple[tuple[Any, ...], Any]] = []
+        entries: list[ModelEntry] = []
+        defaults: dict[str, str] = {}
+        for i, raw in enumerate(value):
+            try:
+                entry = parse(ModelEntry, {"kind": kind, **raw} if isinstance(raw, dict) else raw)
+            except ValidationError as exc:
+                inline = isinstance(raw, dict) and any(key in raw for key in _SHORTHAND)
+                found.append(((i,), _at_inline_keys(exc) if inline else exc))
+                continue
+            except TypeError as exc:  # not a mapping
+                found.append(((i,), exc))
+                continue
+            if entry.kind != kind:
+                found.append(((i, "kind"), f"{entry.kind!r} does not match section {kind!r}"))
+            if any(e.name == entry.name for e in entries):
+                found.append(((i, "name"), f"{kind} entry {entry.name!r} appears twice"))
+            if entry.default and entry.language in defaults:
+                message = (f"{kind} entries {defaults[entry.language]!r} and {entry.name!r} are both "
+                           f"'default: true' for language {entry.language!r}; keep one")
+                found.append(((i, "default"), message))
+            elif entry.default:
+                defaults[entry.language] = entry.name
+            entries.append(entry)
+        if found:
+            raise problems(found)
+        return tuple(entries)
+
+    return checked(f"{kind.title()}Section", check)
+
+
+def _at_inline_keys(error: ValidationError) -> ValidationError:
+    """Problems of an inline `url`/`size`/`checksum` named as written (`url`), not as read (`files.0.url`)."""
+
+    def moved(errors: Any) -> Any:
+        if isinstance(errors, list):  # pydantic nests the errors of a sequence's items in lists
+            return [moved(e) for e in errors]
+        loc = errors.loc_tuple()
+        return ErrorWrapper(errors.exc, loc[2:]) if loc[:2] == ("files", 0) else errors
+
+    return ValidationError(moved(error.raw_errors), ModelEntry)
+
+
+@config
+class CatalogueFile:
+    """``voices/catalogue.yml``: the ``vosk`` and ``piper`` sections; one default per kind and language."""
+
+    version: Optional[integer(ge=1)] = None
+    vosk: _section("vosk") = ()
+    piper: _section("piper") = ()
 
 
 @dataclass(frozen=True)
@@ -109,187 +214,24 @@ class Catalogue:
 def load_catalogue(path: Path | str | None = None) -> Catalogue:
     """Read and validate a catalogue file (default: ``voices/catalogue.yml``).
 
-    Raises ConfigError listing *all* problems, each prefixed ``file:line:``, so
-    an operator fixes the file in one go rather than one error per run.
+    Raises ConfigError listing *all* problems, each as ``file:line: field: message``,
+    so an operator fixes the file in one go rather than one error per run.
     """
     path = Path(path) if path is not None else DEFAULT_CATALOGUE_PATH
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read model catalogue: {exc.strerror or exc}"]) from exc
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)  # same document again, for line numbers
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from exc
-    return parse_catalogue(data, source=path, lines=_entry_lines(root))
+    data, nodes = load_file(path, "model catalogue")
+    return parse_catalogue(data, source=path, nodes=nodes)
 
 
-def parse_catalogue(
-    data: Any,
-    source: Path | str | None = None,
-    lines: dict[tuple[str, int], int] | None = None,
-) -> Catalogue:
+def parse_catalogue(data: Any, source: Path | str | None = None, nodes: Any = None) -> Catalogue:
     """Validate already-parsed catalogue data (a dict with ``vosk``/``piper`` lists).
 
     Separate from ``load_catalogue`` so tests and tools can build a catalogue
-    in memory and get exactly the same checks.
+    in memory and get exactly the same checks; ``nodes`` is the ruamel.yaml
+    document, for line numbers.
     """
-    src = str(source) if source is not None else "<catalogue>"
-    lines = lines or {}
-    problems: list[str] = []
-    if not isinstance(data, dict):
-        raise ConfigError([f"{src}: expected a mapping with sections 'vosk' and 'piper'"])
-    for key in data:
-        if key not in KINDS and key != "version":
-            problems.append(f"{src}: unknown section {key!r} (expected 'vosk' or 'piper')")
-
-    entries: list[ModelEntry] = []
-    for kind in KINDS:
-        section = data.get(kind)
-        if section is None:
-            continue
-        if not isinstance(section, list):
-            problems.append(f"{src}: section {kind!r} must be a list of entries")
-            continue
-        for index, raw in enumerate(section):
-            line = lines.get((kind, index))
-            where = f"{src}:{line}" if line else src
-            label = f"{kind}[{index}]"
-            if isinstance(raw, dict) and isinstance(raw.get("name"), str):
-                label += f" {raw['name']!r}"
-            errs: list[str] = []
-            entry = _parse_entry(kind, raw, errs)
-            problems.extend(f"{where}: {label}: {e}" for e in errs)
-            if entry is not None:
-                entries.append(entry)
-
-    seen: dict[tuple[str, str], str] = {}
-    defaults: dict[tuple[str, str], str] = {}
-    for entry in entries:
-        if (entry.kind, entry.name) in seen:
-            problems.append(f"{src}: {entry.kind} entry {entry.name!r} appears twice")
-        seen[(entry.kind, entry.name)] = entry.name
-        if entry.default:
-            key = (entry.kind, entry.language)
-            if key in defaults:
-                problems.append(
-                    f"{src}: {entry.kind} entries {defaults[key]!r} and {entry.name!r} are both "
-                    f"'default: true' for language {entry.language!r}; keep one"
-                )
-            defaults.setdefault(key, entry.name)
-
-    if problems:
-        raise ConfigError(problems)
-    return Catalogue(tuple(entries), Path(source) if source is not None else None)
-
-
-def _parse_entry(kind: str, raw: Any, errs: list[str]) -> ModelEntry | None:
-    if not isinstance(raw, dict):
-        errs.append("must be a mapping with name, language, url/files …")
-        return None
-    for key in sorted(set(raw) - _ENTRY_KEYS, key=str):
-        errs.append(f"unknown field {key!r}")
-
-    name = raw.get("name")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        errs.append(f"field 'name': must be a plain name (letters, digits, . _ -), got {name!r}")
-    language = raw.get("language")
-    if not isinstance(language, str) or not _LANGUAGE_RE.match(language):
-        errs.append(f"field 'language': must be a language code like 'de' or 'en', got {language!r}")
-    if "kind" in raw and raw["kind"] != kind:
-        errs.append(f"field 'kind': {raw['kind']!r} does not match section {kind!r}")
-    default = raw.get("default", False)
-    if not isinstance(default, bool):
-        errs.append(f"field 'default': must be true or false, got {default!r}")
-    description = raw.get("description", "")
-    if not isinstance(description, str):
-        errs.append("field 'description': must be text")
-
-    sample_rate = raw.get("sample_rate")
-    if kind == "piper":
-        if not _is_int(sample_rate) or sample_rate <= 0:
-            errs.append(f"field 'sample_rate': a positive integer (Hz) is required, got {sample_rate!r}")
-    elif sample_rate is not None:
-        errs.append("field 'sample_rate': only piper voices have one")
-
-    files = _parse_files(raw, errs)
-    if files and isinstance(name, str):
-        names = [f.filename for f in files]
-        if kind == "vosk" and (len(files) != 1 or not names[0].endswith(".zip")):
-            errs.append(f"field 'url': a vosk entry needs exactly one .zip URL, got {names}")
-        if kind == "piper" and sorted(names) != sorted([f"{name}.onnx", f"{name}.onnx.json"]):
-            errs.append(
-                f"field 'files': a piper entry needs {name}.onnx and {name}.onnx.json, got {names}"
-            )
-    if errs:
-        return None
-    return ModelEntry(
-        name=name, kind=kind, language=language, files=tuple(files), default=default,
-        sample_rate=sample_rate, description=description,
-    )
-
-
-def _parse_files(raw: dict, errs: list[str]) -> list[RemoteFile]:
-    if "files" in raw:
-        if any(k in raw for k in ("url", "size", "checksum")):
-            errs.append("use either 'url'/'size'/'checksum' or 'files', not both")
-            return []
-        items, prefix = raw["files"], "files"
-        if not isinstance(items, list) or not items:
-            errs.append("field 'files': must be a non-empty list of {url, size, checksum}")
-            return []
-    elif "url" in raw:
-        items, prefix = [{k: raw[k] for k in _FILE_KEYS if k in raw}], ""
-    else:
-        errs.append("field 'url' (or 'files') is required")
-        return []
-
-    out: list[RemoteFile] = []
-    for i, item in enumerate(items):
-        at = f"{prefix}[{i}]." if prefix else ""
-        if not isinstance(item, dict):
-            errs.append(f"field '{prefix}[{i}]': must be a mapping with url, size, checksum")
-            continue
-        for key in sorted(set(item) - _FILE_KEYS, key=str):
-            errs.append(f"field '{at}{key}': unknown field")
-        url, size, checksum = item.get("url"), item.get("size"), item.get("checksum")
-        ok = True
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
-                or not PurePosixPath(urlsplit(url).path).name:
-            errs.append(f"field '{at}url': must be an http(s) URL ending in a file name, got {url!r}")
-            ok = False
-        if size is not None and (not _is_int(size) or size <= 0):
-            errs.append(f"field '{at}size': must be a positive number of bytes or null, got {size!r}")
-            ok = False
-        if checksum is not None and (not isinstance(checksum, str) or not _CHECKSUM_RE.match(checksum)):
-            errs.append(
-                f"field '{at}checksum': must be 'sha256:<64 hex>', 'md5:<32 hex>' or null, "
-                f"got {checksum!r}"
-            )
-            ok = False
-        if ok:
-            out.append(RemoteFile(url=url, size=size, checksum=checksum))
-    return out
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _entry_lines(root: yaml.Node | None) -> dict[tuple[str, int], int]:
-    """Map (section, index) -> 1-based line of that entry, for error messages."""
-    out: dict[tuple[str, int], int] = {}
-    if not isinstance(root, yaml.MappingNode):
-        return out
-    for key_node, value_node in root.value:
-        if isinstance(value_node, yaml.SequenceNode):
-            for i, item in enumerate(value_node.value):
-                out[(str(key_node.value), i)] = item.start_mark.line + 1
-    return out
+    where = str(source) if source is not None else "<catalogue>"
+    parsed = validate(CatalogueFile, data, nodes, where)
+    return Catalogue(parsed.vosk + parsed.piper, Path(source) if source is not None else None)
 
 
 def default_for(kind: str, language: str, catalogue: Catalogue | None = None) -> ModelEntry:
@@ -352,6 +294,10 @@ def piper_problems(onnx_path: Path, sample_rate: int | None = None) -> list[str]
     if not isinstance(config, dict) or not isinstance(config.get("phoneme_id_map"), dict):
         problems.append(f"{config_path.name} has no phoneme_id_map")
     return problems
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _looks_like_path(spec: str) -> bool:

@@ -5,142 +5,116 @@ problem is reported as `file:line: dotted.path: message`. Loading upserts by
 customer and order number, so running it again changes nothing.
 """
 
-from __future__ import annotations
-
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
-import jsonschema
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from pydantic import validator
 
-from ivr.errors import ConfigError
-from ivr.settings import line_of, to_plain
+from ivr.settings import TenantNumber
 from ivr.storage.base import ORDER_STATUSES, Customer, Order, OrderLine, Storage
+from ivr.yaml_config import Text, checked, config, integer, load_file, matching, number, problems, validate
 
 DEMO_SEED = Path(__file__).resolve().parent / "demo_seed.yml"
+Digits = matching(r"^[0-9]{1,32}$")
 
 
-def _obj(properties: dict[str, Any], required: tuple[str, ...]) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": False, "properties": properties, "required": list(required)}
-
-
-_STR = {"type": "string", "minLength": 1}
-_DIGITS = {"type": "string", "pattern": r"^[0-9]{1,32}$"}
-_LINE = _obj(
-    {
-        "sku": _STR,
-        "name": _STR,
-        "quantity": {"type": "integer", "minimum": 1},
-        "unit_price": {"type": "number", "minimum": 0},
-    },
-    ("sku", "name", "quantity", "unit_price"),
-)
-_CUSTOMER = _obj(
-    {
-        "customer_number": _DIGITS,
-        "name": _STR,
-        "postcode": _STR,
-        "street": _STR,
-        "city": _STR,
-        "phone": {"type": ["string", "null"]},
-    },
-    ("customer_number", "name", "postcode", "street", "city"),
-)
-_ORDER = _obj(
-    {
-        "order_number": {"type": "string", "pattern": r"^[1-9][0-9]{5}$"},
-        "customer_number": _DIGITS,
-        "status": {"enum": list(ORDER_STATUSES)},
-        "created_at": _STR,
-        "delivery_address": _STR,
-        "lines": {"type": "array", "minItems": 1, "items": _LINE},
-    },
-    ("order_number", "customer_number", "status", "created_at", "lines"),
-)
-SCHEMA = _obj(
-    {
-        "tenants": {
-            "type": "object",
-            "propertyNames": {"pattern": r"^\+?[0-9*#]{2,20}$"},
-            "additionalProperties": _obj(
-                {"customers": {"type": "array", "items": _CUSTOMER}, "orders": {"type": "array", "items": _ORDER}}, ()
-            ),
-        }
-    },
-    ("tenants",),
-)
-
-
-def _timestamp(text: str) -> Optional[float]:
-    """Seconds since the epoch for an ISO date and time with UTC offset, else None."""
+def _timestamp(text: Any) -> float:
+    """Seconds since the epoch of an ISO date and time with UTC offset."""
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text) if isinstance(text, str) else None
     except ValueError:
-        return None
-    return moment.timestamp() if moment.tzinfo else None
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValueError("needs a date and time with UTC offset, like 2024-06-03T09:12:00+02:00")
+    return moment.timestamp()
 
 
-def _records(data: dict[str, Any], problem: Any) -> tuple[list[Customer], list[Order]]:
-    """Customers and orders of a schema-valid file; `problem(path, message)` reports what the schema cannot check."""
-    customers: list[Customer] = []
-    orders: list[Order] = []
-    for tenant, records in data["tenants"].items():
-        known: dict[str, Customer] = {}
-        for i, raw in enumerate(records.get("customers") or []):
-            if raw["customer_number"] in known:
-                problem(["tenants", tenant, "customers", i, "customer_number"], "appears twice")
-            known[raw["customer_number"]] = Customer(tenant=tenant, **raw)
-        seen: set[str] = set()
-        for i, raw in enumerate(records.get("orders") or []):
-            path = ["tenants", tenant, "orders", i]
-            if raw["order_number"] in seen:
-                problem([*path, "order_number"], "appears twice")
-            seen.add(raw["order_number"])
-            customer = known.get(raw["customer_number"])
-            if customer is None:
-                problem([*path, "customer_number"], f"{raw['customer_number']!r} is not a customer of this tenant")
-                continue
-            created_at = _timestamp(raw["created_at"])
-            if created_at is None:
-                problem([*path, "created_at"], "needs a date and time with UTC offset, like 2024-06-03T09:12:00+02:00")
-                continue
-            address = raw.get("delivery_address") or f"{customer.street}, {customer.postcode} {customer.city}"
-            lines = [OrderLine(**line) for line in raw["lines"]]
-            number, status = raw["order_number"], raw["status"]
-            orders.append(Order(number, tenant, customer.customer_number, lines, status, created_at, None, address))
-        customers.extend(known.values())
-    return customers, orders
+@config
+class LineRecord:
+    sku: Text
+    name: Text
+    quantity: integer(ge=1)
+    unit_price: number(ge=0)
+
+
+@config
+class CustomerRecord:
+    customer_number: Digits
+    name: Text
+    postcode: Text
+    street: Text
+    city: Text
+    phone: Optional[Text] = None
+
+
+@config
+class OrderRecord:
+    order_number: matching(r"^[1-9][0-9]{5}$")  # what callers read out: six digits
+    customer_number: Digits
+    status: Literal[ORDER_STATUSES]  # type: ignore[valid-type]
+    created_at: checked("Timestamp", _timestamp)
+    lines: tuple[LineRecord, ...]
+    delivery_address: Optional[Text] = None  # default: the customer's address
+
+    @validator("lines")
+    def _some(cls, lines: tuple[LineRecord, ...]) -> tuple[LineRecord, ...]:
+        if not lines:
+            raise ValueError("[] should be non-empty")
+        return lines
+
+
+@config
+class TenantRecords:
+    """One tenant's customers and their orders; numbers are unique, orders name a customer of the tenant."""
+
+    customers: tuple[CustomerRecord, ...] = ()
+    orders: tuple[OrderRecord, ...] = ()
+
+    @validator("customers")
+    def _unique_customers(cls, customers: tuple[CustomerRecord, ...]) -> tuple[CustomerRecord, ...]:
+        numbers = [c.customer_number for c in customers]
+        twice = [((i, "customer_number"), "appears twice") for i, n in enumerate(numbers) if n in numbers[:i]]
+        if twice:
+            raise problems(twice)
+        return customers
+
+    @validator("orders")
+    def _unique_orders_of_known_customers(cls, orders: tuple[OrderRecord, ...], values: dict[str, Any]):
+        numbers = [o.order_number for o in orders]
+        found = [((i, "order_number"), "appears twice") for i, n in enumerate(numbers) if n in numbers[:i]]
+        if "customers" in values:
+            known = {c.customer_number for c in values["customers"]}
+            found += [((i, "customer_number"), f"{o.customer_number!r} is not a customer of this tenant")
+                      for i, o in enumerate(orders) if o.customer_number not in known]
+        if found:
+            raise problems(found)
+        return orders
+
+
+@config
+class SeedFile:
+    tenants: dict[TenantNumber, TenantRecords]
 
 
 def load_seed(path: str | Path = DEMO_SEED) -> tuple[list[Customer], list[Order]]:
     """Read and validate a seed file; raises ConfigError naming file, line and field of every problem."""
     path = Path(path)
-    try:
-        source = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read seed file: {exc.strerror}"]) from exc
-    except MarkedYAMLError as exc:
-        where = f"{path}:{exc.problem_mark.line + 1}" if exc.problem_mark else str(path)
-        raise ConfigError([f"{where}: invalid YAML: {exc.problem}"]) from exc
-    data = to_plain(source)
-    problems: list[str] = []
-
-    def problem(loc: list[Any], message: str) -> None:
-        line = line_of(source, loc)
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        problems.append(f"{path}:{line}: {dotted}: {message}" if line else f"{path}: {dotted}: {message}")
-
-    validator = jsonschema.Draft202012Validator(SCHEMA)
-    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        problem(list(err.absolute_path), err.message)
-    if problems:
-        raise ConfigError(problems)
-    records = _records(data, problem)
-    if problems:
-        raise ConfigError(problems)
-    return records
+    data, source = load_file(path, "seed file")
+    parsed = validate(SeedFile, data, source, str(path))
+    customers: list[Customer] = []
+    orders: list[Order] = []
+    for tenant, records in parsed.tenants.items():
+        known = {c.customer_number: Customer(tenant=tenant, **asdict(c)) for c in records.customers}
+        for raw in records.orders:
+            customer = known[raw.customer_number]
+            address = raw.delivery_address or f"{customer.street}, {customer.postcode} {customer.city}"
+            lines = [OrderLine(line.sku, line.name, line.quantity, line.unit_price) for line in raw.lines]
+            orders.append(Order(raw.order_number, tenant, raw.customer_number, lines, raw.status, raw.created_at,
+                                None, address))
+        customers.extend(known.values())
+    return customers, orders
 
 
 async def seed(storage: Storage, path: str | Path | None = None) -> int:

@@ -1,0 +1,157 @@
+"""The plain sections of `ivr.yml`: server, storage, dialog, endpointing, timeouts, limits, models, queue.
+
+Each class is the one description of its section (see ivr.yaml_config):
+the field types carry the constraints, the defaults are the documented ones.
+"""
+
+from dataclasses import field
+from typing import Literal, Optional
+
+from pydantic import StrictBool, validator
+
+from ivr.tenants import LANGUAGES, Key, Language
+from ivr.yaml_config import Text, config, integer, matching, number
+
+Port = integer(ge=0, le=65535)
+Seconds = number(gt=0)
+FrameMs = integer(ge=0, multiple_of=20)  # webrtcvad frames are 20 ms
+HttpUrl = matching(r"^https?://[^/\s]", "{value!r} is not an http(s) URL like 'http://127.0.0.1:5005'")
+DatabaseUrl = matching(
+    r"^[a-z][a-z0-9+]*://", "{value!r} is not a database URL like 'sqlite:///var/ivr.db' or 'postgresql+psycopg://…'"
+)
+
+
+@config
+class ServerSettings:
+    host: Text = "127.0.0.1"
+    port: Port = 8080
+
+
+@config
+class StorageSettings:
+    url: DatabaseUrl = "sqlite:///var/ivr.db"
+    # Call writes waiting for an unavailable database before new calls are refused (ivr/storage/write_behind.py):
+    # a call writes some 20-60 rows, so the default keeps a few hundred calls' worth.
+    max_pending_writes: integer(ge=100) = 20_000
+
+
+@config
+class DialogSettings:
+    """Where Rasa and its action server run.
+
+    With `url` unset, `ivr serve` starts and supervises `rasa run`, and with
+    `actions_url` unset also the action server (`dialogs/actions`).
+    """
+
+    url: Optional[HttpUrl] = None
+    # 0: a free loopback port at each start, so two instances on one machine never share a child. A fixed
+    # port that is taken stops start-up with an error naming this field (ivr/dialog/supervisor.py).
+    port: Port = 0
+    model_dir: Text = "models/rasa"
+    timeout_s: Seconds = 8.0
+    startup_timeout_s: Seconds = 240.0
+    actions_url: Optional[HttpUrl] = None
+    actions_port: Port = 0
+    # A number recognized from speech with less ASR confidence than this is read back for a yes/no.
+    confirm_below_confidence: number(ge=0, le=1) = 0.6
+    # Dialog turns of one tenant in Rasa at a time; more wait, so one company cannot stall another's callers.
+    turns_per_tenant: integer(ge=1) = 4
+
+
+@config
+class VadSettings:
+    """Endpointing: when a caller's turn starts and ends (all in ms, whole 20 ms frames)."""
+
+    aggressiveness: integer(ge=0, le=3) = 2
+    start_ms: integer(ge=20, multiple_of=20) = 60
+    pre_roll_ms: integer(ge=0, le=2000, multiple_of=20) = 300
+    hangover_ms: integer(ge=60, le=5000, multiple_of=20) = 300
+    min_speech_ms: integer(ge=0) = 200
+    max_utterance_ms: integer(ge=1000) = 15000
+
+
+@config
+class BargeInSettings:
+    enabled: StrictBool = True
+    min_words: integer(ge=0) = 1
+
+
+@config
+class TimeoutSettings:
+    no_input_s: Seconds = 7.0
+    max_no_input: integer(ge=1) = 2
+    max_call_s: Seconds = 1800.0
+    inter_digit_s: Seconds = 3.0  # keypad: a pause this long ends a number typed without #
+
+
+@config
+class LimitSettings:
+    """Bounds on what one caller can push into the IVR (see docs/architecture.md, "Limits").
+
+    A caller's turn is seconds of speech, so text that reaches the dialog is
+    bounded (`max_text_chars`, typed or recognized); keypad input is bounded in
+    length and in the dialog turns it makes; a media stream may run ahead of
+    real time by `media_burst_s` (network catch-up), not more; the recognizer's
+    backlog per call is bounded; text conversations nobody continues end.
+    """
+
+    max_text_chars: integer(ge=1, le=4000) = 500  # longer typed text is refused; recognized text is cut
+    max_dtmf_digits: integer(ge=1, le=256) = 32  # one keypad entry (a collected number, a text-API `dtmf`)
+    dtmf_turns_per_s: number(gt=0, le=50) = 1.0  # dialog turns from keys, sustained ...
+    dtmf_burst: integer(ge=1, le=100) = 5  # ... and in a burst; keys beyond are dropped
+    media_burst_s: number(gt=0, le=60) = 3.0  # how far a media stream's audio may run ahead of real time
+    asr_backlog_s: number(ge=1, le=120) = 10.0  # caller audio waiting for the recognizer; more is dropped
+    text_idle_s: number(ge=10) = 900.0  # a text conversation without a request this long is ended
+
+
+def _every_language(models: dict[str, str]) -> dict[str, str]:
+    missing = [lang for lang in LANGUAGES if lang not in models]
+    if missing:
+        raise ValueError(f"{missing[0]!r} is a required property (one model per language: {', '.join(LANGUAGES)})")
+    return models
+
+
+@config
+class ModelSettings:
+    """Model per language: a catalogue name (see voices/catalogue.yml) or a path."""
+
+    cache_dir: Text = "~/.cache/ivr/models"
+    asr: dict[Language, Text] = field(
+        default_factory=lambda: {"de": "vosk-model-small-de-0.15", "en": "vosk-model-small-en-us-0.15"}
+    )
+    tts: dict[Language, Text] = field(
+        default_factory=lambda: {"de": "de_DE-thorsten-medium", "en": "en_US-lessac-medium"}
+    )
+    onnx_threads: integer(ge=1, le=16) = 1
+    tts_cache_entries: integer(ge=0) = 256
+
+    _check_languages = validator("asr", "tts", allow_reuse=True)(_every_language)
+
+
+@config
+class QueueSettings:
+    """The agent queue (ACD): how long phones ring, what waiting callers hear, when they get a way out.
+
+    `handoff: telephony` hands calls back to the telephony side with the handoff
+    id instead (providers that transfer to their own ACD); a tenant can set it too.
+    German telecom law: the expected wait is announced when waiting starts, and
+    nobody waits longer than `max_wait_s` (a callback request is taken instead).
+    """
+
+    handoff: Literal["queue", "telephony"] = "queue"
+    ring_timeout_s: Seconds = 15.0  # then the next agent; who did not answer is not-responding
+    announce_every_s: Seconds = 45.0  # position and expected wait, between hold music
+    max_wait_s: Seconds = 600.0
+    callback_offer_after_s: number(ge=0) = 120.0  # offer a callback when the wait is longer
+    default_handle_time_s: Seconds = 180.0  # average handle time until calls completed
+    wrap_up_s: number(ge=0) = 0.0  # after-call work; 0 = until the agent finishes it
+    hold_music: Optional[Text] = None  # a WAV file; unset = a generated tone loop
+    dispositions: tuple[Key, ...] = (
+        "resolved", "follow_up", "callback_needed", "escalated", "wrong_number", "other"
+    )
+
+    @validator("dispositions")
+    def _some(cls, dispositions: tuple[str, ...]) -> tuple[str, ...]:
+        if not dispositions:
+            raise ValueError("[] should be non-empty")
+        return dispositions
