@@ -17,15 +17,23 @@ import re
 from dataclasses import field
 from datetime import date, datetime, time, timedelta
 from difflib import SequenceMatcher
-from functools import lru_cache
-from typing import Any, Literal, Optional
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 import holidays
 from pydantic import StrictStr, root_validator, validator
 
 from ivr.yaml_config import (
-    Text, checked, config, empty_means_default, integer, matching, number, problems, raise_problems
+    Text,
+    checked,
+    config,
+    empty_means_default,
+    integer,
+    matching,
+    number,
+    problems,
+    raise_problems,
 )
 
 FAQ_TOPICS: tuple[str, ...] = (
@@ -54,7 +62,10 @@ DEFAULT_QUEUE = "default"
 DEFAULT_MAX_QUANTITY = 99  # per order line, when a product sets none; larger orders are a case for a person
 LANGUAGES: tuple[str, ...] = ("de", "en")
 Language = Literal[LANGUAGES]
-Key = matching(r"^[a-z][a-z0-9_]*$")  # FAQ topics, queue purposes, dispositions
+if TYPE_CHECKING:
+    Key = str
+else:
+    Key = matching(r"^[a-z][a-z0-9_]*$")  # FAQ topics, queue purposes, dispositions
 
 # Product matching. Whole words are compared after folding umlauts, so the
 # umlaut plural "Töpfe" still starts with "topf". A heard word that is a term
@@ -89,8 +100,8 @@ def parse_range(text: str) -> tuple[int, int]:
     return start, end
 
 
-@lru_cache(maxsize=None)
-def public_holidays(country: str, subdivision: Optional[str]) -> holidays.HolidayBase:
+@cache
+def public_holidays(country: str, subdivision: str | None) -> holidays.HolidayBase:
     """The `holidays` calendar of a region; it adds years as dates are looked up.
 
     Raises NotImplementedError for a country or subdivision the package lacks.
@@ -110,7 +121,7 @@ class HolidayRegion:
     """Public holidays of a country (ISO code) and optionally a subdivision, as the `holidays` package knows them."""
 
     country: Text
-    subdivision: Optional[Text] = None
+    subdivision: Text | None = None
 
     @root_validator(skip_on_failure=True)
     def _known(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +160,7 @@ def _day_ranges(value: Any) -> tuple[tuple[int, int], ...]:
         except ValueError as exc:
             found.append(((i,), str(exc)))
     parsed.sort()
-    for (_, end, _), (start, _, i) in zip(parsed, parsed[1:]):
+    for (_, end, _), (start, _, i) in zip(parsed, parsed[1:], strict=False):
         if start < end:
             found.append(((i,), f"{value[i]!r} overlaps another range that day"))
     raise_problems(found)
@@ -166,8 +177,12 @@ def _closed_day(value: Any) -> date:
 
 
 Weekday = Literal[WEEKDAYS]
-DayRanges = checked("DayRanges", _day_ranges)
-ClosedDay = checked("ClosedDay", _closed_day)
+if TYPE_CHECKING:  # what the values are to the code that reads them
+    DayRanges = tuple[tuple[int, int], ...]
+    ClosedDay = date
+else:
+    DayRanges = checked("DayRanges", _day_ranges)
+    ClosedDay = checked("ClosedDay", _closed_day)
 
 
 @config
@@ -180,7 +195,7 @@ class Hours:
 
     timezone: Text
     weekly: dict[Weekday, DayRanges] = field(default_factory=dict)
-    holidays: Optional[HolidayRegion] = None
+    holidays: HolidayRegion | None = None
     closed: frozenset[ClosedDay] = frozenset()
 
     _empty = validator("weekly", "closed", pre=True, allow_reuse=True)(empty_means_default)
@@ -194,7 +209,7 @@ class Hours:
         return value
 
     @property
-    def holiday_region(self) -> Optional[tuple[str, Optional[str]]]:
+    def holiday_region(self) -> tuple[str, str | None] | None:
         """(country, subdivision) whose public holidays are closed, or None."""
         return (self.holidays.country, self.holidays.subdivision) if self.holidays else None
 
@@ -210,7 +225,7 @@ class Hours:
         seconds = local.hour * 3600 + local.minute * 60 + local.second
         return any(start * 60 <= seconds < end * 60 for start, end in self.ranges_on(local.date()))
 
-    def next_opening(self, at: datetime) -> Optional[datetime]:
+    def next_opening(self, at: datetime) -> datetime | None:
         """`at` itself when open, else the next range start within LOOKAHEAD (tenant's local time)."""
         zone = ZoneInfo(self.timezone)
         local = _aware(at).astimezone(zone)
@@ -284,14 +299,14 @@ class Tenant:
 
     company: Text
     language: Language = "de"
-    voice: Optional[StrictStr] = None
-    greeting: Optional[StrictStr] = None
+    voice: StrictStr | None = None
+    greeting: StrictStr | None = None
     currency: Literal["EUR", "GBP", "CHF", "USD"] = "EUR"  # how prices are read out
-    hours: Optional[Hours] = None  # None: always open
+    hours: Hours | None = None  # None: always open
     catalogue: tuple[Product, ...] = ()
     faq: dict[Key, dict[Language, Text]] = field(default_factory=dict)  # topic → language → answer
     queues: dict[Key, Text] = field(default_factory=dict)  # purpose → queue name
-    handoff: Optional[Literal["queue", "telephony"]] = None  # None = the center's `queue.handoff`
+    handoff: Literal["queue", "telephony"] | None = None  # None = the center's `queue.handoff`
 
     _empty = validator("catalogue", "faq", "queues", pre=True, allow_reuse=True)(empty_means_default)
 
@@ -330,11 +345,11 @@ class Tenant:
             return True
         return self.hours.is_open(at)
 
-    def next_opening(self, at: datetime) -> Optional[datetime]:
+    def next_opening(self, at: datetime) -> datetime | None:
         """When agents answer next: `at` if open now, else within 14 days, else None."""
         return self.hours.next_opening(at) if self.hours else _aware(at)
 
-    def find_product(self, text: str, language: str) -> Optional[Product]:
+    def find_product(self, text: str, language: str) -> Product | None:
         """The catalogue product the caller's words name, if any.
 
         Names and synonyms in the caller's language and in the tenant's own are
@@ -350,7 +365,7 @@ class Tenant:
         best = max(self.catalogue, key=score, default=None)  # max keeps the first of equals
         return best if best is not None and score(best) >= MATCH_CUTOFF else None
 
-    def faq_answer(self, topic: str, language: str) -> Optional[str]:
+    def faq_answer(self, topic: str, language: str) -> str | None:
         """The answer in the caller's language, else in the tenant's; None if not configured."""
         answers = self.faq.get(topic, {})
         return answers.get(language) or answers.get(self.language)

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConstrainedFloat, Extra, ValidationError, conint, constr, validate_model
 from pydantic import dataclasses as pydantic_dataclasses
@@ -29,6 +30,7 @@ from pydantic.error_wrappers import ErrorWrapper
 from pydantic.errors import DictError, ExtraError, FloatError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
+from typing_extensions import dataclass_transform
 
 from ivr.errors import ConfigError
 
@@ -40,6 +42,7 @@ class _Config:
     extra = Extra.forbid
 
 
+@dataclass_transform(frozen_default=True)
 def config(cls: type[T]) -> type[T]:
     """A frozen pydantic dataclass that validates a YAML mapping with precise errors.
 
@@ -91,13 +94,14 @@ def _explain_extra(error: Any, klass: Any) -> Any:
     return ErrorWrapper(ValueError(f"unknown key {key!r}{hint}; known keys: {', '.join(known)}"), error.loc_tuple())
 
 
-def problems(found: Iterable[tuple[Loc, Union[str, Exception]]], model: Any = None) -> ValidationError:
+def problems(found: Iterable[tuple[Loc, str | Exception]], model: Any = None) -> ValidationError:
     """Several problems below one field, for a validator to raise: each at its own path and line.
 
     A problem is a message or an exception (such as the ValidationError of an item validated on its own).
     """
     errors = [ErrorWrapper(ValueError(p) if isinstance(p, str) else p, loc) for loc, p in found]
-    return ValidationError(errors, model or object)
+    owner: Any = model or object  # pydantic only uses it for the error's title
+    return ValidationError(errors, owner)
 
 
 def raise_problems(found: Sequence[tuple[Loc, str]]) -> None:
@@ -113,7 +117,10 @@ def empty_means_default(value: Any, field: Any) -> Any:
 # --------------------------------------------------------------------------- value types
 
 
-Text = constr(strict=True, min_length=1)
+if TYPE_CHECKING:  # what the value is to the code that reads it
+    Text = str
+else:
+    Text = constr(strict=True, min_length=1)
 
 
 def integer(**limits: Any) -> Any:
@@ -197,7 +204,7 @@ def to_plain(node: Any) -> Any:
     return node
 
 
-def line_of(source: Any, path: Sequence[Any]) -> Optional[int]:
+def line_of(source: Any, path: Sequence[Any]) -> int | None:
     """1-based line of the deepest node of `path` that the YAML source has."""
     line = None
     node = source
@@ -220,7 +227,7 @@ def validate(
     source: Any,
     path: str,
     extra: Sequence[tuple[Loc, str]] = (),
-    env: Optional[Mapping[Loc, str]] = None,
+    env: Mapping[Loc, str] | None = None,
 ) -> T:
     """An instance of `cls` from a file's data, or ConfigError with every problem as `file:line: field: message`.
 
@@ -255,10 +262,24 @@ def format_problems(found: Sequence[tuple[Loc, str]], source: Any, path: str, en
     return [text for _, _, text in sorted(lines)]
 
 
-_TYPE_NAMES = {"integer": "integer", "float": "number", "str": "string", "bool": "boolean", "list": "array",
-               "tuple": "array", "set": "array", "frozenset": "array", "dict": "object", "dataclass": "object"}
-_COMPARISONS = {"not_ge": "less than the minimum of", "not_gt": "less than or equal to the minimum of",
-                "not_le": "greater than the maximum of", "not_lt": "greater than or equal to the maximum of"}
+_TYPE_NAMES = {
+    "integer": "integer",
+    "float": "number",
+    "str": "string",
+    "bool": "boolean",
+    "list": "array",
+    "tuple": "array",
+    "set": "array",
+    "frozenset": "array",
+    "dict": "object",
+    "dataclass": "object",
+}
+_COMPARISONS = {
+    "not_ge": "less than the minimum of",
+    "not_gt": "less than or equal to the minimum of",
+    "not_le": "greater than the maximum of",
+    "not_lt": "greater than or equal to the maximum of",
+}
 
 
 def _explain(error: ValidationError, data: Any) -> list[tuple[Loc, str]]:

@@ -43,8 +43,7 @@ FAR_AWAY = "https://models.invalid/some/deep/path"  # never fetched: base_url_ov
 # --------------------------------------------------------------------------- fixtures
 
 
-def vosk_zip(root: str = VOSK, extra: dict[str, bytes] | None = None,
-             drop: tuple[str, ...] = ()) -> bytes:
+def vosk_zip(root: str = VOSK, extra: dict[str, bytes] | None = None, drop: tuple[str, ...] = ()) -> bytes:
     """A Vosk-shaped zip: the real layout, with random bytes instead of a model."""
     members = {
         f"{root}/am/final.mdl": os.urandom(300_000),
@@ -76,20 +75,33 @@ def md5(data: bytes) -> str:
 
 
 def make_catalogue(base: str, zip_bytes: bytes, *, config: bytes = CONFIG):
-    return parse_catalogue({
-        "vosk": [{
-            "name": VOSK, "language": "de", "default": True,
-            "url": f"{base}/{VOSK}.zip", "size": len(zip_bytes),
-            "checksum": sha256(zip_bytes),
-        }],
-        "piper": [{
-            "name": VOICE, "language": "de", "default": True, "sample_rate": 22050,
-            "files": [
-                {"url": f"{base}/{VOICE}.onnx", "size": len(ONNX), "checksum": md5(ONNX)},
-                {"url": f"{base}/{VOICE}.onnx.json", "size": len(config), "checksum": md5(config)},
+    return parse_catalogue(
+        {
+            "vosk": [
+                {
+                    "name": VOSK,
+                    "language": "de",
+                    "default": True,
+                    "url": f"{base}/{VOSK}.zip",
+                    "size": len(zip_bytes),
+                    "checksum": sha256(zip_bytes),
+                }
             ],
-        }],
-    }, source="test-catalogue.yml")
+            "piper": [
+                {
+                    "name": VOICE,
+                    "language": "de",
+                    "default": True,
+                    "sample_rate": 22050,
+                    "files": [
+                        {"url": f"{base}/{VOICE}.onnx", "size": len(ONNX), "checksum": md5(ONNX)},
+                        {"url": f"{base}/{VOICE}.onnx.json", "size": len(config), "checksum": md5(config)},
+                    ],
+                }
+            ],
+        },
+        source="test-catalogue.yml",
+    )
 
 
 class Upstream:
@@ -155,8 +167,9 @@ async def test_pull_installs_models_and_is_idempotent(upstream: Upstream, tmp_pa
     cat = make_catalogue(FAR_AWAY, zip_bytes)
     seen: list[tuple[str, int, int | None]] = []
 
-    paths = await pull(["de"], tmp_path, catalogue=cat, base_url_override=upstream.base,
-                       progress=lambda *a: seen.append(a))
+    paths = await pull(
+        ["de"], tmp_path, catalogue=cat, base_url_override=upstream.base, progress=lambda *a: seen.append(a)
+    )
 
     vosk_dir, onnx = tmp_path / "vosk" / VOSK, tmp_path / "piper" / VOICE / f"{VOICE}.onnx"
     assert paths == [vosk_dir, onnx]
@@ -258,8 +271,9 @@ async def test_zip_with_path_traversal_is_rejected(upstream: Upstream, tmp_path:
 @pytest.mark.asyncio
 async def test_corrupt_zip_and_bad_structure_are_rejected(upstream: Upstream, tmp_path: Path):
     upstream.files[f"{VOSK}.zip"] = b"PK\x03\x04 definitely not a zip"
-    cat = parse_catalogue({"vosk": [{"name": VOSK, "language": "de",
-                                     "url": f"{upstream.base}/{VOSK}.zip", "checksum": None}]})
+    cat = parse_catalogue(
+        {"vosk": [{"name": VOSK, "language": "de", "url": f"{upstream.base}/{VOSK}.zip", "checksum": None}]}
+    )
     with pytest.raises(BadArchive, match="not a valid zip"):
         await pull_entry(cat.get(VOSK), tmp_path)
 
@@ -346,8 +360,13 @@ async def test_list_models_reports_installed(upstream: Upstream, tmp_path: Path)
     after = {row["name"]: row for row in rows}
     assert after[VOICE]["installed"] and not after[VOSK]["installed"]
     assert after[VOICE] | {"installed": None} == {
-        "name": VOICE, "kind": "piper", "language": "de", "default": True, "installed": None,
-        "path": tmp_path / "piper" / VOICE / f"{VOICE}.onnx", "size": len(ONNX) + len(CONFIG),
+        "name": VOICE,
+        "kind": "piper",
+        "language": "de",
+        "default": True,
+        "installed": None,
+        "path": tmp_path / "piper" / VOICE / f"{VOICE}.onnx",
+        "size": len(ONNX) + len(CONFIG),
     }
 
 
@@ -385,8 +404,9 @@ def test_catalogue_errors_name_file_entry_and_field(tmp_path: Path):
 def test_catalogue_rejects_two_defaults_and_unknown_fields():
     entry = {"language": "en", "default": True, "url": "https://e.org/a.zip"}
     with pytest.raises(ConfigError) as err:
-        parse_catalogue({"vosk": [{"name": "a", **entry}, {"name": "b", **entry},
-                                  {"name": "c", "langauge": "en", **entry}]})
+        parse_catalogue(
+            {"vosk": [{"name": "a", **entry}, {"name": "b", **entry}, {"name": "c", "langauge": "en", **entry}]}
+        )
     assert "'a' and 'b' are both 'default: true' for language 'en'" in str(err.value)
     assert "<catalogue>: vosk.2.langauge: unknown key 'langauge' (did you mean 'language'?)" in str(err.value)
 
@@ -398,9 +418,10 @@ def test_real_catalogue_has_defaults_for_de_and_en():
         piper = cat.default_for("piper", language)
         assert vosk.files[0].url == f"https://alphacephei.com/vosk/models/{vosk.name}.zip"
         assert piper.sample_rate and {f.filename for f in piper.files} == {
-            f"{piper.name}.onnx", f"{piper.name}.onnx.json"}
-        assert all(f.url.startswith("https://huggingface.co/rhasspy/piper-voices/resolve/v1.0.0/")
-                   for f in piper.files)
+            f"{piper.name}.onnx",
+            f"{piper.name}.onnx.json",
+        }
+        assert all(f.url.startswith("https://huggingface.co/rhasspy/piper-voices/resolve/v1.0.0/") for f in piper.files)
     assert cat.default_for("vosk", "de").name == "vosk-model-small-de-0.15"
     assert cat.default_for("piper", "de").name == "de_DE-thorsten-medium"
     assert cat.default_for("piper", "en").name == "en_US-lessac-medium"

@@ -110,7 +110,7 @@ def test_full_tenant_is_parsed(tmp_path):
         "      timezone: Europe/Berlin\n"
         '      weekly: {mon: ["13:00-18:00", "08:00-12:00"], sat: ["09:00-13:00"]}\n'
         "      holidays: {country: DE, subdivision: BE}\n"
-        "      closed: [2026-12-24, \"2026-12-31\"]\n"  # an unquoted date is a YAML timestamp: accepted too
+        '      closed: [2026-12-24, "2026-12-31"]\n'  # an unquoted date is a YAML timestamp: accepted too
         "    catalogue:\n"
         "      - sku: KM-100\n"
         "        name: {de: Kaffeemaschine}\n"
@@ -276,7 +276,9 @@ def test_agents_and_queue_are_parsed_and_checked(tmp_path):
     assert "ivr.yml:8: agents.0.tenants.1: '+4999' is not one of the tenants" in text
     assert "ivr.yml:9: agents.1.username: 'anna' is listed twice" in text
     assert "ivr.yml:11: agents.1.role: 'boss' is not one of ['agent', 'supervisor', 'admin']" in text
-    assert "ivr.yml:13: agents.1.skills.1: 'a-genral' is not a queue of the agent's tenants (a-general, default)" in text
+    assert (
+        "ivr.yml:13: agents.1.skills.1: 'a-genral' is not a queue of the agent's tenants (a-general, default)" in text
+    )
     assert "agents.1.skills.0" not in text
 
 
@@ -325,7 +327,7 @@ def test_sip_section_is_parsed_and_checked(tmp_path):
         "sip:\n  enabled: true\n  port: 5070\n  rtp_ports: 40000-40999\n  allow_from: [192.0.2.0/24]\n"
         "  transfer_to: 'sip:{queue}@pbx.example.com'\n  register: {registrar: 'sip:pbx.example.com'}\n"
         "  tls: {certificate: /etc/ivr/sip.crt, key: /etc/ivr/sip.key}\n"
-        "tenants:\n  \"+4930111\": {company: A}\n"
+        'tenants:\n  "+4930111": {company: A}\n'
     )
     sip = load_settings(path, env={}).sip
     assert (sip.enabled, sip.port, sip.rtp_ports, sip.allow_from) == (True, 5070, (40000, 40999), ("192.0.2.0/24",))
@@ -353,7 +355,7 @@ def test_limits_are_parsed_and_checked(tmp_path):
     assert "ivr.yml:4: limits.text_idle_s: 5 is less than the minimum of 10" in text
     assert "ivr.yml:5: limits.max_dtmf_digits: 12.5 is not of type 'integer'" in text
 
-    path.write_text("limits:\n  max_text_chars: 300\n  text_idle_s: 60\ntenants:\n  \"+4930111\": {company: A}\n")
+    path.write_text('limits:\n  max_text_chars: 300\n  text_idle_s: 60\ntenants:\n  "+4930111": {company: A}\n')
     limits = load_settings(path, env={}).limits
     assert (limits.max_text_chars, limits.text_idle_s, limits.max_dtmf_digits) == (300, 60, 32)
     assert load_settings(ROOT / "ivr.yml", env={}).limits.max_text_chars == 500
@@ -455,7 +457,19 @@ def test_the_shipped_ivr_yml_documents_the_models_defaults():
 
     shipped = load_settings(ROOT / "ivr.yml", env={})
     defaults = s.Settings(tenants=shipped.tenants)
-    sections = ("server", "storage", "dialog", "vad", "barge_in", "timeouts", "limits", "models", "queue", "sip", "logins")
+    sections = (
+        "server",
+        "storage",
+        "dialog",
+        "vad",
+        "barge_in",
+        "timeouts",
+        "limits",
+        "models",
+        "queue",
+        "sip",
+        "logins",
+    )
     for section in sections:
         assert getattr(shipped, section) == getattr(defaults, section), section
     assert not hasattr(s, "SCHEMA") and not hasattr(s, "settings_from_dict")  # no second description

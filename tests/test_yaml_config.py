@@ -9,16 +9,21 @@ from ivr.storage.seed import load_seed
 
 SETTINGS = 'tenants:\n  "+4930111":\n    company: A\n    currency: EURO\n'
 CATALOGUE = "vosk:\n  - name: m\n    language: de\n    url: https://e.org/m.zip\n    size: 0\n"
-SEED = 'tenants:\n  "+4930111":\n    customers:\n      - {customer_number: "1", name: A, postcode: "1", street: s, city: c}\n' \
-       '    orders:\n      - order_number: "100001"\n        customer_number: "1"\n        status: placed\n' \
-       '        created_at: "2024-06-03T09:12:00"\n        lines: [{sku: X, name: X, quantity: 1, unit_price: 1}]\n'
+SEED = (
+    'tenants:\n  "+4930111":\n    customers:\n      - {customer_number: "1", name: A, postcode: "1", street: s, city: c}\n'
+    '    orders:\n      - order_number: "100001"\n        customer_number: "1"\n        status: placed\n'
+    '        created_at: "2024-06-03T09:12:00"\n        lines: [{sku: X, name: X, quantity: 1, unit_price: 1}]\n'
+)
 
 
 @pytest.mark.parametrize(
     "load, text, expected",
     [
-        (lambda p: load_settings(p, env={}), SETTINGS,
-         ":4: tenants.+4930111.currency: 'EURO' is not one of ['EUR', 'GBP', 'CHF', 'USD']"),
+        (
+            lambda p: load_settings(p, env={}),
+            SETTINGS,
+            ":4: tenants.+4930111.currency: 'EURO' is not one of ['EUR', 'GBP', 'CHF', 'USD']",
+        ),
         (load_catalogue, CATALOGUE, ":5: vosk.0.size: 0 is less than or equal to the minimum of 0"),
         (load_seed, SEED, ":9: tenants.+4930111.orders.0.created_at: needs a date and time with UTC offset"),
     ],
@@ -43,8 +48,11 @@ def test_each_file_reports_unreadable_and_invalid_yaml_alike(tmp_path, load):
 
 def test_a_seed_file_with_an_unknown_key_and_a_missing_one(tmp_path):
     path = tmp_path / "seed.yml"
-    path.write_text('tenants:\n  "+4930111":\n    customers:\n      - {customer_number: "1", name: A, postcode: "1",'
-                    ' street: s, town: c}\n', encoding="utf-8")
+    path.write_text(
+        'tenants:\n  "+4930111":\n    customers:\n      - {customer_number: "1", name: A, postcode: "1",'
+        " street: s, town: c}\n",
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError) as err:
         load_seed(path)
     assert err.value.problems == [

@@ -163,7 +163,8 @@ def _at_inline_keys(error: ValidationError) -> ValidationError:
         loc = errors.loc_tuple()
         return ErrorWrapper(errors.exc, loc[2:]) if loc[:2] == ("files", 0) else errors
 
-    return ValidationError(moved(error.raw_errors), ModelEntry)
+    owner: Any = ModelEntry  # a pydantic dataclass; pydantic's stubs only know BaseModel
+    return ValidationError(moved(error.raw_errors), owner)
 
 
 @config

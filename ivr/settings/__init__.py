@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from pydantic import StrictStr, root_validator, validator
 
@@ -45,7 +45,10 @@ __all__ = [
 ]  # fmt: skip
 
 DEFAULT_SETTINGS_FILE = "ivr.yml"
-TenantNumber = matching(r"^\+?[0-9*#]{2,20}$")
+if TYPE_CHECKING:
+    TenantNumber = str
+else:
+    TenantNumber = matching(r"^\+?[0-9*#]{2,20}$")
 
 
 @config
@@ -63,7 +66,7 @@ class Settings:
     sip: SipSettings = SipSettings()
     agents: tuple[AgentUser, ...] = ()
     logins: LoginSettings = LoginSettings()
-    default_tenant: Optional[StrictStr] = None
+    default_tenant: StrictStr | None = None
 
     _empty = validator("agents", pre=True, allow_reuse=True)(empty_means_default)
 
@@ -80,7 +83,7 @@ class Settings:
             raise problems([(("default_tenant",), f"{default!r} is not one of the tenants")])
         return values
 
-    def tenant_for(self, dialled: Optional[str]) -> tuple[str, Tenant]:
+    def tenant_for(self, dialled: str | None) -> tuple[str, Tenant]:
         """The tenant for a dialled number, else `default_tenant`.
 
         Numbers are compared without spaces or dashes and with `00` read as `+`,
@@ -150,7 +153,7 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> dict[Loc, str]:
     return used
 
 
-def load_settings(path: Union[str, Path] = DEFAULT_SETTINGS_FILE, env: Optional[dict[str, str]] = None) -> Settings:
+def load_settings(path: str | Path = DEFAULT_SETTINGS_FILE, env: dict[str, str] | None = None) -> Settings:
     """Read, override from the environment and validate the settings file; ConfigError lists every problem."""
     path = Path(path)
     env = dict(os.environ) if env is None else env

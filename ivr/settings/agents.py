@@ -22,7 +22,7 @@ class AgentUser:
     @validator("tenants")
     def _some(cls, tenants: tuple[str, ...]) -> tuple[str, ...]:
         if not tenants:
-            raise ValueError("[] should be non-empty (a tenant number, or \"*\" for all)")
+            raise ValueError('[] should be non-empty (a tenant number, or "*" for all)')
         return tenants
 
     @validator("name", always=True)
@@ -61,27 +61,27 @@ def agent_problems(data: dict[str, Any]) -> list[tuple[Loc, str]]:
     rather than validated sections: an agent with another mistake (a bad
     password hash) still gets these checks in the same run.
     """
-    agents = data.get("agents")
-    tenants = data.get("tenants") if isinstance(data.get("tenants"), dict) else {}
+    agents: Any = data.get("agents")
+    tenants: Any = data.get("tenants") if isinstance(data.get("tenants"), dict) else {}
     found: list[tuple[Loc, str]] = []
     seen: set[str] = set()
     for i, agent in enumerate(agents if isinstance(agents, list) else ()):
         if not isinstance(agent, dict):
             continue
-        name = agent.get("username")
+        name: Any = agent.get("username")
         if name in seen:
             found.append((("agents", i, "username"), f"{name!r} is listed twice"))
         seen.add(name)
-        own = agent.get("tenants") if isinstance(agent.get("tenants"), list) else []
+        own: Any = agent.get("tenants") if isinstance(agent.get("tenants"), list) else []
         for j, tenant in enumerate(own):
             if tenant != "*" and tenant not in tenants:
-                found.append((("agents", i, "tenants", j), f"{tenant!r} is not one of the tenants (or \"*\" for all)"))
+                found.append((("agents", i, "tenants", j), f'{tenant!r} is not one of the tenants (or "*" for all)'))
         # A skill is a queue name; a typo would leave the agent waiting for calls that never come.
         queues = {"default"}
-        for number, tenant in tenants.items():
-            if isinstance(tenant, dict) and ("*" in own or number in own) and isinstance(tenant.get("queues"), dict):
+        for dialled, tenant in tenants.items():
+            if isinstance(tenant, dict) and ("*" in own or dialled in own) and isinstance(tenant.get("queues"), dict):
                 queues.update(str(q) for q in tenant["queues"].values())
-        skills = agent.get("skills") if isinstance(agent.get("skills"), list) else []
+        skills: Any = agent.get("skills") if isinstance(agent.get("skills"), list) else []
         for j, skill in enumerate(skills):
             if skill not in queues:
                 message = f"{skill!r} is not a queue of the agent's tenants ({', '.join(sorted(queues))})"

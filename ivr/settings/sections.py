@@ -5,20 +5,28 @@ the field types carry the constraints, the defaults are the documented ones.
 """
 
 from dataclasses import field
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import StrictBool, validator
 
 from ivr.tenants import LANGUAGES, Key, Language
 from ivr.yaml_config import Text, config, integer, matching, number
 
-Port = integer(ge=0, le=65535)
-Seconds = number(gt=0)
-FrameMs = integer(ge=0, multiple_of=20)  # webrtcvad frames are 20 ms
-HttpUrl = matching(r"^https?://[^/\s]", "{value!r} is not an http(s) URL like 'http://127.0.0.1:5005'")
-DatabaseUrl = matching(
-    r"^[a-z][a-z0-9+]*://", "{value!r} is not a database URL like 'sqlite:///var/ivr.db' or 'postgresql+psycopg://…'"
-)
+if TYPE_CHECKING:  # what the values are to the code that reads them
+    Port = int
+    Seconds = float
+    FrameMs = int
+    HttpUrl = str
+    DatabaseUrl = str
+else:
+    Port = integer(ge=0, le=65535)
+    Seconds = number(gt=0)
+    FrameMs = integer(ge=0, multiple_of=20)  # webrtcvad frames are 20 ms
+    HttpUrl = matching(r"^https?://[^/\s]", "{value!r} is not an http(s) URL like 'http://127.0.0.1:5005'")
+    DatabaseUrl = matching(
+        r"^[a-z][a-z0-9+]*://",
+        "{value!r} is not a database URL like 'sqlite:///var/ivr.db' or 'postgresql+psycopg://…'",
+    )
 
 
 @config
@@ -43,14 +51,14 @@ class DialogSettings:
     `actions_url` unset also the action server (`dialogs/actions`).
     """
 
-    url: Optional[HttpUrl] = None
+    url: HttpUrl | None = None
     # 0: a free loopback port at each start, so two instances on one machine never share a child. A fixed
     # port that is taken stops start-up with an error naming this field (ivr/dialog/supervisor.py).
     port: Port = 0
     model_dir: Text = "models/rasa"
     timeout_s: Seconds = 8.0
     startup_timeout_s: Seconds = 240.0
-    actions_url: Optional[HttpUrl] = None
+    actions_url: HttpUrl | None = None
     actions_port: Port = 0
     # A number recognized from speech with less ASR confidence than this is read back for a yes/no.
     confirm_below_confidence: number(ge=0, le=1) = 0.6
@@ -145,10 +153,8 @@ class QueueSettings:
     callback_offer_after_s: number(ge=0) = 120.0  # offer a callback when the wait is longer
     default_handle_time_s: Seconds = 180.0  # average handle time until calls completed
     wrap_up_s: number(ge=0) = 0.0  # after-call work; 0 = until the agent finishes it
-    hold_music: Optional[Text] = None  # a WAV file; unset = a generated tone loop
-    dispositions: tuple[Key, ...] = (
-        "resolved", "follow_up", "callback_needed", "escalated", "wrong_number", "other"
-    )
+    hold_music: Text | None = None  # a WAV file; unset = a generated tone loop
+    dispositions: tuple[Key, ...] = ("resolved", "follow_up", "callback_needed", "escalated", "wrong_number", "other")
 
     @validator("dispositions")
     def _some(cls, dispositions: tuple[str, ...]) -> tuple[str, ...]:

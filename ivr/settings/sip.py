@@ -1,7 +1,7 @@
 """The `sip` section of `ivr.yml`: the SIP user agent (ivr/transports/sip), its registration and TLS."""
 
 import ipaddress
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import StrictBool, validator
 
@@ -33,8 +33,12 @@ def _port_range(value: Any) -> tuple[int, int]:
     return low, high
 
 
-Network = checked("Network", network)
-PortRange = checked("PortRange", _port_range)
+if TYPE_CHECKING:  # what the values are to the code that reads them
+    Network = str
+    PortRange = tuple[int, int]
+else:
+    Network = checked("Network", network)
+    PortRange = checked("PortRange", _port_range)
 
 
 @config
@@ -42,7 +46,7 @@ class SipRegistration:
     """REGISTER with a PBX or trunk; the account is read from the named environment variables."""
 
     registrar: matching(r"^sip:")  # sip:pbx.example.com:5060
-    domain: Optional[Text] = None  # of the address of record; default: the registrar's host
+    domain: Text | None = None  # of the address of record; default: the registrar's host
     user_env: Text = "IVR_SIP_USER"
     password_env: Text = "IVR_SIP_PASSWORD"
     expires_s: integer(ge=60) = 600
@@ -71,17 +75,17 @@ class SipSettings:
     host: Text = "127.0.0.1"
     port: Port = 5060
     transports: tuple[Literal["udp", "tcp"], ...] = ("udp", "tcp")
-    advertise: Optional[Text] = None
-    rtp_ports: Optional[PortRange] = (20000, 20999)  # None: any free port
+    advertise: Text | None = None
+    rtp_ports: PortRange | None = (20000, 20999)  # None: any free port
     jitter_ms: integer(ge=20, le=500, multiple_of=20) = 60
     inband_dtmf: Literal["auto", "always", "never"] = "auto"  # auto: listen for tones without telephone-event
     answer_delay_s: number(ge=0, le=30) = 0.0
     max_calls: integer(ge=1) = 200
     allow_from: tuple[Network, ...] = ()  # networks that may place calls (CIDR); empty: anyone who reaches the port
-    transfer_to: Optional[matching(r"^sips?:")] = None
+    transfer_to: matching(r"^sips?:") | None = None
     transfer_timeout_s: Seconds = 10.0
-    register: Optional[SipRegistration] = None
-    tls: Optional[SipTls] = None
+    register: SipRegistration | None = None
+    tls: SipTls | None = None
 
     @validator("transports")
     def _udp(cls, transports: tuple[str, ...]) -> tuple[str, ...]:

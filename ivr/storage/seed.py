@@ -8,7 +8,7 @@ customer and order number, so running it again changes nothing.
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import validator
 
@@ -17,7 +17,10 @@ from ivr.storage.base import ORDER_STATUSES, Customer, Order, OrderLine, Storage
 from ivr.yaml_config import Text, checked, config, integer, load_file, matching, number, problems, validate
 
 DEMO_SEED = Path(__file__).resolve().parent / "demo_seed.yml"
-Digits = matching(r"^[0-9]{1,32}$")
+if TYPE_CHECKING:
+    Digits = str
+else:
+    Digits = matching(r"^[0-9]{1,32}$")
 
 
 def _timestamp(text: Any) -> float:
@@ -46,17 +49,17 @@ class CustomerRecord:
     postcode: Text
     street: Text
     city: Text
-    phone: Optional[Text] = None
+    phone: Text | None = None
 
 
 @config
 class OrderRecord:
     order_number: matching(r"^[1-9][0-9]{5}$")  # what callers read out: six digits
     customer_number: Digits
-    status: Literal[ORDER_STATUSES]  # type: ignore[valid-type]
+    status: Literal[ORDER_STATUSES]
     created_at: checked("Timestamp", _timestamp)
     lines: tuple[LineRecord, ...]
-    delivery_address: Optional[Text] = None  # default: the customer's address
+    delivery_address: Text | None = None  # default: the customer's address
 
     @validator("lines")
     def _some(cls, lines: tuple[LineRecord, ...]) -> tuple[LineRecord, ...]:
@@ -81,13 +84,18 @@ class TenantRecords:
         return customers
 
     @validator("orders")
-    def _unique_orders_of_known_customers(cls, orders: tuple[OrderRecord, ...], values: dict[str, Any]):
+    def _unique_orders_of_known_customers(
+        cls, orders: tuple[OrderRecord, ...], values: dict[str, Any]
+    ) -> tuple[OrderRecord, ...]:
         numbers = [o.order_number for o in orders]
         found = [((i, "order_number"), "appears twice") for i, n in enumerate(numbers) if n in numbers[:i]]
         if "customers" in values:
             known = {c.customer_number for c in values["customers"]}
-            found += [((i, "customer_number"), f"{o.customer_number!r} is not a customer of this tenant")
-                      for i, o in enumerate(orders) if o.customer_number not in known]
+            found += [
+                ((i, "customer_number"), f"{o.customer_number!r} is not a customer of this tenant")
+                for i, o in enumerate(orders)
+                if o.customer_number not in known
+            ]
         if found:
             raise problems(found)
         return orders
@@ -111,8 +119,9 @@ def load_seed(path: str | Path = DEMO_SEED) -> tuple[list[Customer], list[Order]
             customer = known[raw.customer_number]
             address = raw.delivery_address or f"{customer.street}, {customer.postcode} {customer.city}"
             lines = [OrderLine(line.sku, line.name, line.quantity, line.unit_price) for line in raw.lines]
-            orders.append(Order(raw.order_number, tenant, raw.customer_number, lines, raw.status, raw.created_at,
-                                None, address))
+            orders.append(
+                Order(raw.order_number, tenant, raw.customer_number, lines, raw.status, raw.created_at, None, address)
+            )
         customers.extend(known.values())
     return customers, orders
 
