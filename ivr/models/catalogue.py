@@ -14,14 +14,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic.error_wrappers import ErrorWrapper
 from pydantic import StrictBool, StrictStr, ValidationError, root_validator, validator
+from pydantic.error_wrappers import ErrorWrapper
 
-from ivr.models.packaged import PREFIX as PACKAGED_PREFIX, packaged_path
 from ivr.errors import ConfigError, ModelMissing
+from ivr.models.packaged import PREFIX as PACKAGED_PREFIX
+from ivr.models.packaged import packaged_path
 from ivr.yaml_config import checked, config, integer, load_file, matching, parse, problems, validate
 
 #: The catalogue shipped with the repository.
@@ -33,8 +34,11 @@ _SHORTHAND = ("url", "size", "checksum")  # one file, written into the entry its
 
 
 def _download_url(value: Any) -> str:
-    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https") \
-            or not PurePosixPath(urlsplit(value).path).name:
+    if (
+        not isinstance(value, str)
+        or urlsplit(value).scheme not in ("http", "https")
+        or not PurePosixPath(urlsplit(value).path).name
+    ):
         raise ValueError(f"{value!r} is not an http(s) URL ending in a file name")
     return value
 
@@ -47,9 +51,13 @@ class RemoteFile:
     """One file to download; ``checksum`` is ``"md5:<hex>"``/``"sha256:<hex>"`` or None."""
 
     url: checked("DownloadUrl", _download_url)
-    size: Optional[integer(gt=0)] = None  # bytes
-    checksum: Optional[matching(r"^(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$",
-                                "{value!r} is not 'sha256:<64 hex>', 'md5:<32 hex>' or null")] = None
+    size: integer(gt=0) | None = None  # bytes
+    checksum: (
+        matching(
+            r"^(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$", "{value!r} is not 'sha256:<64 hex>', 'md5:<32 hex>' or null"
+        )
+        | None
+    ) = None
 
     @property
     def filename(self) -> str:
@@ -70,7 +78,7 @@ class ModelEntry:
     language: matching(r"^[a-z]{2,3}$", "{value!r} is not a language code like 'de' or 'en'")
     files: tuple[RemoteFile, ...]
     default: StrictBool = False
-    sample_rate: Optional[integer(gt=0)] = None  # Hz; piper voices only
+    sample_rate: integer(gt=0) | None = None  # Hz; piper voices only
     description: StrictStr = ""
 
     @root_validator(pre=True)
@@ -141,8 +149,10 @@ def _section(kind: str) -> Any:
             if any(e.name == entry.name for e in entries):
                 found.append(((i, "name"), f"{kind} entry {entry.name!r} appears twice"))
             if entry.default and entry.language in defaults:
-                message = (f"{kind} entries {defaults[entry.language]!r} and {entry.name!r} are both "
-                           f"'default: true' for language {entry.language!r}; keep one")
+                message = (
+                    f"{kind} entries {defaults[entry.language]!r} and {entry.name!r} are both "
+                    f"'default: true' for language {entry.language!r}; keep one"
+                )
                 found.append(((i, "default"), message))
             elif entry.default:
                 defaults[entry.language] = entry.name
@@ -171,7 +181,7 @@ def _at_inline_keys(error: ValidationError) -> ValidationError:
 class CatalogueFile:
     """``voices/catalogue.yml``: the ``vosk`` and ``piper`` sections; one default per kind and language."""
 
-    version: Optional[integer(ge=1)] = None
+    version: integer(ge=1) | None = None
     vosk: _section("vosk") = ()
     piper: _section("piper") = ()
 
@@ -261,13 +271,11 @@ def vosk_problems(model_dir: Path) -> list[str]:
     """
     if not model_dir.is_dir():
         return [f"{model_dir} is not a directory"]
-    problems = [f"missing {rel}" for rel in ("am/final.mdl", "conf/model.conf")
-                if not (model_dir / rel).is_file()]
+    problems = [f"missing {rel}" for rel in ("am/final.mdl", "conf/model.conf") if not (model_dir / rel).is_file()]
     graph = model_dir / "graph"
     if not graph.is_dir():
         problems.append("missing graph/")
-    elif not ((graph / "HCLG.fst").is_file()
-              or ((graph / "HCLr.fst").is_file() and (graph / "Gr.fst").is_file())):
+    elif not ((graph / "HCLG.fst").is_file() or ((graph / "HCLr.fst").is_file() and (graph / "Gr.fst").is_file())):
         problems.append("graph/ has neither HCLG.fst nor HCLr.fst+Gr.fst")
     return problems
 
@@ -302,12 +310,10 @@ def _is_int(value: Any) -> bool:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return (os.sep in spec or "/" in spec or spec.startswith(("~", "."))
-            or spec.endswith(".onnx") or Path(spec).exists())
+    return os.sep in spec or "/" in spec or spec.startswith(("~", ".")) or spec.endswith(".onnx") or Path(spec).exists()
 
 
-def locate(kind: str, spec: str, cache_dir: Path | str,
-           catalogue: Catalogue | None = None) -> Path:
+def locate(kind: str, spec: str, cache_dir: Path | str, catalogue: Catalogue | None = None) -> Path:
     """Resolve a model spec to the path the engine loads (Vosk dir, Piper .onnx).
 
     ``spec`` is either a filesystem path (a Vosk model directory, a Piper
@@ -321,7 +327,7 @@ def locate(kind: str, spec: str, cache_dir: Path | str,
     if not spec:
         raise ModelMissing(f"No {what} configured (empty model setting).")
     if spec.startswith(PACKAGED_PREFIX):
-        spec = str(packaged_path(kind, spec[len(PACKAGED_PREFIX):]))
+        spec = str(packaged_path(kind, spec[len(PACKAGED_PREFIX) :]))
 
     if _looks_like_path(spec):
         path = Path(spec).expanduser()
@@ -349,8 +355,7 @@ def locate(kind: str, spec: str, cache_dir: Path | str,
     looked = path if kind == "vosk" else path.parent
     state = "is not installed" if not looked.exists() else f"is incomplete ({'; '.join(problems)})"
     if entry is not None:
-        fix = (f"run `{PULL_HINT} {entry.language}`" if entry.default
-               else f"run `{PULL_HINT} {entry.name}`")
+        fix = f"run `{PULL_HINT} {entry.language}`" if entry.default else f"run `{PULL_HINT} {entry.name}`"
         msg = f"{what} {spec!r} {state}: looked in {looked}. To fix it, {fix}."
     else:
         msg = (

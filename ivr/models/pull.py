@@ -22,27 +22,22 @@ import logging
 import os
 import re
 import shutil
-import stat
-import uuid
-import zipfile
-import zlib
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
-from ivr.errors import IvrError
 from ivr.models.catalogue import (
     Catalogue,
     ModelEntry,
     RemoteFile,
     install_path,
     load_catalogue,
-    piper_problems,
-    vosk_problems,
 )
+from ivr.models.errors import BadArchive, ChecksumMismatch, DownloadError, InvalidModel, PullError, UnsafeArchive
+from ivr.models.install import install, installed_problems
 
 log = logging.getLogger(__name__)
 
@@ -51,32 +46,7 @@ ProgressFn = Callable[[str, int, "int | None"], None]
 
 PARTIAL_DIR = ".partial"
 CHUNK = 1 << 16
-MAX_UNPACKED_BYTES = 16 << 30  # refuse zip bombs; the biggest Vosk models are ~4 GB unpacked
 _RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
-
-
-class PullError(IvrError):
-    """A model could not be downloaded or installed; the message says which and why."""
-
-
-class DownloadError(PullError):
-    """HTTP error, refused connection, or an interrupted transfer (kept for resuming)."""
-
-
-class ChecksumMismatch(PullError):
-    """The downloaded bytes are not the ones the catalogue names (size or digest)."""
-
-
-class BadArchive(PullError):
-    """A Vosk zip that cannot be read."""
-
-
-class UnsafeArchive(BadArchive):
-    """A zip member would land outside the model directory (or is a symlink/zip bomb)."""
-
-
-class InvalidModel(PullError):
-    """Downloaded and verified, but the files do not form a usable model."""
 
 
 class _Retry(Exception):
@@ -136,7 +106,7 @@ async def pull_entry(
     """Download, verify and install one catalogue entry; returns its installed path."""
     cache_dir = Path(cache_dir)
     final = install_path(entry.kind, entry.name, cache_dir)
-    if not force and not _installed_problems(entry, final):
+    if not force and not installed_problems(entry, final):
         log.info("%s %s already installed at %s", entry.kind, entry.name, final)
         return final
     if session is None:
@@ -158,7 +128,7 @@ async def pull_entry(
         for rf in entry.files
     ]
     try:
-        await asyncio.to_thread(_install, entry, files, final)
+        await asyncio.to_thread(install, entry, files, final)
     except (BadArchive, InvalidModel):
         shutil.rmtree(work, ignore_errors=True)  # verified but unusable: don't reuse it
         raise
@@ -204,7 +174,7 @@ def list_models(cache_dir: Path, catalogue: Catalogue | None = None) -> list[dic
                 "kind": entry.kind,
                 "language": entry.language,
                 "default": entry.default,
-                "installed": not _installed_problems(entry, path),
+                "installed": not installed_problems(entry, path),
                 "path": path,
                 "size": entry.size,
             }
@@ -331,92 +301,6 @@ def _verify_problem(path: Path, rf: RemoteFile) -> str | None:
         if digest.hexdigest() != expected:
             return f"checksum mismatch: expected {algo}:{expected}, got {algo}:{digest.hexdigest()}"
     return None
-
-
-# --------------------------------------------------------------------------- install
-
-
-def _installed_problems(entry: ModelEntry, final: Path) -> list[str]:
-    if entry.kind == "vosk":
-        return vosk_problems(final)
-    problems = piper_problems(final, entry.sample_rate)
-    if problems:
-        return problems
-    for rf in entry.files:  # cheap guard against a truncated copy; checksums were checked at pull
-        size = (final.parent / rf.filename).stat().st_size
-        if rf.size is not None and size != rf.size:
-            problems.append(f"{rf.filename} has {size} bytes, expected {rf.size}")
-    return problems
-
-
-def _install(entry: ModelEntry, files: list[Path], final: Path) -> None:
-    """Build the model in a staging dir next to its destination, check it, swap it in."""
-    target = final if entry.kind == "vosk" else final.parent
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".staging-{entry.name}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        if entry.kind == "vosk":
-            _safe_unzip(files[0], staging)
-            root = _single_root(staging)
-            problems = vosk_problems(root)
-        else:
-            root = staging / entry.name
-            root.mkdir()
-            for path in files:
-                os.replace(path, root / path.name)
-            problems = piper_problems(root / f"{entry.name}.onnx", entry.sample_rate)
-        if problems:
-            raise InvalidModel(f"{entry.kind} model {entry.name!r} downloaded but is not usable: {'; '.join(problems)}")
-        _swap_into_place(root, target)
-        log.info("installed %s %s at %s", entry.kind, entry.name, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _safe_unzip(zip_path: Path, dest: Path) -> None:
-    """Extract ``zip_path`` into ``dest``, refusing any member that could escape it."""
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            total = 0
-            for info in zf.infolist():
-                name = info.filename
-                pure = PurePosixPath(name.replace("\\", "/"))
-                if not name or pure.is_absolute() or ".." in pure.parts or re.match(r"^[A-Za-z]:", name):
-                    raise UnsafeArchive(
-                        f"{zip_path.name}: refusing to unpack member {name!r}: its path leaves the model directory"
-                    )
-                if stat.S_ISLNK(info.external_attr >> 16):
-                    raise UnsafeArchive(f"{zip_path.name}: refusing symlink member {name!r}")
-                total += info.file_size
-            if total > MAX_UNPACKED_BYTES:
-                raise UnsafeArchive(f"{zip_path.name}: would unpack to {total} bytes; refusing")
-            zf.extractall(dest)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise BadArchive(f"{zip_path.name} is not a valid zip archive: {exc}") from exc
-
-
-def _single_root(staging: Path) -> Path:
-    """Upstream zips wrap the model in one top-level folder; unwrap it if so."""
-    children = [p for p in staging.iterdir() if p.name != "__MACOSX"]
-    if len(children) == 1 and children[0].is_dir():
-        return children[0]
-    return staging
-
-
-def _swap_into_place(src: Path, target: Path) -> None:
-    """Rename ``src`` to ``target`` (same filesystem), replacing an old install."""
-    if not target.exists():
-        os.replace(src, target)
-        return
-    old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
-    os.replace(target, old)
-    try:
-        os.replace(src, target)
-    except OSError:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _prune_empty(directory: Path, stop: Path) -> None:

@@ -11,19 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ivr.audio.playback import Prompt
 from ivr.queue import hold_music
+from ivr.queue.acd import Acd
 from ivr.session.events import Transcript
 from ivr.session.leg import CallContext, Heard, LineControl, PromptMeta
 
-if TYPE_CHECKING:
-    from ivr.session.queue_leg import QueueLeg
+
+class QueueLink(Protocol):
+    """What the agent leg needs of the queue leg (the ACD's link for the call).
+
+    A protocol rather than the QueueLeg class: the queue leg creates the agent
+    leg, so naming the class here would make the two modules import each other.
+    """
+
+    acd: Acd
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def state(self) -> str: ...
+
+    async def close(self) -> None:
+        """Completes the agent call in the ACD (once; later calls do nothing)."""
 
 
 class AgentLeg:
-    def __init__(self, ctx: CallContext, line: LineControl, link: QueueLeg):
+    def __init__(self, ctx: CallContext, line: LineControl, link: QueueLink):
         self.ctx = ctx
         self.line = line
         self.link = link
