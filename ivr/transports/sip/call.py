@@ -7,8 +7,9 @@ changes the media (hold and resume). A handoff in `telephony` mode becomes a
 blind transfer: REFER to the configured target with the handoff id in a header
 (RFC 3515, RFC 4488 progress by NOTIFY), then BYE.
 
-The dialog's identifiers, route set and in-dialog requests are in dialog.py,
-the transactions and their retransmissions in transaction.py. The endpoint
+The dialog's identifiers, route set and in-dialog requests (the REFER too)
+are in dialog.py, the MediaSink the session talks to (`RtpSink`) in
+media_sink.py, the transactions and their retransmissions in transaction.py. The endpoint
 that dispatches to this call is seen only through `CallHost`, so this module
 does not import endpoint.py (which imports it).
 """
@@ -26,19 +27,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sipmessage import Request
 
 from ivr.session.call import CallSession
-from ivr.session.events import HandBack, OutboundEvent
+from ivr.session.events import HandBack
 from ivr.session.frames import AudioIn, CallStart, CallStop, DtmfIn, InboundFrame, MarkAck
 from ivr.storage import EventName
 from ivr.transports.sip.dialog import (
-    HANDOFF_HEADER,
     Dialog,
     caller_number,
     dialled_number,
-    refer_outcome,
+    info_key,
     transfer_target,
 )
+from ivr.transports.sip.media_sink import RtpSink
 from ivr.transports.sip.message import ALLOW, response
-from ivr.transports.sip.rtp import DTMF_EVENTS
 from ivr.transports.sip.sdp import Negotiated, Offer, SdpError, answer, negotiate, parse_offer
 from ivr.transports.sip.stream import RtpStream
 from ivr.transports.sip.transaction import Flow, ServerTransaction, UserAgent
@@ -61,32 +61,6 @@ class CallHost(UserAgent, Protocol):
     def confirmed_calls(self) -> int: ...
 
     def forget(self, call: SipCall) -> None: ...
-
-
-class RtpSink:
-    """The MediaSink a CallSession talks to: prompt audio into the RTP clock, hang-up as BYE."""
-
-    sample_rate = 8000
-    supports_marks = True  # the RTP clock knows exactly when a prompt's last frame left
-
-    def __init__(self, call: SipCall):
-        self.call = call
-
-    async def send_audio(self, pcm: bytes) -> None:
-        self.call.stream.send_audio(pcm)
-
-    async def send_mark(self, name: str) -> None:
-        self.call.stream.send_mark(name)
-
-    async def clear(self) -> None:
-        self.call.stream.clear()
-
-    async def send_event(self, event: OutboundEvent) -> None:
-        if isinstance(event, HandBack):
-            await self.call.transfer(event)
-
-    async def hangup(self, reason: str) -> None:
-        await self.call.hang_up(reason)
 
 
 class SipCall:
@@ -295,17 +269,11 @@ class SipCall:
         log.info("sip.media_changed", extra={"direction": negotiated.direction, "codec": negotiated.codec})
 
     def _info(self, request: Request, tx: ServerTransaction) -> None:
-        """SIP INFO keys (application/dtmf-relay, application/dtmf), as some PBXs send them."""
-        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        body = request.body.decode("utf-8", "replace")
-        key: str | None = None
-        if content_type == "application/dtmf-relay":
-            match = re.search(r"(?im)^\s*signal\s*=\s*(\S)", body)
-            key = match.group(1).upper() if match else None
-        elif content_type == "application/dtmf":
-            key = body.strip()[:1].upper() or None
-        if content_type in ("application/dtmf-relay", "application/dtmf") and key not in set(DTMF_EVENTS):
-            tx.respond(response(request, 400, headers=(("Warning", '399 ivr "no DTMF key in the body"'),)))
+        """SIP INFO keys (dialog.info_key), as some PBXs send them."""
+        try:
+            key = info_key(request)
+        except ValueError as exc:
+            tx.respond(response(request, 400, headers=(("Warning", f'399 ivr "{exc}"'),)))
             return
         tx.respond(response(request, 200))
         if key is not None:
@@ -390,22 +358,7 @@ class SipCall:
             return
         handoff_id = event.handoff_id or ""
         uri = transfer_target(target, event.queue or "default", handoff_id)
-        headers: tuple[tuple[str, str], ...] = (
-            ("Refer-To", f"<{uri}>"),
-            ("Referred-By", f"<{self.dialog.local_address.uri}>"),
-        )
-        if handoff_id:
-            headers += ((HANDOFF_HEADER, handoff_id),)
-        request, destination = self.dialog.request("REFER", headers=headers)
-        outcome = "failed"
-        try:
-            accepted = await self.endpoint.request(request, destination, self.flow)
-            if 200 <= accepted.code < 300:
-                outcome = await refer_outcome(self._refer_progress, self.settings.transfer_timeout_s)
-            else:
-                outcome = f"refused {accepted.code}"
-        except TimeoutError:
-            outcome = "no answer to REFER"
+        outcome = await self.dialog.refer(uri, handoff_id, self._refer_progress, self.settings.transfer_timeout_s)
         await self.session.conversation.note(
             "[transfer]", {"target": uri, "handoff_id": handoff_id, "outcome": outcome}
         )

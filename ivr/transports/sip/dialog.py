@@ -1,7 +1,8 @@
 """The dialog of an INVITE we answered (RFC 3261 §12): who it is between, and the requests we send inside it.
 
 Also the two halves of a blind transfer that need no call: the Refer-To URI
-and the outcome the NOTIFYs report (RFC 3515).
+and the outcome the NOTIFYs report (RFC 3515); and the key a SIP INFO in the
+dialog carries.
 
 The routing rules are the media stream's: the dialled number comes from the
 Request-URI, or the To header when the Request-URI does not name a tenant
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from sipmessage import URI, Address, Request
 
 from ivr.transports.sip.message import new_tag
+from ivr.transports.sip.rtp import DTMF_EVENTS
 from ivr.transports.sip.transaction import Flow, UserAgent
 
 if TYPE_CHECKING:
@@ -81,6 +83,24 @@ async def refer_outcome(progress: asyncio.Queue[int], timeout_s: float) -> str:
     return "accepted, no final notify"
 
 
+def info_key(request: Request) -> str | None:
+    """The key a SIP INFO carries (application/dtmf-relay, application/dtmf); None for any other body.
+
+    ValueError when the body is of a DTMF type but names no key (the INFO gets a 400).
+    """
+    content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    body = request.body.decode("utf-8", "replace")
+    key: str | None = None
+    if content_type == "application/dtmf-relay":
+        match = re.search(r"(?im)^\s*signal\s*=\s*(\S)", body)
+        key = match.group(1).upper() if match else None
+    elif content_type == "application/dtmf":
+        key = body.strip()[:1].upper() or None
+    if content_type in ("application/dtmf-relay", "application/dtmf") and key not in set(DTMF_EVENTS):
+        raise ValueError("no DTMF key in the body")
+    return key
+
+
 class Dialog:
     """The UAS side of a dialog (§12.1.1): its tags, route set, CSeq numbers and the remote target."""
 
@@ -131,6 +151,26 @@ class Dialog:
         if content_type:
             request.headers.add("Content-Type", content_type)
         return request, self.next_hop()
+
+    async def refer(self, uri: str, handoff_id: str, progress: asyncio.Queue[int], timeout_s: float) -> str:
+        """Sends the REFER of a blind transfer to `uri` and waits for its outcome (`refer_outcome`)."""
+        headers: tuple[tuple[str, str], ...] = (
+            ("Refer-To", f"<{uri}>"),
+            ("Referred-By", f"<{self.local_address.uri}>"),
+        )
+        if handoff_id:
+            headers += ((HANDOFF_HEADER, handoff_id),)
+        request, destination = self.request("REFER", headers=headers)
+        outcome = "failed"
+        try:
+            accepted = await self.agent.request(request, destination, self.flow)
+            if 200 <= accepted.code < 300:
+                outcome = await refer_outcome(progress, timeout_s)
+            else:
+                outcome = f"refused {accepted.code}"
+        except TimeoutError:
+            outcome = "no answer to REFER"
+        return outcome
 
     def next_hop(self) -> tuple[str, int]:
         """Where requests inside the dialog go: back to the host and port the INVITE came from.

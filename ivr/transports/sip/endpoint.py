@@ -49,7 +49,7 @@ from ivr.transports.sip.message import (
     transaction_key,
 )
 from ivr.transports.sip.register import Registration
-from ivr.transports.sip.stream import SendStats
+from ivr.transports.sip.rtp_stats import SendStats
 
 # KEEP_TRANSACTION_S is still read from here (tests, tools) though Timer J now lives in transaction.py
 from ivr.transports.sip.transaction import KEEP_TRANSACTION_S, ClientTransactions, Flow, ServerTransaction  # noqa: F401

@@ -17,7 +17,9 @@ host is dropped and counted in `dropped_foreign`, so spraying the RTP port
 range can neither steal a call's audio nor feed it.
 
 RTCP (rtcp.py) uses the next port up, or the RTP port when both sides agreed
-on rtcp-mux: a report every 5 s or so, and a BYE when the call ends.
+on rtcp-mux: a report every 5 s or so, and a BYE when the call ends. The
+RTCP socket and the host comparison are in media_sockets.py, the counters
+(`SendStats`) in rtp_stats.py.
 """
 
 from __future__ import annotations
@@ -25,19 +27,19 @@ from __future__ import annotations
 import asyncio
 import audioop
 import dataclasses
-import ipaddress
 import logging
 import random
 import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ivr.audio.codecs import Codec, codec_for
 from ivr.audio.dtmf import ToneDetector, tone
+from ivr.transports.sip.media_sockets import Host, RtcpPort, ip_host
 from ivr.transports.sip.rtcp import RtcpError, RtcpSession, SenderInfo, is_rtcp, next_interval, ntp_time
 from ivr.transports.sip.rtp import DtmfEvent, DtmfReceiver, JitterBuffer, RtpError, RtpPacket, dtmf_packets
+from ivr.transports.sip.rtp_stats import SendStats
 from ivr.transports.sip.sdp import Negotiated
 
 log = logging.getLogger("ivr.sip.rtp")
@@ -52,57 +54,11 @@ OnKey = Callable[[str], None]
 OnMark = Callable[[str], None]
 
 
-@dataclass
-class SendStats:
-    packets: int = 0
-    late_ticks: int = 0  # woke more than one frame after the scheduled time
-    max_lateness_ms: float = 0.0
-    resyncs: int = 0
-    dtmf_sent: int = 0
-    dropped_bad: int = 0  # received datagrams that were not usable RTP
-    dropped_foreign: int = (
-        0  # RTP or RTCP from a host we do not expect, or from a second source while we hear the first
-    )
-    rtcp_sent: int = 0
-    rtcp_received: int = 0
-    rtcp_dropped: int = 0  # RTCP datagrams that were not valid compound packets
-
-    def add(self, other: SendStats) -> None:
-        """Sums counters (a finished call's into the endpoint's totals); the maximum stays a maximum."""
-        for name, value in vars(other).items():
-            mine = getattr(self, name)
-            setattr(self, name, max(mine, value) if name.startswith("max_") else mine + value)
-
-
 class _Mark:
     __slots__ = ("name",)
 
     def __init__(self, name: str):
         self.name = name
-
-
-class _RtcpPort(asyncio.DatagramProtocol):
-    """The RTCP socket next to the RTP one (RFC 3550 §11: RTP port + 1)."""
-
-    def __init__(self, stream: RtpStream):
-        self.stream = stream
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.stream.rtcp_received(data, addr[:2])
-
-
-Host = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def _host(address: str | None) -> Host | None:
-    """An IP address for comparing hosts, None for anything else (the SDP has only IP literals: sdp.negotiate)."""
-    try:
-        host = ipaddress.ip_address((address or "").split("%")[0])
-    except ValueError:
-        return None
-    return (
-        (host.ipv4_mapped or host) if isinstance(host, ipaddress.IPv6Address) else host
-    )  # a dual-stack socket's IPv4 peer
 
 
 class RtpStream(asyncio.DatagramProtocol):
@@ -120,7 +76,7 @@ class RtpStream(asyncio.DatagramProtocol):
         self.codec: Codec = codec_for("audio/pcmu", 8000)
         self._remote: tuple[str, int] | None = None
         self._latched_at: float | None = None
-        self._signalling_host = _host(signalling_host)
+        self._signalling_host = ip_host(signalling_host)
         self._allowed = allowed
         self._expected: set[Host] = set()  # hosts media may come from (configure)
         self._outbound: deque[bytes | _Mark] = deque()
@@ -156,7 +112,7 @@ class RtpStream(asyncio.DatagramProtocol):
             if self.local_port % 2 == 0:
                 try:
                     self._rtcp_transport, _ = await loop.create_datagram_endpoint(
-                        lambda: _RtcpPort(self), local_addr=(host, self.local_port + 1)
+                        lambda: RtcpPort(self.rtcp_received), local_addr=(host, self.local_port + 1)
                     )
                     return self.local_port
                 except OSError:
@@ -178,7 +134,7 @@ class RtpStream(asyncio.DatagramProtocol):
         if self._latched_at is None or negotiated.remote_address not in ("0.0.0.0", "::"):
             self._remote = (negotiated.remote_address, negotiated.remote_port)
             self._latched_at = None
-        hosts = {_host(negotiated.remote_address), _host(negotiated.rtcp_address), self._signalling_host}
+        hosts = {ip_host(negotiated.remote_address), ip_host(negotiated.rtcp_address), self._signalling_host}
         self._expected = {h for h in hosts if h is not None and not h.is_unspecified}
         wants_tones = inband_dtmf == "always" or (inband_dtmf == "auto" and negotiated.dtmf_payload_type is None)
         self._tones = ToneDetector() if wants_tones else None
@@ -374,7 +330,7 @@ class RtpStream(asyncio.DatagramProtocol):
         The port is not checked: a NAT in front of the caller may send from
         another port than the SDP names, and symmetric RTP follows it there.
         """
-        host = _host(address)
+        host = ip_host(address)
         return host is not None and host in self._expected and self._allowed(str(host))
 
     def _accept_source(self, addr: tuple[str, int]) -> bool:
