@@ -18,6 +18,7 @@ from dataclasses import field
 from datetime import date, datetime, time, timedelta
 from difflib import SequenceMatcher
 from functools import cache
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -31,6 +32,7 @@ from ivr.yaml_config import (
     empty_means_default,
     integer,
     matching,
+    non_empty,
     number,
     problems,
     raise_problems,
@@ -160,7 +162,7 @@ def _day_ranges(value: Any) -> tuple[tuple[int, int], ...]:
         except ValueError as exc:
             found.append(((i,), str(exc)))
     parsed.sort()
-    for (_, end, _), (start, _, i) in zip(parsed, parsed[1:], strict=False):
+    for (_, end, _), (start, _, i) in pairwise(parsed):
         if start < end:
             found.append(((i,), f"{value[i]!r} overlaps another range that day"))
     raise_problems(found)
@@ -248,11 +250,7 @@ class Product:
     synonyms: dict[Language, tuple[Text, ...]] = field(default_factory=dict)
     max_quantity: integer(ge=1) = DEFAULT_MAX_QUANTITY
 
-    @validator("name")
-    def _some_name(cls, name: dict[str, str]) -> dict[str, str]:
-        if not name:
-            raise ValueError("needs a name in at least one language")
-        return name
+    _some_name = validator("name", allow_reuse=True)(non_empty("needs a name in at least one language"))
 
     def name_in(self, language: str, fallback: str) -> str:
         """The name to say to a caller; the tenant's language always has one (validated)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -104,7 +105,8 @@ def problems(found: Iterable[tuple[Loc, str | Exception]], model: Any = None) ->
     return ValidationError(errors, owner)
 
 
-def raise_problems(found: Sequence[tuple[Loc, str]]) -> None:
+def raise_problems(found: Sequence[tuple[Loc, str | Exception]]) -> None:
+    """Raise `problems(found)` if there are any; validators collect first so that all are reported at once."""
     if found:
         raise problems(found)
 
@@ -112,6 +114,17 @@ def raise_problems(found: Sequence[tuple[Loc, str]]) -> None:
 def empty_means_default(value: Any, field: Any) -> Any:
     """Validator (pre=True): an empty YAML key (`catalogue:`) means the same as leaving it out."""
     return field.get_default() if value is None else value
+
+
+def non_empty(message: str) -> Callable[[Any], Any]:
+    """Validator: a list or mapping that must hold something; `message` says what belongs there."""
+
+    def check(value: Any) -> Any:
+        if not value:
+            raise ValueError(message)
+        return value
+
+    return check
 
 
 # --------------------------------------------------------------------------- value types
@@ -161,8 +174,6 @@ def checked(kind: str, check: Callable[[Any], Any]) -> Any:
 
 def matching(regex: str, message: str = "{value!r} does not match {regex!r}") -> Any:
     """A string matching `regex` (re.match), e.g. a key or a SIP URI."""
-    import re
-
     compiled = re.compile(regex)
 
     def check(value: Any) -> str:

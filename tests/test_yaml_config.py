@@ -60,3 +60,55 @@ def test_a_seed_file_with_an_unknown_key_and_a_missing_one(tmp_path):
         f"{path}:4: tenants.+4930111.customers.0.town: unknown key 'town'; known keys: customer_number, name, postcode,"
         " street, city, phone",
     ]
+
+
+@pytest.mark.parametrize(
+    "load, text, expected",
+    [
+        (
+            lambda p: load_settings(p, env={}),
+            "tenants: {}\n",
+            ":1: tenants: {} should be non-empty: at least one tenant",
+        ),
+        (
+            lambda p: load_settings(p, env={}),
+            'tenants:\n  "+4930111":\n    company: A\nqueue:\n  dispositions: []\n',
+            ":5: queue.dispositions: [] should be non-empty",
+        ),
+        (
+            lambda p: load_settings(p, env={}),
+            'tenants:\n  "+4930111":\n    company: A\n    catalogue:\n      - {sku: X, name: {}, price: 1}\n',
+            ":5: tenants.+4930111.catalogue.0.name: needs a name in at least one language",
+        ),
+        (
+            lambda p: load_settings(p, env={}),
+            'tenants:\n  "+4930111":\n    company: A\nagents:\n  - username: anna\n    password_hash: "scrypt$x"\n'
+            "    role: agent\n    tenants: []\n",
+            ':8: agents.0.tenants: [] should be non-empty (a tenant number, or "*" for all)',
+        ),
+        (
+            load_catalogue,
+            "vosk:\n  - name: m\n    language: de\n    files: []\n",
+            ":4: vosk.0.files: [] should be non-empty: a list of {url, size, checksum}",
+        ),
+        (
+            load_seed,
+            SEED.replace("lines: [{sku: X, name: X, quantity: 1, unit_price: 1}]", "lines: []"),
+            ":10: tenants.+4930111.orders.0.lines: [] should be non-empty",
+        ),
+        (
+            load_seed,
+            SEED.replace(
+                "    orders:",
+                '      - {customer_number: "1", name: B, postcode: "2", street: t, city: d}\n    orders:',
+            ),
+            ":5: tenants.+4930111.customers.1.customer_number: appears twice",
+        ),
+    ],
+)
+def test_empty_lists_and_repeated_numbers_are_named(tmp_path, load, text, expected):
+    path = tmp_path / "file.yml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert f"{path}{expected}" in err.value.problems

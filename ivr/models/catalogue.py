@@ -23,7 +23,17 @@ from pydantic.error_wrappers import ErrorWrapper
 from ivr.errors import ConfigError, ModelMissing
 from ivr.models.packaged import PREFIX as PACKAGED_PREFIX
 from ivr.models.packaged import packaged_path
-from ivr.yaml_config import checked, config, integer, load_file, matching, parse, problems, validate
+from ivr.yaml_config import (
+    checked,
+    config,
+    integer,
+    load_file,
+    matching,
+    non_empty,
+    parse,
+    raise_problems,
+    validate,
+)
 
 #: The catalogue shipped with the repository.
 DEFAULT_CATALOGUE_PATH = Path(__file__).resolve().parents[2] / "voices" / "catalogue.yml"
@@ -93,11 +103,7 @@ class ModelEntry:
             values["files"] = [inline]
         return values
 
-    @validator("files")
-    def _some(cls, files: tuple[RemoteFile, ...]) -> tuple[RemoteFile, ...]:
-        if not files:
-            raise ValueError("[] should be non-empty: a list of {url, size, checksum}")
-        return files
+    _some = validator("files", allow_reuse=True)(non_empty("[] should be non-empty: a list of {url, size, checksum}"))
 
     @root_validator(skip_on_failure=True)
     def _fits_its_kind(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -111,8 +117,7 @@ class ModelEntry:
             found.append((("files",), f"a vosk entry needs exactly one .zip URL, got {names}"))
         if kind == "piper" and sorted(names) != sorted([f"{name}.onnx", f"{name}.onnx.json"]):
             found.append((("files",), f"a piper entry needs {name}.onnx and {name}.onnx.json, got {names}"))
-        if found:
-            raise problems(found)
+        raise_problems(found)
         return values
 
     @property
@@ -157,8 +162,7 @@ def _section(kind: str) -> Any:
             elif entry.default:
                 defaults[entry.language] = entry.name
             entries.append(entry)
-        if found:
-            raise problems(found)
+        raise_problems(found)
         return tuple(entries)
 
     return checked(f"{kind.title()}Section", check)

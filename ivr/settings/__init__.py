@@ -35,7 +35,7 @@ from ivr.settings.sections import (
 )
 from ivr.settings.sip import SipRegistration, SipSettings, SipTls
 from ivr.tenants import LANGUAGES, Tenant  # Tenant: `from ivr.settings` still works
-from ivr.yaml_config import Loc, config, empty_means_default, load_file, matching, problems, validate
+from ivr.yaml_config import Loc, config, empty_means_default, load_file, matching, non_empty, problems, validate
 
 __all__ = [
     "AgentUser", "BargeInSettings", "DEFAULT_SETTINGS_FILE", "DialogSettings", "LANGUAGES", "LimitSettings",
@@ -69,12 +69,7 @@ class Settings:
     default_tenant: StrictStr | None = None
 
     _empty = validator("agents", pre=True, allow_reuse=True)(empty_means_default)
-
-    @validator("tenants")
-    def _some(cls, tenants: dict[str, Tenant]) -> dict[str, Tenant]:
-        if not tenants:
-            raise ValueError("{} should be non-empty: at least one tenant")
-        return tenants
+    _some = validator("tenants", allow_reuse=True)(non_empty("{} should be non-empty: at least one tenant"))
 
     @root_validator(skip_on_failure=True)
     def _default_is_a_tenant(cls, values: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from typing import Any, Literal
 from pydantic import StrictStr, validator
 
 from ivr.settings.sip import Network
-from ivr.yaml_config import Loc, Text, config, integer, matching, number
+from ivr.yaml_config import Loc, Text, config, integer, matching, non_empty, number
 
 
 @config
@@ -19,11 +19,9 @@ class AgentUser:
     skills: tuple[Text, ...] = ()  # queue names the agent takes calls from; empty = every queue of their tenants
     name: StrictStr = ""  # shown to supervisors; default: the username
 
-    @validator("tenants")
-    def _some(cls, tenants: tuple[str, ...]) -> tuple[str, ...]:
-        if not tenants:
-            raise ValueError('[] should be non-empty (a tenant number, or "*" for all)')
-        return tenants
+    _some = validator("tenants", allow_reuse=True)(
+        non_empty('[] should be non-empty (a tenant number, or "*" for all)')
+    )
 
     @validator("name", always=True)
     def _username_by_default(cls, name: str, values: dict[str, Any]) -> str:

@@ -10,18 +10,16 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import StrictBool, validator
 
 from ivr.tenants import LANGUAGES, Key, Language
-from ivr.yaml_config import Text, config, integer, matching, number
+from ivr.yaml_config import Text, config, integer, matching, non_empty, number
 
 if TYPE_CHECKING:  # what the values are to the code that reads them
     Port = int
     Seconds = float
-    FrameMs = int
     HttpUrl = str
     DatabaseUrl = str
 else:
     Port = integer(ge=0, le=65535)
     Seconds = number(gt=0)
-    FrameMs = integer(ge=0, multiple_of=20)  # webrtcvad frames are 20 ms
     HttpUrl = matching(r"^https?://[^/\s]", "{value!r} is not an http(s) URL like 'http://127.0.0.1:5005'")
     DatabaseUrl = matching(
         r"^[a-z][a-z0-9+]*://",
@@ -156,8 +154,4 @@ class QueueSettings:
     hold_music: Text | None = None  # a WAV file; unset = a generated tone loop
     dispositions: tuple[Key, ...] = ("resolved", "follow_up", "callback_needed", "escalated", "wrong_number", "other")
 
-    @validator("dispositions")
-    def _some(cls, dispositions: tuple[str, ...]) -> tuple[str, ...]:
-        if not dispositions:
-            raise ValueError("[] should be non-empty")
-        return dispositions
+    _some = validator("dispositions", allow_reuse=True)(non_empty("[] should be non-empty"))

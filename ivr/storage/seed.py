@@ -14,7 +14,19 @@ from pydantic import validator
 
 from ivr.settings import TenantNumber
 from ivr.storage.base import ORDER_STATUSES, Customer, Order, OrderLine, Storage
-from ivr.yaml_config import Text, checked, config, integer, load_file, matching, number, problems, validate
+from ivr.yaml_config import (
+    Loc,
+    Text,
+    checked,
+    config,
+    integer,
+    load_file,
+    matching,
+    non_empty,
+    number,
+    raise_problems,
+    validate,
+)
 
 DEMO_SEED = Path(__file__).resolve().parent / "demo_seed.yml"
 if TYPE_CHECKING:
@@ -61,11 +73,12 @@ class OrderRecord:
     lines: tuple[LineRecord, ...]
     delivery_address: Text | None = None  # default: the customer's address
 
-    @validator("lines")
-    def _some(cls, lines: tuple[LineRecord, ...]) -> tuple[LineRecord, ...]:
-        if not lines:
-            raise ValueError("[] should be non-empty")
-        return lines
+    _some = validator("lines", allow_reuse=True)(non_empty("[] should be non-empty"))
+
+
+def _repeated(numbers: list[str], field: str) -> list[tuple[Loc, str]]:
+    """Each number that an earlier record of the list already has, at its own index."""
+    return [((i, field), "appears twice") for i, n in enumerate(numbers) if n in numbers[:i]]
 
 
 @config
@@ -77,18 +90,15 @@ class TenantRecords:
 
     @validator("customers")
     def _unique_customers(cls, customers: tuple[CustomerRecord, ...]) -> tuple[CustomerRecord, ...]:
-        numbers = [c.customer_number for c in customers]
-        twice = [((i, "customer_number"), "appears twice") for i, n in enumerate(numbers) if n in numbers[:i]]
-        if twice:
-            raise problems(twice)
+        twice = _repeated([c.customer_number for c in customers], "customer_number")
+        raise_problems(twice)
         return customers
 
     @validator("orders")
     def _unique_orders_of_known_customers(
         cls, orders: tuple[OrderRecord, ...], values: dict[str, Any]
     ) -> tuple[OrderRecord, ...]:
-        numbers = [o.order_number for o in orders]
-        found = [((i, "order_number"), "appears twice") for i, n in enumerate(numbers) if n in numbers[:i]]
+        found = _repeated([o.order_number for o in orders], "order_number")
         if "customers" in values:
             known = {c.customer_number for c in values["customers"]}
             found += [
@@ -96,8 +106,7 @@ class TenantRecords:
                 for i, o in enumerate(orders)
                 if o.customer_number not in known
             ]
-        if found:
-            raise problems(found)
+        raise_problems(found)
         return orders
 
 
