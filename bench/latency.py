@@ -42,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import aiohttp  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
@@ -68,6 +69,8 @@ SENTENCES = [
     "Can you tell me the price?",
     "How long does delivery take?",
 ]
+SILENCE_LIMIT_MS = 2000  # the issue's bound: no caller waits in silence longer than this
+CAPACITY_UTILIZATION = 0.8  # the share of the cores the computed limit plans to use; the rest is headroom
 LATENCY_KEYS = ("endpoint_ms", "asr_ms", "dialog_ms", "tts_first_audio_ms", "total_ms")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -335,9 +338,15 @@ async def one_call(
     caller = Caller(ws_url, EN_TENANT, f"+44770090{index:04d}", io.StringIO(), settle_s=0.8, timeout_s=timeout_s,
                     auth=basic("carl"))  # fmt: skip
     t_start = time.monotonic()
+    refused: dict[str, Any] | None = None
     try:
         result = await caller.run(parse_steps(files), None)
         error = None
+    except aiohttp.WSServerHandshakeError as exc:  # admission control said no before the call was answered
+        result = {"call_sid": caller.call_sid, "turns": [], "hangup": None, "transcript": []}
+        error = None if exc.status == 503 else f"handshake {exc.status}: {exc.message}"
+        if exc.status == 503:
+            refused = {"retry_after": (exc.headers or {}).get("Retry-After"), "reason": exc.message}
     except Exception as exc:  # a failed call is reported, not fatal
         result = {"call_sid": caller.call_sid, "turns": caller.turns, "hangup": caller.state.hung_up, "transcript": []}
         error = f"{type(exc).__name__}: {exc}"
@@ -352,6 +361,7 @@ async def one_call(
         "files": [Path(f).name for f in files],
         "duration_s": round(time.monotonic() - t_start, 2),
         "error": error,
+        "refused": refused,
         "hangup": result["hangup"],
         "timeouts": events.count("timeout"),
         "no_reply": events.count("no_reply"),
@@ -396,10 +406,36 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 
 def level_metrics(calls: list[dict[str, Any]]) -> dict[str, Any]:
-    metrics = {"client_latency_ms": summary([v for c in calls for v in c["client_latency_ms"]])}
+    """Latency over the admitted calls (a refused call has no turns), and how many were refused."""
+    metrics: dict[str, Any] = {"client_latency_ms": summary([v for c in calls for v in c["client_latency_ms"]])}
     for key in LATENCY_KEYS:
         metrics[key] = summary([s.get(key) for c in calls for s in c["server_latency"]])
+    metrics["refused_calls"] = sum(1 for c in calls if c["refused"])
+    # A caller left in silence: a turn answered after more than SILENCE_LIMIT_MS, or not at all.
+    metrics["turns_over_2s"] = sum(
+        1 for c in calls if not c["refused"] for v in c["client_latency_ms"] if v is None or v > SILENCE_LIMIT_MS
+    )
     return metrics
+
+
+def capacity(resources: dict[str, Any], calls: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    """CPU per call in progress, and the calls the machine's cores could carry at CAPACITY_UTILIZATION.
+
+    The mean number of calls in progress is the admitted calls' summed duration over the
+    level's wall time; the CPU is what `ivr serve` and `rasa run` used meanwhile (100 % =
+    one core). From it, the computed limit: cores x 100 % x utilization / CPU per call.
+    """
+    in_progress = sum(c["duration_s"] for c in calls if not c["refused"]) / max(wall_s, 1e-6)
+    cpu = sum(resources.get(name, {}).get("cpu_mean_pct", 0.0) for name in ("ivr_serve", "rasa"))
+    if in_progress <= 0 or cpu <= 0:
+        return {"calls_in_progress_mean": round(in_progress, 2), "cpu_pct_per_call": None, "computed_limit": None}
+    per_call = cpu / in_progress
+    cores = len(os.sched_getaffinity(0))
+    return {
+        "calls_in_progress_mean": round(in_progress, 2),
+        "cpu_pct_per_call": round(per_call, 1),
+        "computed_limit": round(cores * 100 * CAPACITY_UTILIZATION / per_call, 1),
+    }
 
 
 def machine_facts() -> dict[str, Any]:
@@ -457,6 +493,10 @@ def print_report(levels: list[dict[str, Any]]) -> None:
     print(f"{'turns measured':<16}" + "".join(f"{lvl['metrics']['client_latency_ms']['n']:>22}" for lvl in levels))
     print(f"{'turns w/o reply':<16}" + "".join(f"{lvl['turns_without_reply']:>22}" for lvl in levels))
     print(f"{'turns not made':<16}" + "".join(f"{lvl['turns_not_made']:>22}" for lvl in levels))
+    print(f"{'turns > 2 s':<16}" + "".join(f"{lvl['metrics']['turns_over_2s']:>22}" for lvl in levels))
+    print(f"{'calls refused':<16}" + "".join(f"{lvl['metrics']['refused_calls']:>22}" for lvl in levels))
+    print(f"{'CPU % per call':<16}" + "".join(f"{fmt(lvl['capacity']['cpu_pct_per_call']):>22}" for lvl in levels))
+    print(f"{'computed limit':<16}" + "".join(f"{fmt(lvl['capacity']['computed_limit']):>22}" for lvl in levels))
 
     print(
         f"\nResources during the level (CPU: 100% = one core, {os.cpu_count()} cores; mean / p95 of 0.5 s samples) and pacing"
@@ -507,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--idle-wait", type=float, default=300.0, help="longest wait for --idle-pct (s); then measure anyway"
     )
+    parser.add_argument("--warmup-calls", type=int, default=1, choices=(0, 1),
+                        help="one call before each level's measurement (0: the level's first call meets a cold server)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latency.json")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases, WAVs)")
@@ -565,8 +607,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== N={n}: starting ivr serve ...", flush=True)
             ivr_proc, ivr_url, ivr_log = start_ivr(rasa_url, settings, work, f"n{n}")
             ws_url = ivr_url.replace("http://", "ws://") + "/media"
-            warm = asyncio.run(run_level(ws_url, 1, wavs, 1, (0, 0), args.call_timeout, rng))
-            print(f"   warm-up call: client latency {warm[0]['client_latency_ms']} ms", flush=True)
+            warm = asyncio.run(run_level(ws_url, args.warmup_calls, wavs, 1, (0, 0), args.call_timeout, rng))
+            if warm:
+                print(f"   warm-up call: client latency {warm[0]['client_latency_ms']} ms", flush=True)
             idle_before = wait_idle(args.idle_pct, args.idle_wait)
             before = healthz(ivr_url)
             sampler = ProcSampler({"ivr_serve": ivr_proc.pid, "rasa": rasa_proc.pid, "bench_client": os.getpid()})
@@ -599,9 +642,10 @@ def main(argv: list[str] | None = None) -> int:
                 "calls_with_errors": [c["index"] for c in calls if c["error"] or c["timeouts"]],
                 "server_rows_vs_turns": [len(c["server_latency"]) - len(c["client_latency_ms"]) for c in calls],
                 "resources": resources,
+                "capacity": capacity(resources, calls, wall),
                 "machine_cpu_before_pct": idle_before,
                 "pacing": pacing,
-                "warmup": warm[0],
+                "warmup": warm[0] if warm else None,
                 "per_call": calls,
             }
             results["levels"].append(level)
