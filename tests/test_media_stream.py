@@ -46,7 +46,8 @@ async def test_a_whole_call(ivr_server, tmp_path):
     assert caller_line["intent"]  # and Rasa classified it
     assert lines[2]["text"] and "latency" in lines[2]["meta"]
     latency = lines[2]["meta"]["latency"]
-    assert latency["endpoint_ms"] == 300 and latency["total_ms"] >= latency["endpoint_ms"]
+    # An open answer: the 300 ms hangover after webrtcvad's last voiced frame, plus its tail after the last word.
+    assert 300 <= latency["endpoint_ms"] <= 600 and latency["total_ms"] >= latency["endpoint_ms"]
     row = (
         sqlite3.connect(ivr_server.db)
         .execute("select end_reason, ended_at, tenant from calls where call_id=?", (call.call_id,))

@@ -33,7 +33,7 @@ class Timing:
     """When an utterance ended: monotonic clock of the endpoint decision and of the final ASR result."""
 
     endpointed_at: float
-    hangover_s: float  # the silence the endpointer waited for (0 when cut at max length)
+    hangover_s: float  # silence from the end of speech to the decision (the hangover; less when cut at max length)
     asr_done: float
 
     @property
@@ -173,7 +173,7 @@ class LineControl(Protocol):
 
     async def event(self, event: OutboundEvent) -> None: ...
     def set_grammar(self, expect: str | None) -> None:
-        """Recognize only yes/no or digits from the next audio on (None: everything)."""
+        """The next answer is `expect`: recognize only yes/no or digits, end it after its hangover (None: open)."""
 
     def spawn(self, coro: Awaitable[Any]) -> Any:
         """A task of the call: cancelled when the call closes; a failure ends the call (internal_error)."""

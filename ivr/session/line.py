@@ -55,7 +55,7 @@ class AsrEnd:
     """The endpointer ended an utterance: ask for the final result."""
 
     endpointed_at: float  # monotonic
-    hangover_s: float
+    hangover_s: float  # the silence waited after the end of speech (SpeechEnded.silence_ms)
     ended: SpeechEnded
 
 
@@ -194,9 +194,8 @@ class Line:
         if self._ignoring:
             self._ignoring = False
             return
-        hangover_s = self.settings.vad.hangover_ms / 1000 if event.reason == "silence" else 0.0
         self.recognizing += 1
-        self._asr_queue.put_nowait(AsrEnd(time.monotonic(), hangover_s, event))
+        self._asr_queue.put_nowait(AsrEnd(time.monotonic(), event.silence_ms / 1000, event))
 
     async def _asr_worker(self) -> None:
         """Feeds Vosk in arrival order; batches whatever audio queued up while it was busy."""
@@ -289,7 +288,10 @@ class Line:
         await self.sink.send_event(event)
 
     def set_grammar(self, expect: str | None) -> None:
+        """The next answer is `expect`: a grammar for the recognizer, and the hangover that ends it."""
         self.recognizer.set_grammar(GRAMMARS.get(expect or "", {}).get(self.language))
+        vad = self.settings.vad
+        self.endpointer.set_hangover(vad.hangover_for(expect), after_last_word=expect in vad.hangover_by_expect)
 
     async def hang_up(self, reason: str) -> None:
         await self._closer(reason, True)

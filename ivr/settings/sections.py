@@ -17,9 +17,14 @@ if TYPE_CHECKING:  # what the values are to the code that reads them
     Seconds = float
     HttpUrl = str
     DatabaseUrl = str
+    HangoverMs = int
+    Expect = str
 else:
     Port = integer(ge=0, le=65535)
     Seconds = number(gt=0)
+    HangoverMs = integer(ge=60, le=5000, multiple_of=20)
+    # What a prompt expects of the answer (ivr/dialog/payloads.py's EXPECT): the keys of vad.hangover_by_expect.
+    Expect = Literal["yes_no", "digits", "menu"]
     HttpUrl = matching(r"^https?://[^/\s]", "{value!r} is not an http(s) URL like 'http://127.0.0.1:5005'")
     DatabaseUrl = matching(
         r"^[a-z][a-z0-9+]*://",
@@ -66,14 +71,31 @@ class DialogSettings:
 
 @config
 class VadSettings:
-    """Endpointing: when a caller's turn starts and ends (all in ms, whole 20 ms frames)."""
+    """Endpointing: when a caller's turn starts and ends (all in ms, whole 20 ms frames).
+
+    The caller's last word is the last voiced frame at least `end_energy_db`
+    above the noise floor (0: webrtcvad's last voiced frame, which on a noisy
+    line comes 100-200 ms after it). `hangover_by_expect` ends a turn that long
+    after the last word where the answer is complete sooner (a yes or no, a
+    menu word); `hangover_ms` ends an open answer that long after webrtcvad's
+    last voiced frame, whose tail bridges the pauses between words. Digits keep
+    the open one by default: a number is read in groups with pauses, and
+    whether it is complete would need its expected length. Measured in
+    docs/performance.md (bench/endpointing.py).
+    """
 
     aggressiveness: integer(ge=0, le=3) = 2
     start_ms: integer(ge=20, multiple_of=20) = 60
     pre_roll_ms: integer(ge=0, le=2000, multiple_of=20) = 300
-    hangover_ms: integer(ge=60, le=5000, multiple_of=20) = 300
+    hangover_ms: HangoverMs = 300
+    hangover_by_expect: dict[Expect, HangoverMs] = field(default_factory=lambda: {"yes_no": 200, "menu": 200})
+    end_energy_db: number(ge=0, le=40) = 8.0
     min_speech_ms: integer(ge=0) = 200
     max_utterance_ms: integer(ge=1000) = 15000
+
+    def hangover_for(self, expect: str | None) -> int:
+        """The hangover for a prompt expecting `expect` (None or an unlisted kind: an open answer)."""
+        return self.hangover_by_expect.get(expect, self.hangover_ms) if expect else self.hangover_ms
 
 
 @config
