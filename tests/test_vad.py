@@ -198,5 +198,5 @@ def test_hangover_per_expectation_is_validated(tmp_path):
 def test_hangover_for_an_expectation():
     vad = VadSettings(hangover_ms=300, hangover_by_expect={"yes_no": 200})
     assert [vad.hangover_for(e) for e in (None, "yes_no", "menu", "digits")] == [300, 200, 300, 300]
-    assert VadSettings().hangover_by_expect == {"yes_no": 200, "menu": 200}
+    assert VadSettings().hangover_by_expect == {"yes_no": 200}  # a menu is an open question
     assert get_args(Expect) == EXPECT  # every kind of answer a reply can expect, and only those

@@ -76,10 +76,11 @@ class VadSettings:
     The caller's last word is the last voiced frame at least `end_energy_db`
     above the noise floor (0: webrtcvad's last voiced frame, which on a noisy
     line comes 100-200 ms after it). `hangover_by_expect` ends a turn that long
-    after the last word where the answer is complete sooner (a yes or no, a
-    menu word); `hangover_ms` ends an open answer that long after webrtcvad's
-    last voiced frame, whose tail bridges the pauses between words. Digits keep
-    the open one by default: a number is read in groups with pauses, and
+    after the last word where the answer is complete sooner (a yes or no);
+    `hangover_ms` ends an open answer that long after webrtcvad's
+    last voiced frame, whose tail bridges the pauses between words. A menu
+    ("How can I help you? Or press 1 ...") is an open question that also takes
+    keys, and digits keep the open one too: a number is read in groups with pauses, and
     whether it is complete would need its expected length. Measured in
     docs/performance.md (bench/endpointing.py).
     """
@@ -88,7 +89,7 @@ class VadSettings:
     start_ms: integer(ge=20, multiple_of=20) = 60
     pre_roll_ms: integer(ge=0, le=2000, multiple_of=20) = 300
     hangover_ms: HangoverMs = 300
-    hangover_by_expect: dict[Expect, HangoverMs] = field(default_factory=lambda: {"yes_no": 200, "menu": 200})
+    hangover_by_expect: dict[Expect, HangoverMs] = field(default_factory=lambda: {"yes_no": 200})
     end_energy_db: number(ge=0, le=40) = 8.0
     min_speech_ms: integer(ge=0) = 200
     max_utterance_ms: integer(ge=1000) = 15000
