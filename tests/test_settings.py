@@ -465,6 +465,7 @@ def test_the_shipped_ivr_yml_documents_the_models_defaults():
         "barge_in",
         "timeouts",
         "limits",
+        "admission",
         "models",
         "queue",
         "sip",

@@ -9,6 +9,12 @@ A stream always ends with a close code and a reason: 1003 for a malformed
 message before `start` (or after too many), 1008 for a client over a limit
 (audio much faster than real time), 1011 with
 "internal error" if something on our side failed. Never a bare 1006.
+
+A stream is a call from the upgrade on, so admission control (ivr/session/
+admission.py) decides before it: over the limit the handshake is answered
+`503` with `Retry-After` and a JSON body naming the reason, and the provider
+goes on with its own routing (Twilio: the `<Connect>` fails and the next
+TwiML verb runs). The slot is released in the `finally` that ends the call.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from aiohttp import WSMsgType, web
 
 from ivr.errors import ProtocolError
 from ivr.runtime import Runtime
+from ivr.session.admission import Refusal
 from ivr.session.call import CallSession
 from ivr.session.events import HangUp, OutboundEvent, WireError
 from ivr.session.frames import AudioIn, CallStart, InboundFrame
@@ -96,9 +103,25 @@ class WebSocketSink:
 async def media_socket(
     request: web.Request, runtime: Runtime, make_serializer: Callable[[], Serializer]
 ) -> web.StreamResponse:
+    serializer = make_serializer()
+    ticket = runtime.admission.try_admit(serializer.channel)
+    if isinstance(ticket, Refusal):
+        return refused(ticket)
+    try:
+        return await _run_stream(request, runtime, serializer)
+    finally:
+        ticket.release()
+
+
+def refused(refusal: Refusal) -> web.Response:
+    """The handshake answered 503 before any upgrade: the client sees the reason and when to try again."""
+    body = {"error": refusal.text, "reason": refusal.reason.value, "retry_after_s": refusal.retry_after_s}
+    return web.json_response(body, status=503, headers={"Retry-After": str(refusal.retry_after_s)})
+
+
+async def _run_stream(request: web.Request, runtime: Runtime, serializer: Serializer) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
     await ws.prepare(request)
-    serializer = make_serializer()
     sink = WebSocketSink(ws, serializer)
     realtime = RealTimeGuard(runtime.settings.limits.media_burst_s)
     session: CallSession | None = None
