@@ -211,8 +211,8 @@ async def test_a_burst_of_100_media_streams_is_admitted_or_refused_cleanly(clien
 # ---- SIP ------------------------------------------------------------------------------------------------------
 
 
-async def sip_endpoint(runtime: Runtime) -> SipEndpoint:
-    sip = dataclasses.replace(runtime.settings.sip, enabled=True, port=0, rtp_ports=None)
+async def sip_endpoint(runtime: Runtime, **changes) -> SipEndpoint:
+    sip = dataclasses.replace(runtime.settings.sip, enabled=True, port=0, rtp_ports=None, **changes)
     endpoint = SipEndpoint(runtime, sip)
     await endpoint.start()
     return endpoint
@@ -260,4 +260,38 @@ async def test_a_burst_of_100_invites_is_admitted_or_refused_cleanly(runtime, ca
     finally:
         for caller in callers:
             caller.close()
+        await endpoint.stop()
+
+
+async def test_a_call_cancelled_while_ringing_frees_its_slot(runtime):
+    admission = limit(runtime, 1)
+    endpoint = await sip_endpoint(runtime, answer_delay_s=5.0)
+    caller = SipCaller(("127.0.0.1", endpoint.port))
+    try:
+        calling = asyncio.create_task(caller.call(MUSTER))
+        await until(lambda: any(r.code == 180 for r in caller.responses), what="ringing")
+        assert admission.active == 1  # the slot is taken before the 180
+        await caller.cancel()
+        assert (await calling).code == 487
+        await until(lambda: admission.active == 0, what="the slot released")
+    finally:
+        caller.close()
+        await endpoint.stop()
+
+
+async def test_a_sip_call_that_fails_on_our_side_frees_its_slot(runtime, monkeypatch, caplog):
+    admission = limit(runtime, 1)
+
+    async def broken(call):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(runtime.write_behind, "start_call", broken)
+    endpoint = await sip_endpoint(runtime)
+    caller = SipCaller(("127.0.0.1", endpoint.port))
+    try:
+        assert (await caller.call(MUSTER)).code == 200
+        await until(lambda: admission.active == 0 and not endpoint.live, what="the failed call's slot released")
+        assert "sip.setup_failed" in caplog.text
+    finally:
+        caller.close()
         await endpoint.stop()
