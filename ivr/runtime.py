@@ -76,7 +76,7 @@ class Runtime:
         admission = self.settings.admission
         limits = AdmissionLimits(admission.call_limit(os.cpu_count()), admission.max_loop_lag_ms,
                                  admission.max_asr_backlog_s, admission.starts_per_s, admission.start_burst,
-                                 admission.retry_after_s)  # fmt: skip
+                                 admission.retry_after_s, admission.max_overflow_calls)  # fmt: skip
         # Every transport asks it before taking a call; it is the one count of calls on this machine.
         self.admission = Admission(limits, self._asr_backlog_s)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 
@@ -135,7 +136,9 @@ async def test_shut_down_calls_refuses_new_calls(runtime: Runtime):
 def limit(runtime: Runtime, max_calls: int, **changes) -> Admission:
     """The runtime on fakes, with its own admission limits."""
     tuned(runtime)
+    probe = runtime.admission.lag  # started by the app, stopped by Runtime.close
     runtime.admission = Admission(dataclasses.replace(LIMITS, max_calls=max_calls, **changes), runtime._asr_backlog_s)
+    runtime.admission.lag = probe
     return runtime.admission
 
 
@@ -295,3 +298,57 @@ async def test_a_sip_call_that_fails_on_our_side_frees_its_slot(runtime, monkeyp
     finally:
         caller.close()
         await endpoint.stop()
+
+
+# ---- overflow: a stream over the limit for a tenant with `overflow: callback` ---------------------------------
+
+
+ACME = "+442071234567"  # overflow: refuse (the default)
+
+
+def overflow_to_callback(runtime: Runtime, max_overflow: int = 10) -> Admission:
+    admission = limit(runtime, 0, max_overflow=max_overflow)
+    tenants = dict(runtime.settings.tenants)
+    tenants[MUSTER] = dataclasses.replace(tenants[MUSTER], overflow="callback")
+    runtime.settings = dataclasses.replace(runtime.settings, tenants=tenants)
+    return admission
+
+
+async def test_overflow_tells_the_caller_all_lines_are_busy_and_stores_a_callback(client, runtime):  # noqa: F811
+    admission = overflow_to_callback(runtime)
+    async with client.ws_connect("/media") as ws:
+        await ws.send_json({"event": "connected", "protocol": "Call"})
+        await ws.send_json(start_message())
+        media = 0
+        while True:
+            msg = await ws.receive(timeout=5)
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+            event = json.loads(msg.data)
+            media += event["event"] == "media"
+            if event["event"] == "mark":
+                break
+        assert media == 5  # the message (100 ms from the fake voice) in 20 ms frames, then its mark
+        await ws.send_json({"event": "mark", "streamSid": "MZ1", "mark": {"name": event["mark"]["name"]}})
+        code, reason, _ = await closed(ws)
+    assert (code, reason) == (1000, "all_lines_busy")
+    (request,) = await runtime.storage.callbacks(MUSTER)
+    assert request.number == "+4917012" and request.reason == "all_lines_busy"
+    await until(lambda: admission.overflow_active == 0, what="the overflow slot released")
+    state = admission.state()
+    assert (state.overflowed, state.active, state.refused["at_capacity"]) == (1, 0, 1)
+
+
+async def test_overflow_for_a_tenant_that_refuses_closes_with_1013_and_the_reason(client, runtime):  # noqa: F811
+    admission = overflow_to_callback(runtime)
+    async with client.ws_connect("/media") as ws:
+        await ws.send_json(start_message(customParameters={"to": ACME, "from": "+4917012"}))
+        code, reason, events = await closed(ws)
+    assert code == 1013 and reason.startswith("at_capacity") and events == []
+    assert await runtime.storage.callbacks(ACME) == []
+    await until(lambda: admission.overflow_active == 0, what="the overflow slot released")
+
+
+async def test_overflow_slots_taken_means_503(client, runtime):  # noqa: F811
+    overflow_to_callback(runtime, max_overflow=0)
+    answer = await client.get("/media")
+    assert answer.status == 503 and (await answer.json())["reason"] == "at_capacity"

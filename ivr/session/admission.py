@@ -57,6 +57,7 @@ class AdmissionLimits:
     starts_per_s: float
     start_burst: int
     retry_after_s: int
+    max_overflow: int = 0  # refused media streams taken for a busy message and a callback request, at once
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ class Refusal:
 class Ticket:
     """One admitted call's slot; `release` gives it back (once, however often it is called)."""
 
-    def __init__(self, admission: Admission, channel: str):
+    def __init__(self, admission: Admission, channel: str, overflow: bool = False):
         self.channel = channel
+        self.overflow = overflow  # an overflow slot: a refused call told "all lines busy"
         self._admission: Admission | None = admission
 
     @property
@@ -87,7 +89,7 @@ class Ticket:
     def release(self) -> None:
         admission, self._admission = self._admission, None
         if admission is not None:
-            admission._released()
+            admission._released(self)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class AdmissionState:
     limit: int
     active: int
     admitted: int
+    overflow_active: int
+    overflowed: int
     refused: dict[str, int]
     loop_lag_ms: float
     asr_backlog_ms: int
@@ -157,6 +161,8 @@ class Admission:
         self.lag = LoopLag(clock)
         self.active = 0
         self.admitted = 0
+        self.overflow_active = 0
+        self.overflowed = 0  # refused calls taken for a busy message and a callback request
         self.refused: Counter[RefusalReason] = Counter()
         self.shutting_down = False
         self._asr_backlog_s = asr_backlog_s
@@ -196,14 +202,27 @@ class Admission:
                                                f"(admission.starts_per_s)")  # fmt: skip
         return None
 
-    def _released(self) -> None:
-        self.active -= 1
+    def try_overflow(self, refusal: Refusal, channel: str) -> Ticket | None:
+        """An overflow slot for a call refused for load (not while stopping), or None when they are all taken."""
+        if refusal.reason is RefusalReason.SHUTTING_DOWN or self.overflow_active >= self.limits.max_overflow:
+            return None
+        self.overflow_active += 1
+        self.overflowed += 1
+        return Ticket(self, channel, overflow=True)
+
+    def _released(self, ticket: Ticket) -> None:
+        if ticket.overflow:
+            self.overflow_active -= 1
+        else:
+            self.active -= 1
 
     def state(self) -> AdmissionState:
         return AdmissionState(
             limit=self.limits.max_calls,
             active=self.active,
             admitted=self.admitted,
+            overflow_active=self.overflow_active,
+            overflowed=self.overflowed,
             refused={reason.value: self.refused[reason] for reason in RefusalReason},
             loop_lag_ms=round(self.lag.lag_ms, 1),
             asr_backlog_ms=round(self._asr_backlog_s() * 1000),

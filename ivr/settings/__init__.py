@@ -103,6 +103,11 @@ class Settings:
         """`queue` (our ACD) or `telephony` (back to the caller's provider with the handoff id)."""
         return tenant.handoff or self.queue.handoff
 
+    @property
+    def overflow_callbacks(self) -> bool:
+        """Whether some tenant wants media streams over the limit told "all lines busy" and called back."""
+        return any(tenant.overflow == "callback" for tenant in self.tenants.values())
+
     def voice_for(self, tenant: Tenant) -> str:
         return tenant.voice or self.models.tts[tenant.language]
 

@@ -130,6 +130,9 @@ class AdmissionSettings:
     starts_per_s: number(gt=0) = 5.0  # new calls admitted per second, sustained ...
     start_burst: integer(ge=1) = 10  # ... and at once
     retry_after_s: integer(ge=1, le=3600) = 30  # SIP Retry-After and the media endpoints' Retry-After header
+    # Media streams over the limit taken for a short "all lines busy" and a callback request (tenants with
+    # `overflow: callback`), at once; more get 503. No recognizer, no dialog: a cached prompt and one row.
+    max_overflow_calls: integer(ge=0) = 10
 
     def call_limit(self, cores: int | None) -> int:
         """`max_calls`, or for a machine with `cores` cores (os.cpu_count(); None counts as 1) its share."""
