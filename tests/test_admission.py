@@ -56,7 +56,7 @@ def test_calls_beyond_the_limit_are_refused_until_a_slot_is_released():
     admission = Admission(LIMITS, clock=Clock())
     first, second = admit(admission), admit(admission)
     refusal = refused(admission, RefusalReason.AT_CAPACITY)
-    assert refusal.retry_after_s == 30 and refusal.text.startswith("at_capacity: 2 calls")
+    assert refusal.retry_after_s == 30 and refusal.text == "at_capacity: calls at the limit (admission.max_calls: 2)"
     first.release()
     first.release()  # a second clean-up path frees nothing more
     assert admission.active == 1 and not first.held
@@ -147,8 +147,11 @@ async def test_media_stream_over_the_limit_gets_503_before_the_upgrade(client, r
     async with client.ws_connect("/media") as first:
         await first.send_json(start_message())
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused_ws:
-            await client.ws_connect("/phone/ws")
+            await client.ws_connect("/media")
         assert refused_ws.value.status == 503 and refused_ws.value.headers["Retry-After"] == "30"
+        async with client.ws_connect("/phone/ws") as browser:  # a browser cannot read a 503: told by the close
+            code, reason, events = await closed(browser)
+        assert code == 1013 and reason == "at_capacity: calls at the limit (admission.max_calls: 1)" and events == []
         answer = await client.get("/media")
         assert answer.status == 503 and answer.headers["Retry-After"] == "30"
         body = await answer.json()
@@ -156,7 +159,7 @@ async def test_media_stream_over_the_limit_gets_503_before_the_upgrade(client, r
             body["reason"] == "at_capacity" and body["retry_after_s"] == 30 and "admission.max_calls" in body["error"]
         )
         health = await (await client.get("/healthz")).json()
-        assert health["admission"]["active"] == 1 and health["admission"]["refused"]["at_capacity"] == 2
+        assert health["admission"]["active"] == 1 and health["admission"]["refused"]["at_capacity"] == 3
         assert health["active_calls"] == 1 and health["admission"]["limit"] == 1
         await first.send_json({"event": "stop", "streamSid": "MZ1"})
         await closed(first)
@@ -215,7 +218,9 @@ async def test_a_burst_of_100_media_streams_is_admitted_or_refused_cleanly(clien
 
 
 async def sip_endpoint(runtime: Runtime, **changes) -> SipEndpoint:
-    sip = dataclasses.replace(runtime.settings.sip, enabled=True, port=0, rtp_ports=None, **changes)
+    # UDP only: TCP would have to bind the port number UDP got, which another process may hold meanwhile.
+    sip = dataclasses.replace(runtime.settings.sip, enabled=True, port=0, rtp_ports=None, transports=("udp",),
+                              **changes)  # fmt: skip
     endpoint = SipEndpoint(runtime, sip)
     await endpoint.start()
     return endpoint

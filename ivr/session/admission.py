@@ -189,7 +189,7 @@ class Admission:
         if self.shutting_down:
             return refuse(RefusalReason.SHUTTING_DOWN, "the server is stopping")
         if self.active >= limits.max_calls:
-            return refuse(RefusalReason.AT_CAPACITY, f"{self.active} calls, the limit (admission.max_calls)")
+            return refuse(RefusalReason.AT_CAPACITY, f"calls at the limit (admission.max_calls: {limits.max_calls})")
         if self.lag.lag_ms > limits.max_loop_lag_ms:
             return refuse(RefusalReason.LOOP_LAG, f"event loop {self.lag.lag_ms:.0f} ms late "
                                                   f"(admission.max_loop_lag_ms: {limits.max_loop_lag_ms:g})")  # fmt: skip

@@ -14,7 +14,8 @@ A stream is a call from the upgrade on, so admission control (ivr/session/
 admission.py) decides before it: over the limit the handshake is answered
 `503` with `Retry-After` and a JSON body naming the reason, and the provider
 goes on with its own routing (Twilio: the `<Connect>` fails and the next
-TwiML verb runs). While a tenant has `overflow: callback`, such a stream is
+TwiML verb runs). A browser cannot read a refused handshake, so the phone
+page's stream is upgraded and closed at once with 1013 and the reason. While a tenant has `overflow: callback`, such a stream is
 taken on an overflow slot instead (overflow.py). The slot is released in the
 `finally` that ends the call.
 """
@@ -33,7 +34,7 @@ from ivr.session.call import CallSession
 from ivr.session.events import WireError
 from ivr.session.frames import AudioIn, CallStart
 from ivr.session.limits import RealTimeGuard
-from ivr.transports.overflow import overflow_stream
+from ivr.transports.overflow import TRY_AGAIN_LATER, overflow_stream
 from ivr.transports.ws_sink import Serializer, WebSocketSink, close_reason
 
 log = logging.getLogger("ivr.transport")
@@ -54,6 +55,8 @@ async def media_socket(
         )
         if slot is not None:
             return await overflow_stream(request, runtime, serializer, ticket, slot)
+        if serializer.refuse_after_upgrade:
+            return await refused_after_upgrade(request, ticket)
         return refused(ticket)
     try:
         return await _run_stream(request, runtime, serializer)
@@ -65,6 +68,14 @@ def refused(refusal: Refusal) -> web.Response:
     """The handshake answered 503 before any upgrade: the client sees the reason and when to try again."""
     body = {"error": refusal.text, "reason": refusal.reason.value, "retry_after_s": refusal.retry_after_s}
     return web.json_response(body, status=503, headers={"Retry-After": str(refusal.retry_after_s)})
+
+
+async def refused_after_upgrade(request: web.Request, refusal: Refusal) -> web.WebSocketResponse:
+    """For clients that cannot read a refused handshake (browsers): upgraded, then closed with 1013 and the reason."""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    await ws.close(code=TRY_AGAIN_LATER, message=close_reason(refusal.text))
+    return ws
 
 
 async def _run_stream(request: web.Request, runtime: Runtime, serializer: Serializer) -> web.WebSocketResponse:

@@ -24,6 +24,7 @@ def close_reason(text: str) -> bytes:
 class Serializer(Protocol):
     channel: str
     supports_marks: bool
+    refuse_after_upgrade: bool  # admission refusals as a 1013 close (browsers), not an HTTP 503 (providers)
 
     @property
     def sample_rate(self) -> int: ...
