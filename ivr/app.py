@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from importlib import resources
 
 from aiohttp import web
@@ -26,6 +27,11 @@ def make_app(runtime: Runtime) -> web.Application:
     text.setup(app, runtime)
     # aiohttp 3.9 annotates its signals for aiosignal < 1.4; aiosignal 1.4 made Signal generic over the arguments.
     app.on_shutdown.append(text.end_all)  # type: ignore[arg-type]
+
+    async def start_lag_probe(app: web.Application) -> None:
+        runtime.admission.lag.start()  # on the loop that serves the calls; Runtime.close stops it
+
+    app.on_startup.append(start_lag_probe)  # type: ignore[arg-type]
     agent_auth.setup(app, lambda: runtime.settings.agents, runtime.settings.logins)
 
     async def twilio_media(request: web.Request) -> web.StreamResponse:
@@ -59,6 +65,7 @@ def make_app(runtime: Runtime) -> web.Application:
             {
                 "status": "ok",
                 "active_calls": runtime.active_calls,
+                "admission": dataclasses.asdict(runtime.admission.state()),
                 "frames_sent": stats.frames,
                 "late_frames": stats.late_frames,
                 "max_lateness_ms": round(stats.max_lateness_ms, 1),

@@ -26,6 +26,7 @@ from ivr.dialog.rasa_client import RasaClient
 from ivr.models.catalogue import locate
 from ivr.queue.acd import Acd
 from ivr.queue.hold_music import hold_audio
+from ivr.session.admission import Admission, AdmissionLimits
 from ivr.settings import Settings
 from ivr.storage import Storage, open_storage
 from ivr.storage.write_behind import WriteBehind
@@ -62,17 +63,30 @@ class Runtime:
     vosk: VoskModels = field(default_factory=VoskModels)
     synthesizers: dict[Path, Synthesizer] = field(default_factory=dict)
     pacing: PacingStats = field(default_factory=PacingStats)
-    active_calls: int = 0
     acd: Acd = field(init=False)  # the agent queue, built from the settings
     sip_health: Callable[[], dict[str, Any]] | None = None  # set when the SIP endpoint runs
     dialog_health: Callable[[], dict[str, Any]] | None = None  # set when `ivr serve` supervises Rasa
-    sessions: set[Any] = field(default_factory=set)  # the CallSessions on the line, for shutdown
+    sessions: set[Any] = field(default_factory=set)  # the CallSessions on the line, for shutdown and the ASR backlog
     _located: dict[tuple[str, str], Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Calls write through this; other readers and writers (agents, reports) use `storage` directly.
         self.write_behind = WriteBehind(self.storage, self.settings.storage.max_pending_writes)
         self.acd = Acd(self.settings.queue, self.write_behind.log_event)
+        admission = self.settings.admission
+        limits = AdmissionLimits(admission.call_limit(os.cpu_count()), admission.max_loop_lag_ms,
+                                 admission.max_asr_backlog_s, admission.starts_per_s, admission.start_burst,
+                                 admission.retry_after_s, admission.max_overflow_calls)  # fmt: skip
+        # Every transport asks it before taking a call; it is the one count of calls on this machine.
+        self.admission = Admission(limits, self._asr_backlog_s)
+
+    @property
+    def active_calls(self) -> int:
+        """Calls admitted and not yet over (SIP from before its 180, media streams from the upgrade)."""
+        return self.admission.active
+
+    def _asr_backlog_s(self) -> float:
+        return sum(session.line.asr_backlog_s for session in self.sessions)
 
     @classmethod
     def create(cls, settings: Settings, dialog_url: str, dialog_token: str | None = None) -> Runtime:
@@ -109,6 +123,7 @@ class Runtime:
 
     async def shut_down_calls(self, timeout_s: float) -> None:
         """Stopping: every call ends properly (waiting callers get a callback) within `timeout_s`, else hard."""
+        self.admission.shutting_down = True  # from now on every new call is refused (shutting_down)
         sessions = list(self.sessions)
         if not sessions:
             return
@@ -120,6 +135,7 @@ class Runtime:
             await session.close("server_shutdown")
 
     async def close(self) -> None:
+        await self.admission.lag.stop()
         await self.write_behind.close()
         await self.dialog.close()
         await self.storage.close()

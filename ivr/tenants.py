@@ -305,6 +305,9 @@ class Tenant:
     faq: dict[Key, dict[Language, Text]] = field(default_factory=dict)  # topic → language → answer
     queues: dict[Key, Text] = field(default_factory=dict)  # purpose → queue name
     handoff: Literal["queue", "telephony"] | None = None  # None = the center's `queue.handoff`
+    # A media stream arriving while the machine is full (docs/architecture.md, "Admission control"): `refuse`
+    # closes it with 1013 and the reason; `callback` says that all lines are busy and stores a callback request.
+    overflow: Literal["refuse", "callback"] = "refuse"
 
     _empty = validator("catalogue", "faq", "queues", pre=True, allow_reuse=True)(empty_means_default)
 

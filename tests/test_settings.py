@@ -373,7 +373,7 @@ def test_unknown_key_names_its_line_and_the_known_keys(tmp_path):
         f"{path}:3: vad.hangover: unknown key 'hangover' (did you mean 'hangover_ms'?); known keys: aggressiveness, "
         "start_ms, pre_roll_ms, hangover_ms, hangover_by_expect, end_energy_db, min_speech_ms, max_utterance_ms",
         f"{path}:5: tenants.+4930111.languag: unknown key 'languag' (did you mean 'language'?); known keys: company, "
-        "language, voice, greeting, currency, hours, catalogue, faq, queues, handoff",
+        "language, voice, greeting, currency, hours, catalogue, faq, queues, handoff, overflow",
     ]
 
 
@@ -465,6 +465,7 @@ def test_the_shipped_ivr_yml_documents_the_models_defaults():
         "barge_in",
         "timeouts",
         "limits",
+        "admission",
         "models",
         "queue",
         "sip",

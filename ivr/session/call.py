@@ -95,9 +95,7 @@ class CallSession:
     # ---- lifecycle -------------------------------------------------------
 
     async def begin(self) -> None:
-        runtime = self.runtime
-        runtime.active_calls += 1
-        runtime.sessions.add(self)
+        self.runtime.sessions.add(self)
         log.info(
             "call.start",
             extra={"call_id": self.call_id, "tenant": self.tenant_number, "channel": self.start_frame.channel},
@@ -132,7 +130,6 @@ class CallSession:
                 await self.sink.hangup(reason)
             await self.conversation.end(reason)
         finally:
-            self.runtime.active_calls -= 1
             self.runtime.sessions.discard(self)
             self.finished.set()
             extra: dict[str, Any] = {"call_id": self.call_id, "reason": reason}

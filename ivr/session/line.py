@@ -121,6 +121,11 @@ class Line:
         return self.player.speaking
 
     @property
+    def asr_backlog_s(self) -> float:
+        """Seconds of caller audio waiting for the recognizer (what admission control sums over calls)."""
+        return self._asr_backlog / (2 * ASR_RATE)
+
+    @property
     def barge_in_allowed(self) -> bool:
         return self.player.barge_in_allowed
 

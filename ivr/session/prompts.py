@@ -19,6 +19,16 @@ STORAGE_UNAVAILABLE = {
     "en": "Sorry, because of a technical fault we cannot take your call right now. Please call again in a few minutes.",
 }
 
+# A media stream arriving while the machine is full, for a tenant with `overflow: callback` (ivr/transports/overflow.py).
+ALL_LINES_BUSY_CALLBACK = {
+    "de": "Alle unsere Leitungen sind besetzt. Wir rufen Sie unter dieser Nummer zurück.",
+    "en": "All our lines are busy; we will call you back at this number.",
+}
+ALL_LINES_BUSY_CALL_AGAIN = {  # no number to call back
+    "de": "Alle unsere Leitungen sind besetzt. Bitte rufen Sie in einigen Minuten wieder an.",
+    "en": "All our lines are busy. Please call again in a few minutes.",
+}
+
 # The dialog answered with nothing to say (a failed action, a broken story): never silence on the line.
 SAY_AGAIN = {
     "de": "Entschuldigung, das hat gerade nicht geklappt. Bitte sagen Sie es noch einmal.",

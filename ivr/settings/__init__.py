@@ -23,6 +23,7 @@ from pydantic import StrictStr, root_validator, validator
 from ivr.errors import ConfigError
 from ivr.settings.agents import AgentUser, LoginSettings, agent_problems
 from ivr.settings.sections import (
+    AdmissionSettings,
     BargeInSettings,
     DialogSettings,
     LimitSettings,
@@ -38,7 +39,7 @@ from ivr.tenants import LANGUAGES, Tenant  # Tenant: `from ivr.settings` still w
 from ivr.yaml_config import Loc, config, empty_means_default, load_file, matching, non_empty, problems, validate
 
 __all__ = [
-    "AgentUser", "BargeInSettings", "DEFAULT_SETTINGS_FILE", "DialogSettings", "LANGUAGES", "LimitSettings",
+    "AdmissionSettings", "AgentUser", "BargeInSettings", "DEFAULT_SETTINGS_FILE", "DialogSettings", "LANGUAGES", "LimitSettings",
     "LoginSettings", "ModelSettings", "QueueSettings", "ServerSettings", "Settings", "SipRegistration", "SipSettings",
     "SipTls", "StorageSettings", "Tenant", "TimeoutSettings", "VadSettings", "load_settings", "normalize_number",
     "replace",
@@ -61,6 +62,7 @@ class Settings:
     barge_in: BargeInSettings = BargeInSettings()
     timeouts: TimeoutSettings = TimeoutSettings()
     limits: LimitSettings = LimitSettings()
+    admission: AdmissionSettings = AdmissionSettings()
     models: ModelSettings = field(default_factory=ModelSettings)
     queue: QueueSettings = QueueSettings()
     sip: SipSettings = SipSettings()
@@ -100,6 +102,11 @@ class Settings:
     def handoff_mode(self, tenant: Tenant) -> str:
         """`queue` (our ACD) or `telephony` (back to the caller's provider with the handoff id)."""
         return tenant.handoff or self.queue.handoff
+
+    @property
+    def overflow_callbacks(self) -> bool:
+        """Whether some tenant wants media streams over the limit told "all lines busy" and called back."""
+        return any(tenant.overflow == "callback" for tenant in self.tenants.values())
 
     def voice_for(self, tenant: Tenant) -> str:
         return tenant.voice or self.models.tts[tenant.language]

@@ -1,4 +1,4 @@
-"""The plain sections of `ivr.yml`: server, storage, dialog, endpointing, timeouts, limits, models, queue.
+"""The plain sections of `ivr.yml`: server, storage, dialog, endpointing, timeouts, limits, admission, models, queue.
 
 Each class is the one description of its section (see ivr.yaml_config):
 the field types carry the constraints, the defaults are the documented ones.
@@ -131,6 +131,37 @@ class LimitSettings:
     media_burst_s: number(gt=0, le=60) = 3.0  # how far a media stream's audio may run ahead of real time
     asr_backlog_s: number(ge=1, le=120) = 10.0  # caller audio waiting for the recognizer; more is dropped
     text_idle_s: number(ge=10) = 900.0  # a text conversation without a request this long is ended
+
+
+@config
+class AdmissionSettings:
+    """How many calls this machine takes, so that every call it took keeps its latency (docs/architecture.md).
+
+    `max_calls` unset: `calls_per_core` × the machine's cores. 3 per core is what
+    docs/performance.md measured on 2 cores with the Korean Vosk model: p95 reply
+    latency 1.5-2.6 s at 5 calls, 5.5 s at 10 and 14 s at 20. Below the limit a
+    call is still refused while the event loop runs late or the recognizers
+    are behind (load the count does not show: long turns, a slow disk), and
+    while calls start faster than `starts_per_s` (a burst of INVITEs). Refused
+    SIP calls get 503 with Retry-After, media streams 503 before the upgrade.
+    """
+
+    max_calls: integer(ge=0) | None = None  # calls at once; unset = calls_per_core × cores; 0 refuses every call
+    calls_per_core: number(gt=0, le=100) = 3.0
+    max_loop_lag_ms: number(gt=0) = 50.0  # the event loop paces every call's 20 ms audio; later than this: refuse
+    max_asr_backlog_s: number(gt=0) = 3.0  # caller audio waiting for the recognizers, summed over calls
+    starts_per_s: number(gt=0) = 5.0  # new calls admitted per second, sustained ...
+    start_burst: integer(ge=1) = 10  # ... and at once
+    retry_after_s: integer(ge=1, le=3600) = 30  # SIP Retry-After and the media endpoints' Retry-After header
+    # Media streams over the limit taken for a short "all lines busy" and a callback request (tenants with
+    # `overflow: callback`), at once; more get 503. No recognizer, no dialog: a cached prompt and one row.
+    max_overflow_calls: integer(ge=0) = 10
+
+    def call_limit(self, cores: int | None) -> int:
+        """`max_calls`, or for a machine with `cores` cores (os.cpu_count(); None counts as 1) its share."""
+        if self.max_calls is not None:
+            return self.max_calls
+        return max(1, int(self.calls_per_core * (cores or 1)))
 
 
 def _every_language(models: dict[str, str]) -> dict[str, str]:

@@ -24,6 +24,9 @@ RATE = 16000
 class BrowserSerializer:
     channel = "browser"
     supports_marks = True
+    # A browser's WebSocket cannot read a refused handshake's status or body: admission refusals are
+    # told after the upgrade, as a close with 1013 and the reason, which the page shows.
+    refuse_after_upgrade = True
     sample_rate = RATE
 
     def __init__(self) -> None:

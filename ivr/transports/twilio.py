@@ -44,6 +44,7 @@ def _first(params: dict[str, Any], *names: str) -> str | None:
 class TwilioSerializer:
     channel = "media_stream"
     supports_marks = True
+    refuse_after_upgrade = False  # providers read the 503 and go on with their own routing
 
     def __init__(self) -> None:
         self.stream_sid: str = ""

@@ -9,96 +9,78 @@ A stream always ends with a close code and a reason: 1003 for a malformed
 message before `start` (or after too many), 1008 for a client over a limit
 (audio much faster than real time), 1011 with
 "internal error" if something on our side failed. Never a bare 1006.
+
+A stream is a call from the upgrade on, so admission control (ivr/session/
+admission.py) decides before it: over the limit the handshake is answered
+`503` with `Retry-After` and a JSON body naming the reason, and the provider
+goes on with its own routing (Twilio: the `<Connect>` fails and the next
+TwiML verb runs). A browser cannot read a refused handshake, so the phone
+page's stream is upgraded and closed at once with 1013 and the reason. While a tenant has `overflow: callback`, such a stream is
+taken on an overflow slot instead (overflow.py). The slot is released in the
+`finally` that ends the call.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
 
 from aiohttp import WSMsgType, web
 
 from ivr.errors import ProtocolError
 from ivr.runtime import Runtime
+from ivr.session.admission import Refusal
 from ivr.session.call import CallSession
-from ivr.session.events import HangUp, OutboundEvent, WireError
-from ivr.session.frames import AudioIn, CallStart, InboundFrame
+from ivr.session.events import WireError
+from ivr.session.frames import AudioIn, CallStart
 from ivr.session.limits import RealTimeGuard
+from ivr.transports.overflow import TRY_AGAIN_LATER, overflow_stream
+from ivr.transports.ws_sink import Serializer, WebSocketSink, close_reason
 
 log = logging.getLogger("ivr.transport")
 
 MAX_PROTOCOL_ERRORS = 20  # a client this broken is not a call any more
-MAX_REASON_BYTES = 123  # of a WebSocket close reason (RFC 6455 §5.5: control frames carry 125 bytes)
-
-
-def close_reason(text: str) -> bytes:
-    """A close reason within the frame limit, cut on a character boundary (a cut UTF-8 sequence
-    is invalid, and clients fail the whole close frame over it)."""
-    return text.encode("utf-8")[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
-
-
-class Serializer(Protocol):
-    channel: str
-    supports_marks: bool
-
-    @property
-    def sample_rate(self) -> int: ...
-
-    def decode(self, message: str | bytes) -> InboundFrame: ...
-    def encode_audio(self, pcm: bytes) -> str | bytes: ...
-    def encode_mark(self, name: str) -> str: ...
-    def encode_clear(self) -> str: ...
-    def encode_event(self, event: OutboundEvent) -> str | None: ...
-
-
-class WebSocketSink:
-    """MediaSink over an aiohttp WebSocket; sends after the peer left are dropped."""
-
-    def __init__(self, ws: web.WebSocketResponse, serializer: Serializer):
-        self.ws = ws
-        self.serializer = serializer
-        self.supports_marks = serializer.supports_marks
-
-    @property
-    def sample_rate(self) -> int:
-        return self.serializer.sample_rate
-
-    async def _send(self, message: str | bytes | None) -> None:
-        if message is None or self.ws.closed:
-            return
-        try:
-            if isinstance(message, bytes):
-                await self.ws.send_bytes(message)
-            else:
-                await self.ws.send_str(message)
-        except ConnectionResetError:
-            pass  # the reader loop notices the closed socket and ends the call
-
-    async def send_audio(self, pcm: bytes) -> None:
-        await self._send(self.serializer.encode_audio(pcm))
-
-    async def send_mark(self, name: str) -> None:
-        await self._send(self.serializer.encode_mark(name))
-
-    async def clear(self) -> None:
-        await self._send(self.serializer.encode_clear())
-
-    async def send_event(self, event: OutboundEvent) -> None:
-        await self._send(self.serializer.encode_event(event))
-
-    async def hangup(self, reason: str) -> None:
-        await self._send(self.serializer.encode_event(HangUp(reason)))
-        if not self.ws.closed:
-            await self.ws.close(code=1000, message=close_reason(reason))
+__all__ = ["Serializer", "WebSocketSink", "close_reason", "media_socket"]  # the first three live in ws_sink.py
 
 
 async def media_socket(
     request: web.Request, runtime: Runtime, make_serializer: Callable[[], Serializer]
 ) -> web.StreamResponse:
+    serializer = make_serializer()
+    ticket = runtime.admission.try_admit(serializer.channel)
+    if isinstance(ticket, Refusal):
+        # Answered already by the provider: a tenant may want the caller told, and called back (overflow.py).
+        slot = (
+            runtime.admission.try_overflow(ticket, serializer.channel) if runtime.settings.overflow_callbacks else None
+        )
+        if slot is not None:
+            return await overflow_stream(request, runtime, serializer, ticket, slot)
+        if serializer.refuse_after_upgrade:
+            return await refused_after_upgrade(request, ticket)
+        return refused(ticket)
+    try:
+        return await _run_stream(request, runtime, serializer)
+    finally:
+        ticket.release()
+
+
+def refused(refusal: Refusal) -> web.Response:
+    """The handshake answered 503 before any upgrade: the client sees the reason and when to try again."""
+    body = {"error": refusal.text, "reason": refusal.reason.value, "retry_after_s": refusal.retry_after_s}
+    return web.json_response(body, status=503, headers={"Retry-After": str(refusal.retry_after_s)})
+
+
+async def refused_after_upgrade(request: web.Request, refusal: Refusal) -> web.WebSocketResponse:
+    """For clients that cannot read a refused handshake (browsers): upgraded, then closed with 1013 and the reason."""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    await ws.close(code=TRY_AGAIN_LATER, message=close_reason(refusal.text))
+    return ws
+
+
+async def _run_stream(request: web.Request, runtime: Runtime, serializer: Serializer) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
     await ws.prepare(request)
-    serializer = make_serializer()
     sink = WebSocketSink(ws, serializer)
     realtime = RealTimeGuard(runtime.settings.limits.media_burst_s)
     session: CallSession | None = None

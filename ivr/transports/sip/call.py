@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sipmessage import Request
 
+from ivr.session.admission import Refusal, Ticket
 from ivr.session.call import CallSession
 from ivr.session.events import HandBack
 from ivr.session.frames import AudioIn, CallStart, CallStop, DtmfIn, InboundFrame, MarkAck
@@ -77,6 +78,7 @@ class SipCall:
         self.stream = RtpStream(self._on_audio, self._on_key, self._on_mark, max(1, self.settings.jitter_ms // 20),
                                 signalling_host=flow.remote[0], allowed=endpoint.allows)  # fmt: skip
         self.counted = False  # against max_calls: from the ACK on (SipEndpoint.confirmed_calls)
+        self.ticket: Ticket | None = None  # admission: taken before the 180, released when the call is done
         self.negotiated: Negotiated | None = None
         self._offer: Offer | None = None
         self._sdp_id = random.randrange(1 << 30)
@@ -118,16 +120,31 @@ class SipCall:
         self.stream.close()
         self.endpoint.forget(self)
 
-    def _reject(self, code: int, why: str) -> None:
+    def _reject(self, code: int, why: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         """Refuses the INVITE, saying why in a Warning; nothing of the call remains."""
         warning = why.replace('"', "'").replace("\r", " ").replace("\n", " ")[:120]
-        self._end_unanswered(code, (("Warning", f'399 ivr "{warning}"'),))
+        self._end_unanswered(code, (*headers, ("Warning", f'399 ivr "{warning}"')))
         log.info("sip.rejected", extra={"status": code, "why": why})
+
+    def release_slot(self) -> None:
+        """The call is done: its admission slot is free again (the endpoint calls this when it forgets the call)."""
+        if self.ticket is not None:
+            self.ticket.release()
 
     # ---- incoming call -----------------------------------------------------------------
 
     def begin(self) -> None:
-        self._spawn(self._set_up())
+        self._spawn(self._set_up_or_fail())
+
+    async def _set_up_or_fail(self) -> None:
+        """A failure on our side while setting up ends this call (and frees its slot), not the endpoint."""
+        try:
+            await self._set_up()
+        except Exception:
+            log.exception("sip.setup_failed", extra={"sip_transport": self.flow.transport})
+            if self.session is not None and not self.session.closed:
+                await self.session.close("internal_error")
+            await self.hang_up("internal_error")
 
     async def _set_up(self) -> None:
         self._answer(100)
@@ -160,6 +177,12 @@ class SipCall:
         except LookupError as exc:
             self._reject(404, str(exc))
             return
+        # Before 180/200: a refused call is one the proxy can still route to another IVR (Kamailio on 503).
+        admitted = runtime.admission.try_admit(start.channel)
+        if isinstance(admitted, Refusal):
+            self._reject(503, admitted.text, (("Retry-After", str(admitted.retry_after_s)),))
+            return
+        self.ticket = admitted
         try:
             await self.stream.bind(self.settings.host, self.settings.rtp_ports)
         except OSError as exc:

@@ -327,6 +327,8 @@ class SipEndpoint:
         """The dialog is over; once the call is `done` (its session finished) it leaves `live` too."""
         if self.calls.get(call.sip_call_id) is call:
             del self.calls[call.sip_call_id]
+        if call.done and call.state == "terminated":
+            call.release_slot()
         if call.done and call in self.live:
             self.live.discard(call)
             self.finished_media.add(call.stream.stats)
