@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ivr.audio.asr import Recognizer, VoskModels
+from ivr.audio.codecs import ASR_RATE
 from ivr.audio.playback import PacingStats
+from ivr.audio.recognizer_pool import RecognizerPool, line_noise
 from ivr.audio.tts import Synthesizer, load_voice
 from ivr.dialog.rasa_client import RasaClient
 from ivr.models.catalogue import locate
@@ -35,6 +37,12 @@ log = logging.getLogger("ivr.runtime")
 
 
 WORKER_NICENESS = 5
+# What a new recognizer decodes before its first call, in the model's language: speech reaches the graph
+# states a caller's first turn needs, where noise warms little more than the silence loop (docs/performance.md).
+WARM_UP_SENTENCES = {
+    "de": "Guten Tag, ich möchte wissen, wo meine Bestellung ist und wann sie geliefert wird.",
+    "en": "Hello, I would like to know where my order is and when it will be delivered.",
+}
 
 
 def _lower_priority() -> None:
@@ -62,6 +70,7 @@ class Runtime:
     tts_pool: ThreadPoolExecutor = field(default_factory=lambda: _worker_pool(2, "tts"))
     vosk: VoskModels = field(default_factory=VoskModels)
     synthesizers: dict[Path, Synthesizer] = field(default_factory=dict)
+    recognizer_pools: dict[Path, RecognizerPool] = field(default_factory=dict)  # warm recognizers per Vosk model
     pacing: PacingStats = field(default_factory=PacingStats)
     acd: Acd = field(init=False)  # the agent queue, built from the settings
     sip_health: Callable[[], dict[str, Any]] | None = None  # set when the SIP endpoint runs
@@ -102,8 +111,25 @@ class Runtime:
         return self._located[(kind, spec)]
 
     def recognizer(self, language: str) -> Recognizer:
-        model = self.vosk.get(self._locate("vosk", self.settings.models.asr[language]))
-        return Recognizer(model, self.asr_pool)
+        """A call's recognizer; its free-form recognizer comes warm from the model's pool (asr.warm_recognizers)."""
+        path = self._locate("vosk", self.settings.models.asr[language])
+        model = self.vosk.get(path)
+        if path not in self.recognizer_pools:
+            asr = self.settings.asr
+            pool = RecognizerPool(model, self.asr_pool, asr.warm_recognizers, asr.recognizer_calls, ASR_RATE,
+                                  lambda: self._warm_up_audio(language))  # fmt: skip
+            self.recognizer_pools[path] = pool
+            pool.fill()  # in the ASR threads; the first calls may still find it empty
+        return Recognizer(model, self.asr_pool, pool=self.recognizer_pools[path])
+
+    def _warm_up_audio(self, language: str) -> bytes:
+        """In an ASR thread: a sentence in `language` by a tenant's voice if loaded (preload does), else line noise."""
+        voices = [self.settings.voice_for(t) for t in self.settings.tenants.values() if t.language == language]
+        paths = [self._located.get(("piper", voice)) for voice in voices]
+        synthesizer = next((self.synthesizers[p] for p in paths if p in self.synthesizers), None)
+        if synthesizer is None or language not in WARM_UP_SENTENCES:
+            return line_noise()
+        return synthesizer.synthesize_sentence(WARM_UP_SENTENCES[language], ASR_RATE)
 
     def synthesizer(self, voice: str) -> Synthesizer:
         path = self._locate("piper", voice)
@@ -116,9 +142,10 @@ class Runtime:
         """Load every model the tenants need (raises ModelMissing naming the fix) and the hold music."""
         if self.settings.queue.hold_music:
             hold_audio(self.settings.queue.hold_music, 16000)  # a bad file stops start-up, not the first waiting caller
+        for tenant in self.settings.tenants.values():
+            self.synthesizer(self.settings.voice_for(tenant))  # before the recognizers: the voices speak their warm-up
         for number, tenant in self.settings.tenants.items():
             self.recognizer(tenant.language)
-            self.synthesizer(self.settings.voice_for(tenant))
             log.info("tenant.ready", extra={"tenant": number, "language": tenant.language})
 
     async def shut_down_calls(self, timeout_s: float) -> None:

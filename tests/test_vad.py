@@ -157,7 +157,7 @@ async def test_the_line_sets_the_hangover_for_what_the_prompt_expects():
     vad = VadSettings(hangover_ms=400, hangover_by_expect={"yes_no": 160, "menu": 200})
     settings = Settings(tenants={"+4930111": Tenant(company="A")}, vad=vad)
     sink = SimpleNamespace(sample_rate=8000, send_event=nothing, send_audio=nothing)
-    recognizer = SimpleNamespace(set_grammar=lambda phrases: None)
+    recognizer = SimpleNamespace(set_grammar=lambda phrases: None, release=lambda: None)
     line = Line("c1", sink, 8000, recognizer, None, settings, None, "en", nothing)  # type: ignore[arg-type]
     try:
         assert (line.endpointer.hangover_ms, line.endpointer.after_last_word) == (400, False)

@@ -77,6 +77,8 @@ class FakeRecognizer:
 
     def set_grammar(self, phrases) -> None: ...
 
+    def release(self) -> None: ...
+
 
 class FakeSynthesizer:
     """100 ms of silence per reply."""

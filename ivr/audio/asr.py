@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import vosk
 
 from ivr.audio.codecs import ASR_RATE
+from ivr.audio.recognizer_pool import Pooled, RecognizerPool, new_recognizer
 from ivr.errors import ModelMissing
 
 T = TypeVar("T")
@@ -71,6 +72,16 @@ class VoskModels:
             return self._models[path]
 
 
+def grammar_json(phrases: Sequence[str]) -> str:
+    """The grammar as Vosk takes it: UTF-8 JSON with `[unk]`.
+
+    Not \\u-escaped: Vosk matches the phrases' words against the model's word
+    list byte by byte, so an escaped "f\\u00fcnf" is no word of a German model
+    and the phrase could never be recognized.
+    """
+    return json.dumps([*phrases, "[unk]"], ensure_ascii=False)
+
+
 @dataclass
 class Recognizer:
     """One call's recognizer. Calls are serialized by the owning session.
@@ -79,48 +90,72 @@ class Recognizer:
     grammar), so it never happens on the event loop, where it would stall
     every call's 20 ms audio clock: the constructor, `set_grammar` and `reset`
     only record what is wanted, and the worker thread that next feeds audio
-    builds or resets the recognizer first.
+    builds or resets the recognizer first. The free-form recognizer comes warm
+    from `pool` when there is one (a new one decodes its first utterance
+    slowly, see ivr/audio/recognizer_pool.py) and goes back to it on
+    `release`; a grammar turn uses a second recognizer, so it does not throw
+    the warm one away.
     """
 
     model: vosk.Model
     executor: Executor | None = None
     sample_rate: int = ASR_RATE
-    _rec: vosk.KaldiRecognizer | None = field(init=False, default=None)
-    _grammar: tuple[str, ...] | None = field(init=False, default=None)  # what _rec was built with
+    pool: RecognizerPool | None = None
+    _free: Pooled | None = field(init=False, default=None)
+    _with_grammar: vosk.KaldiRecognizer | None = field(init=False, default=None)
+    _grammar: tuple[str, ...] | None = field(init=False, default=None)  # what _with_grammar was built with
+    _current: vosk.KaldiRecognizer | None = field(init=False, default=None)  # the one fed last
     _wanted: tuple[str, ...] | None = field(init=False, default=None)
     _reset: bool = field(init=False, default=False)
+    _released: bool = field(init=False, default=False)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)  # a released call's job may still run
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def _ready(self) -> vosk.KaldiRecognizer:
-        """In the worker thread: the recognizer for the wanted grammar, reset if asked."""
+        """In the worker thread: the recognizer for the wanted grammar, reset if asked or just switched to."""
         wanted = self._wanted
-        if self._rec is None or wanted != self._grammar:
-            if wanted is None:
-                self._rec = vosk.KaldiRecognizer(self.model, self.sample_rate)
-            else:
-                self._rec = vosk.KaldiRecognizer(self.model, self.sample_rate, json.dumps([*wanted, "[unk]"]))
-            self._rec.SetWords(True)
-            self._grammar = wanted
-            self._reset = False
-        elif self._reset:
-            self._rec.Reset()
-            self._reset = False
-        return self._rec
+        fresh = False
+        rec: vosk.KaldiRecognizer
+        if wanted is None:
+            if self._free is None:
+                self._free = (self.pool.take() if self.pool else None) or Pooled(
+                    new_recognizer(self.model, self.sample_rate)
+                )
+            rec = self._free.rec
+        else:
+            if self._with_grammar is None or wanted != self._grammar:
+                self._with_grammar = vosk.KaldiRecognizer(self.model, self.sample_rate, grammar_json(wanted))
+                self._with_grammar.SetWords(True)
+                self._grammar = wanted
+                fresh = True
+            rec = self._with_grammar
+        switched = rec is not self._current  # the other one may hold audio of a turn that was switched away from
+        if (switched or self._reset) and not fresh:
+            rec.Reset()
+        self._current, self._reset = rec, False
+        return rec
 
     async def accept(self, pcm: bytes) -> str:
         """Feed audio; returns the current partial hypothesis."""
         return await self._run(self._accept_sync, pcm)
 
     def _accept_sync(self, pcm: bytes) -> str:
-        rec = self._ready()
-        rec.AcceptWaveform(pcm)
-        return json.loads(rec.PartialResult()).get("partial", "")
+        with self._lock:
+            if self._released:
+                return ""
+            rec = self._ready()
+            rec.AcceptWaveform(pcm)
+            return str(json.loads(rec.PartialResult()).get("partial", ""))
 
     async def finish(self) -> AsrResult:
         """End of turn: the final result; the recognizer is ready for the next turn."""
-        return AsrResult.from_vosk(await self._run(lambda: self._ready().FinalResult()))
+        return AsrResult.from_vosk(await self._run(self._finish_sync))
+
+    def _finish_sync(self) -> str:
+        with self._lock:
+            return "{}" if self._released else str(self._ready().FinalResult())
 
     def reset(self) -> None:
         """Forget what was heard (done before the next audio, in the worker thread)."""
@@ -134,3 +169,26 @@ class Recognizer:
         next audio on.
         """
         self._wanted = tuple(phrases) if phrases else None
+
+    def release(self) -> None:
+        """The call is over: the free-form recognizer goes back to the pool, cleared of the call's audio.
+
+        Never waits: the clearing is queued on the executor behind whatever job
+        of this call still runs there, and later jobs of the call do nothing.
+        """
+        if self.pool is None or self._released:
+            self._released = True
+            return
+        self._released = True
+        try:
+            self.pool.executor.submit(self._release_sync)
+        except RuntimeError:  # the executor is shut down: the process is stopping
+            pass
+
+    def _release_sync(self) -> None:
+        with self._lock:
+            free, self._free, self._with_grammar, self._current = self._free, None, None, None
+        if free is not None and self.pool is not None:
+            free.rec.FinalResult()
+            free.rec.Reset()
+            self.pool.give_back(free)

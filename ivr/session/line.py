@@ -339,6 +339,7 @@ class Line:
             await self._store_prompt(prompt, heard=heard)
         await self.player.close()
         self._asr_task.cancel()
+        self.recognizer.release()  # its warm free-form recognizer serves a later call
         for task in list(self.tasks):
             if task is not asyncio.current_task():
                 task.cancel()

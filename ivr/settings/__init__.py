@@ -24,6 +24,7 @@ from ivr.errors import ConfigError
 from ivr.settings.agents import AgentUser, LoginSettings, agent_problems
 from ivr.settings.sections import (
     AdmissionSettings,
+    AsrSettings,
     BargeInSettings,
     DialogSettings,
     LimitSettings,
@@ -39,7 +40,7 @@ from ivr.tenants import LANGUAGES, Tenant  # Tenant: `from ivr.settings` still w
 from ivr.yaml_config import Loc, config, empty_means_default, load_file, matching, non_empty, problems, validate
 
 __all__ = [
-    "AdmissionSettings", "AgentUser", "BargeInSettings", "DEFAULT_SETTINGS_FILE", "DialogSettings", "LANGUAGES", "LimitSettings",
+    "AdmissionSettings", "AgentUser", "AsrSettings", "BargeInSettings", "DEFAULT_SETTINGS_FILE", "DialogSettings", "LANGUAGES", "LimitSettings",
     "LoginSettings", "ModelSettings", "QueueSettings", "ServerSettings", "Settings", "SipRegistration", "SipSettings",
     "SipTls", "StorageSettings", "Tenant", "TimeoutSettings", "VadSettings", "load_settings", "normalize_number",
     "replace",
@@ -59,6 +60,7 @@ class Settings:
     storage: StorageSettings = StorageSettings()
     dialog: DialogSettings = DialogSettings()
     vad: VadSettings = VadSettings()
+    asr: AsrSettings = AsrSettings()
     barge_in: BargeInSettings = BargeInSettings()
     timeouts: TimeoutSettings = TimeoutSettings()
     limits: LimitSettings = LimitSettings()

@@ -1,4 +1,4 @@
-"""The plain sections of `ivr.yml`: server, storage, dialog, endpointing, timeouts, limits, admission, models, queue.
+"""The plain sections of `ivr.yml`: server, storage, dialog, endpointing, asr, timeouts, limits, admission, models, queue.
 
 Each class is the one description of its section (see ivr.yaml_config):
 the field types carry the constraints, the defaults are the documented ones.
@@ -97,6 +97,23 @@ class VadSettings:
     def hangover_for(self, expect: str | None) -> int:
         """The hangover for a prompt expecting `expect` (None or an unlisted kind: an open answer)."""
         return self.hangover_by_expect.get(expect, self.hangover_ms) if expect else self.hangover_ms
+
+
+@config
+class AsrSettings:
+    """Recognition: how many free-form recognizers per Vosk model are kept warm for the next calls.
+
+    A new recognizer decodes its first utterance 1-2 s slower than later ones
+    (the decoding graph is expanded as it goes), which a caller heard as a
+    slow first answer; warm ones are built and fed a sentence ahead of time in
+    the ASR threads (ivr/audio/recognizer_pool.py, docs/performance.md). A call
+    gives its recognizer back when it ends; after `recognizer_calls` calls it is
+    dropped, since its expanded graph only ever grows. `warm_recognizers: 0`:
+    every call builds its own, as before.
+    """
+
+    warm_recognizers: integer(ge=0, le=64) = 2  # per Vosk model in use; each holds some 10-25 MB
+    recognizer_calls: integer(ge=1, le=1000) = 8  # calls one recognizer serves before it is replaced
 
 
 @config
