@@ -37,6 +37,9 @@ log = logging.getLogger("ivr.runtime")
 
 
 WORKER_NICENESS = 5
+# Warm recognizers are built on spare CPU only: at niceness 15 a build gets a tenth of what a call's decoding
+# gets of a busy core, so a replacement built while a call starts does not slow that call's first turn.
+WARM_UP_NICENESS = 15
 # What a new recognizer decodes before its first call, in the model's language: speech reaches the graph
 # states a caller's first turn needs, where noise warms little more than the silence loop (docs/performance.md).
 WARM_UP_SENTENCES = {
@@ -45,20 +48,20 @@ WARM_UP_SENTENCES = {
 }
 
 
-def _lower_priority() -> None:
+def _lower_priority(niceness: int = WORKER_NICENESS) -> None:
     """Model inference yields the CPU to the event loop, which paces every call's audio in 20 ms frames.
 
     On Linux a thread's niceness is its own (setpriority on the thread id);
     elsewhere this is a no-op. Raising niceness needs no privileges.
     """
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
     except (AttributeError, OSError):
         pass
 
 
-def _worker_pool(threads: int, name: str) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(threads, thread_name_prefix=name, initializer=_lower_priority)
+def _worker_pool(threads: int, name: str, niceness: int = WORKER_NICENESS) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix=name, initializer=_lower_priority, initargs=(niceness,))
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Runtime:
     dialog: RasaClient
     asr_pool: ThreadPoolExecutor = field(default_factory=lambda: _worker_pool(4, "asr"))
     tts_pool: ThreadPoolExecutor = field(default_factory=lambda: _worker_pool(2, "tts"))
+    warm_up_pool: ThreadPoolExecutor = field(default_factory=lambda: _worker_pool(1, "asr-warm", WARM_UP_NICENESS))
     vosk: VoskModels = field(default_factory=VoskModels)
     synthesizers: dict[Path, Synthesizer] = field(default_factory=dict)
     recognizer_pools: dict[Path, RecognizerPool] = field(default_factory=dict)  # warm recognizers per Vosk model
@@ -116,7 +120,7 @@ class Runtime:
         model = self.vosk.get(path)
         if path not in self.recognizer_pools:
             asr = self.settings.asr
-            pool = RecognizerPool(model, self.asr_pool, asr.warm_recognizers, asr.recognizer_calls, ASR_RATE,
+            pool = RecognizerPool(model, self.warm_up_pool, asr.warm_recognizers, asr.recognizer_calls, ASR_RATE,
                                   lambda: self._warm_up_audio(language))  # fmt: skip
             self.recognizer_pools[path] = pool
             pool.fill()  # in the ASR threads; the first calls may still find it empty
@@ -168,3 +172,4 @@ class Runtime:
         await self.storage.close()
         self.asr_pool.shutdown(wait=False, cancel_futures=True)
         self.tts_pool.shutdown(wait=False, cancel_futures=True)
+        self.warm_up_pool.shutdown(wait=False, cancel_futures=True)

@@ -110,6 +110,10 @@ class Recognizer:
     _released: bool = field(init=False, default=False)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)  # a released call's job may still run
 
+    def __post_init__(self) -> None:
+        # Taken at call start, not at the first words: the replacement is then built while the greeting plays.
+        self._free = self.pool.take() if self.pool else None
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
@@ -119,10 +123,8 @@ class Recognizer:
         fresh = False
         rec: vosk.KaldiRecognizer
         if wanted is None:
-            if self._free is None:
-                self._free = (self.pool.take() if self.pool else None) or Pooled(
-                    new_recognizer(self.model, self.sample_rate)
-                )
+            if self._free is None:  # the pool was empty (or there is none): a cold one
+                self._free = Pooled(new_recognizer(self.model, self.sample_rate))
             rec = self._free.rec
         else:
             if self._with_grammar is None or wanted != self._grammar:
@@ -181,7 +183,7 @@ class Recognizer:
             return
         self._released = True
         try:
-            self.pool.executor.submit(self._release_sync)
+            (self.executor or self.pool.executor).submit(self._release_sync)
         except RuntimeError:  # the executor is shut down: the process is stopping
             pass
 

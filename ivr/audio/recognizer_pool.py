@@ -5,12 +5,14 @@ models are) expands the decoding graph lazily and caches the expanded states
 in the recognizer itself: its first utterance costs about 1-2 s of CPU more
 than later ones, which a caller heard as a first answer 1.4-2.3 s late
 (docs/performance.md, "First turn of a call"). So recognizers are built and
-fed some audio ahead of time, in the ASR thread pool, never on the event
-loop, and a call takes one when it first needs a free-form recognizer. After
-the call it comes back (its states stay expanded: the warmest recognizer
-there is) until it has served `max_calls` calls; then it is dropped, because
-the expanded states only ever grow. The pool is refilled in the background
-by the same thread pool; every method is thread-safe and none blocks.
+fed some audio ahead of time in a worker thread, never on the event loop,
+and a call takes one when it starts. After the call it comes back (its states
+stay expanded: the warmest recognizer there is) until it has served
+`max_calls` calls; then it is dropped, because the expanded states only ever
+grow. The pool refills in the background on its executor, which the runtime
+runs at a low priority (ivr/runtime.py, WARM_UP_NICENESS): a build competing
+with the calls' decoding made their first turns slower than no pool at all
+(bench/asr_first_turn.py). Every method is thread-safe and none blocks.
 """
 
 from __future__ import annotations
