@@ -130,6 +130,8 @@ async def first_turns(
         return await asyncio.gather(*(turn(rec, pcm) for rec in recs))
     audio = (lambda: line_noise(1.0)) if kind == "pool, noise" else (lambda: warm)
     pool = await asyncio.to_thread(ready_pool, model, builds, calls, audio)
+    if kind != "pool, refilling":
+        pool.fill = lambda: None  # type: ignore[method-assign]  # the turn alone: no replacement built meanwhile
     if kind == "pool, recycled":
         earlier = [Recognizer(model, executor, pool=pool) for _ in range(calls)]
         await asyncio.gather(*(turn(rec, warm) for rec in earlier))
@@ -138,8 +140,6 @@ async def first_turns(
             rec.release()
         while pool.stats["returned"] < calls:
             await asyncio.sleep(0.01)
-    if kind != "pool, refilling":
-        pool.fill = lambda: None  # type: ignore[method-assign]  # the turn alone: no replacement built meanwhile
     results = await asyncio.gather(*(turn(Recognizer(model, executor, pool=pool), pcm) for _ in range(calls)))
     pool.size = 0
     while pool._building:  # the replacements of "pool, refilling" finish before the next measurement

@@ -116,15 +116,19 @@ class Runtime:
 
     def recognizer(self, language: str) -> Recognizer:
         """A call's recognizer; its free-form recognizer comes warm from the model's pool (asr.warm_recognizers)."""
+        pool = self.recognizer_pool(language)
+        return Recognizer(pool.model, self.asr_pool, pool=pool)
+
+    def recognizer_pool(self, language: str) -> RecognizerPool:
+        """The warm recognizers of `language`'s Vosk model (loads it); made and first filled on first use."""
         path = self._locate("vosk", self.settings.models.asr[language])
-        model = self.vosk.get(path)
         if path not in self.recognizer_pools:
             asr = self.settings.asr
-            pool = RecognizerPool(model, self.warm_up_pool, asr.warm_recognizers, asr.recognizer_calls, ASR_RATE,
-                                  lambda: self._warm_up_audio(language))  # fmt: skip
+            pool = RecognizerPool(self.vosk.get(path), self.warm_up_pool, asr.warm_recognizers,
+                                  asr.recognizer_calls, ASR_RATE, lambda: self._warm_up_audio(language))  # fmt: skip
             self.recognizer_pools[path] = pool
-            pool.fill()  # in the ASR threads; the first calls may still find it empty
-        return Recognizer(model, self.asr_pool, pool=self.recognizer_pools[path])
+            pool.fill()  # in its low-priority thread; the first calls may still find it empty
+        return self.recognizer_pools[path]
 
     def _warm_up_audio(self, language: str) -> bytes:
         """In an ASR thread: a sentence in `language` by a tenant's voice if loaded (preload does), else line noise."""
@@ -149,7 +153,7 @@ class Runtime:
         for tenant in self.settings.tenants.values():
             self.synthesizer(self.settings.voice_for(tenant))  # before the recognizers: the voices speak their warm-up
         for number, tenant in self.settings.tenants.items():
-            self.recognizer(tenant.language)
+            self.recognizer_pool(tenant.language)
             log.info("tenant.ready", extra={"tenant": number, "language": tenant.language})
 
     async def shut_down_calls(self, timeout_s: float) -> None:

@@ -1,7 +1,9 @@
 """Streaming speech recognition with Vosk.
 
 One `vosk.Model` per model path is shared by all calls (it is read-only and
-hundreds of MB); each call owns one `KaldiRecognizer`, reused across turns.
+hundreds of MB); each call owns a free-form `KaldiRecognizer`, reused across
+turns (taken warm from a RecognizerPool and given back after the call), and
+one for the grammar of a yes/no or digits turn.
 Recognizer work runs in a thread pool: Vosk's C calls release the GIL, so the
 event loop keeps its 20 ms pacing while Kaldi decodes.
 """
