@@ -24,7 +24,8 @@ for these recognizers:
 * pool, refilling: the same, while the pool builds the replacements (as in
   production: taking a recognizer starts its replacement, in one thread at
   niceness 15; the ASR threads run at 5, as in ivr/runtime.py);
-* pool, recycled: a pool recognizer that has served one call already;
+* pool, recycled: a pool recognizer (speech warm-up) that has served one
+  call already (another of the utterances);
 * later turn: the second turn of a fresh recognizer (the reference).
 
 With `--calls 1,4`, each level runs that many calls' first turns at once
@@ -118,9 +119,18 @@ def ready_pool(model: Any, executor: ThreadPoolExecutor, size: int, warm_audio: 
 
 
 async def first_turns(
-    kind: str, calls: int, model: Any, executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor], pcm: bytes, warm: bytes
+    kind: str,
+    calls: int,
+    model: Any,
+    executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
+    pcm: bytes,
+    warm: bytes,
+    before: bytes,
 ) -> list[dict[str, Any]]:
-    """`calls` calls' first turns at once (their turns line up, as when calls start together)."""
+    """`calls` calls' first turns at once (their turns line up, as when calls start together).
+
+    `before`: what the earlier call of a recycled recognizer said (another utterance than `pcm`).
+    """
     executor, builds = executors
     if kind == "fresh":
         return await asyncio.gather(*(turn(Recognizer(model, executor), pcm) for _ in range(calls)))
@@ -134,7 +144,7 @@ async def first_turns(
         pool.fill = lambda: None  # type: ignore[method-assign]  # the turn alone: no replacement built meanwhile
     if kind == "pool, recycled":
         earlier = [Recognizer(model, executor, pool=pool) for _ in range(calls)]
-        await asyncio.gather(*(turn(rec, warm) for rec in earlier))
+        await asyncio.gather(*(turn(rec, before) for rec in earlier))
         pool.size = 2 * calls  # room for all of them
         for rec in earlier:
             rec.release()
@@ -194,10 +204,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     builds = _worker_pool(1, "asr-warm", WARM_UP_NICENESS)
     rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for calls in args.calls:
-        rows[str(calls)] = {kind: [] for kind in KINDS}
+        rows[str(calls)] = {kind: [] for kind in args.kinds}
         for rep in range(args.reps):
-            for kind in KINDS:  # interleaved, so that a busy spell of the machine hits every kind
-                results = await first_turns(kind, calls, model, (executor, builds), speech[rep % len(speech)], warm)
+            for kind in args.kinds:  # interleaved, so that a busy spell of the machine hits every kind
+                results = await first_turns(
+                    kind,
+                    calls,
+                    model,
+                    (executor, builds),
+                    speech[rep % len(speech)],
+                    warm,
+                    speech[(rep + 1) % len(speech)],
+                )
                 rows[str(calls)][kind].extend(results)
                 for row in results:
                     print(json.dumps({"calls": calls, "rep": rep, "kind": kind, **row}, ensure_ascii=False), flush=True)
@@ -211,6 +229,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="repetitions per kind of recognizer and level")
     parser.add_argument("--calls", type=lambda v: [int(x) for x in v.split(",")], default=[1, 4],
                         help="calls whose first turns run at once, per level (comma-separated)")  # fmt: skip
+    parser.add_argument("--kinds", type=lambda v: v.split(";"), default=KINDS,
+                        help=f"kinds of recognizer, ';'-separated (default all: {';'.join(KINDS)})")  # fmt: skip
     parser.add_argument("--rss-recognizers", type=int, default=4)
     parser.add_argument("--rss-calls", type=int, default=8)
     parser.add_argument("--out", type=Path)
