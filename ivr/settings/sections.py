@@ -112,7 +112,7 @@ class AsrSettings:
     every call builds its own, as before.
     """
 
-    warm_recognizers: integer(ge=0, le=64) = 2  # per Vosk model in use; each holds some 10-25 MB
+    warm_recognizers: integer(ge=0, le=64) = 2  # per Vosk model in use; each ~40-90 MB (docs/performance.md)
     recognizer_calls: integer(ge=1, le=1000) = 8  # calls one recognizer serves before it is replaced
 
 
