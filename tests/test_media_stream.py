@@ -115,8 +115,8 @@ async def test_keypad_menu_and_a_number_finished_with_hash(ivr_server):
     result = await call.run(parse_steps(["dtmf:2", "dtmf:271828#"]), None)
     caller_lines = [line["text"] for line in result["transcript"] if line["speaker"] == "caller"]
     assert caller_lines == ["[DTMF 2]", "[DTMF 271828#]"]
-    assert "Bestellnummer" in bot_lines(result)[1]
-    assert "2 7 1, 8 2 8 ist unterwegs" in bot_lines(result)[2]
+    assert "Bestellnummer" in bot_lines(result)[2]  # after the greeting's two lines: disclosure, menu
+    assert "2 7 1, 8 2 8 ist unterwegs" in bot_lines(result)[3]
 
 
 async def test_keypad_number_ends_after_the_inter_digit_timeout(ivr_server):
@@ -124,7 +124,7 @@ async def test_keypad_number_ends_after_the_inter_digit_timeout(ivr_server):
     result = await call.run(parse_steps(["dtmf:2", "dtmf:271828"]), None)
     caller_lines = [line["text"] for line in result["transcript"] if line["speaker"] == "caller"]
     assert caller_lines == ["[DTMF 2]", "[DTMF 271828]"]
-    assert "unterwegs" in bot_lines(result)[2]
+    assert "unterwegs" in bot_lines(result)[3]
 
 
 async def test_silence_gets_reprompts_then_a_person(ivr_server):
