@@ -214,6 +214,17 @@ async def test_longest_idle_agent_gets_the_offer_and_the_other_one_next() -> Non
     assert ringing(anna) == "c3"
 
 
+async def test_ringing_is_an_offer_not_yet_answered() -> None:
+    """What the queue leg asks to play music instead of a wait announcement (issue 18)."""
+    rig = Rig()
+    await rig.call("c0")  # nobody there: waiting, not ringing
+    assert not rig.acd.ringing("c0")
+    anna = await rig.agent("anna")  # takes c0 at once
+    assert rig.acd.ringing("c0")
+    await rig.connect(anna, "c0")
+    assert not rig.acd.ringing("c0") and not rig.acd.ringing("no-such-call")
+
+
 async def test_break_and_offline_agents_get_no_offers() -> None:
     rig = Rig()
     anna = await rig.agent("anna", state=AgentState.BREAK)

@@ -184,6 +184,10 @@ class FakeAcd:
         self.left: list[tuple[str, EventName]] = []
         self.caller_events: list[dict[str, Any]] = []
         self.caller_audio_bytes = 0
+        self.ringing_calls: set[str] = set()  # calls an agent's phone rings with
+
+    def ringing(self, call_id: str) -> bool:
+        return call_id in self.ringing_calls
 
     def staffed(self, tenant: str, queue: str) -> int:
         return self._staffed
@@ -277,6 +281,7 @@ async def test_digits_are_collected_until_hash_into_one_turn(rig):
     assert r.line.grammar == "digits"  # the recognizer listens for digits only
     for key in "4711#":
         await r.line.key(key)
+    await r.line.played_out()  # keys during the greeting act as it ends
     await until(lambda: len(r.dialog.texts) == 2, what="the digits turn")
     assert r.dialog.texts == ["/start_call", "4711"]
 
@@ -289,6 +294,7 @@ async def test_digits_end_at_the_maximum_and_at_the_inter_digit_timeout(rig):
     await leg.greet()
     for key in "123456":
         await r.line.key(key)
+    await r.line.played_out()
     await until(lambda: len(r.dialog.texts) == 2, what="the first four digits")
     assert r.dialog.texts[1] == "1234"
     await until(lambda: len(r.dialog.texts) == 3, what="the rest after the pause")

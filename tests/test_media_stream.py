@@ -10,12 +10,13 @@ import asyncio
 import io
 import json
 import sqlite3
+import time
 
 import aiohttp
 import numpy as np
 
 from ivr.caller import Caller, parse_steps
-from tests.agents import basic
+from tests.agents import PASSWORDS, basic
 from tests.conftest import start_ivr
 from tests.speech import silence, speech, write_wav
 
@@ -39,13 +40,15 @@ async def test_a_whole_call(ivr_server, tmp_path):
     turn = result["turns"][0]
     assert turn["latency_ms"] > 0
     lines = result["transcript"]
-    assert [line["speaker"] for line in lines[:3]] == ["bot", "caller", "bot"]
-    assert "Acme Supplies Ltd" in lines[0]["text"]
-    caller_line = lines[1]
+    # The greeting is two lines: the AI disclosure (never cut) and the menu (cut by voice and keys).
+    assert [line["speaker"] for line in lines[:4]] == ["bot", "bot", "caller", "bot"]
+    assert "Acme Supplies Ltd" in lines[0]["text"] and "automated assistant" in lines[0]["text"]
+    assert lines[0]["meta"]["barge_in_allowed"] is False and lines[1]["meta"]["barge_in_allowed"] is True
+    caller_line = lines[2]
     assert caller_line["text"] and 0 < caller_line["asr_confidence"] <= 1  # Vosk recognized something
     assert caller_line["intent"]  # and Rasa classified it
-    assert lines[2]["text"] and "latency" in lines[2]["meta"]
-    latency = lines[2]["meta"]["latency"]
+    assert lines[3]["text"] and "latency" in lines[3]["meta"]
+    latency = lines[3]["meta"]["latency"]
     # An open answer: the 300 ms hangover after webrtcvad's last voiced frame, plus its tail after the last word.
     assert 300 <= latency["endpoint_ms"] <= 600 and latency["total_ms"] >= latency["endpoint_ms"]
     row = (
@@ -112,8 +115,8 @@ async def test_keypad_menu_and_a_number_finished_with_hash(ivr_server):
     result = await call.run(parse_steps(["dtmf:2", "dtmf:271828#"]), None)
     caller_lines = [line["text"] for line in result["transcript"] if line["speaker"] == "caller"]
     assert caller_lines == ["[DTMF 2]", "[DTMF 271828#]"]
-    assert "Bestellnummer" in bot_lines(result)[1]
-    assert "2 7 1, 8 2 8 ist unterwegs" in bot_lines(result)[2]
+    assert "Bestellnummer" in bot_lines(result)[2]  # after the greeting's two lines: disclosure, menu
+    assert "2 7 1, 8 2 8 ist unterwegs" in bot_lines(result)[3]
 
 
 async def test_keypad_number_ends_after_the_inter_digit_timeout(ivr_server):
@@ -121,7 +124,7 @@ async def test_keypad_number_ends_after_the_inter_digit_timeout(ivr_server):
     result = await call.run(parse_steps(["dtmf:2", "dtmf:271828"]), None)
     caller_lines = [line["text"] for line in result["transcript"] if line["speaker"] == "caller"]
     assert caller_lines == ["[DTMF 2]", "[DTMF 271828]"]
-    assert "unterwegs" in bot_lines(result)[2]
+    assert "unterwegs" in bot_lines(result)[3]
 
 
 async def test_silence_gets_reprompts_then_a_person(ivr_server):
@@ -262,3 +265,55 @@ async def test_a_start_naming_a_live_calls_id_cannot_touch_that_call(ivr_server)
     # The victim's dialog went on in its own tenant's language: `*` repeated its English prompt.
     bot = [line["text"] for line in result["transcript"] if line["speaker"] == "bot"]
     assert len(bot) >= 2 and "How can I help" in bot[-1]
+
+
+class _KeyInTheGreeting(Caller):
+    """Presses 0 one second into the greeting; hangs up once `rang` is set."""
+
+    def __init__(self, server, rang: asyncio.Event) -> None:
+        super().__init__(f"{server.ws_url}/media", "+4930123456", "+4917012345", io.StringIO(), 0.8, 60.0, auth=basic())
+        self.rang = rang
+        self.key_at = 0.0
+
+    async def _script(self, ws, steps, barge_in_after_s) -> None:
+        while self.state.bot_media_frames == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)
+        self.key_at = time.time()
+        await ws.send_json({"event": "dtmf", "streamSid": self.stream_sid, "dtmf": {"digit": "0"}})
+        await asyncio.wait_for(self.rang.wait(), 30)
+        await asyncio.sleep(1.5)  # the handoff sentence has begun
+
+
+async def test_zero_in_the_greeting_rings_a_free_agent_as_the_disclosure_ends(ivr_server):
+    """Issue 18: the disclosure plays to its end, the key acts then (cutting the menu), and a free agent
+    is offered the call while the caller hears the handoff sentence, before any queue announcement."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        login = {"username": "anna", "password": PASSWORDS["anna"]}
+        async with http.post(f"{ivr_server.url}/agent/login", json=login) as resp:
+            assert resp.status == 200
+        async with http.ws_connect(f"{ivr_server.ws_url}/agent/ws") as agent:
+            await agent.send_json({"type": "state", "state": "available"})
+            while (await agent.receive_json(timeout=10)).get("state") != "available":
+                pass
+            rang = asyncio.Event()
+            call = _KeyInTheGreeting(ivr_server, rang)
+            running = asyncio.create_task(call.run([], None))
+            while (offer := await agent.receive_json(timeout=40)).get("type") != "offer":
+                pass
+            offered_at = time.time()
+            rang.set()
+            await agent.send_json({"type": "decline", "call_id": offer["call_id"]})
+            result = await running
+    assert offer["package"]["reason"] == "dtmf_agent"
+    lines = result["transcript"]
+    disclosure, menu = lines[0], lines[1]
+    assert disclosure["speaker"] == menu["speaker"] == "bot"
+    assert "automatischen Sprachassistenten" in disclosure["text"] and not disclosure["meta"].get("interrupted")
+    assert menu["meta"]["interrupted"] is True  # the key cut the menu
+    assert disclosure["start"] < call.key_at < disclosure["end"]  # pressed during the disclosure
+    key = next(line for line in lines if line["text"] == "[DTMF 0]")
+    assert key["start"] >= disclosure["end"] - 0.1  # acted on when the disclosure ended, not before
+    handoff = next(line for line in lines if line["text"].startswith("Einen Moment bitte"))
+    assert offered_at < handoff["end"]  # the agent rang while the caller heard the handoff sentence
+    assert not any("Bitte bleiben Sie in der Leitung" in line["text"] for line in lines if line["start"] < offered_at)

@@ -32,3 +32,22 @@ def test_a_handoff_names_reason_and_queue_and_unknown_values_are_ignored():
     assert reply.expect is None and reply.dtmf == {}
     bare = BotReply.from_messages([{"custom": {"ivr": {"handoff": {}}}}])
     assert bare.handoff is not None and (bare.handoff.reason, bare.handoff.queue) == ("unspecified", "default")
+
+
+def test_each_message_is_a_part_with_its_own_barge_in_flag():
+    """The disclosure stays uninterruptible; the menu after it takes voice and keys (issue 18)."""
+    reply = BotReply.from_messages(
+        [
+            {"text": "Willkommen. Sie sprechen mit einem automatischen Sprachassistenten."},
+            {"custom": {"ivr": {"barge_in": False}}},
+            {"text": "Wie kann ich Ihnen helfen?"},
+            {"custom": {"ivr": {"expect": "menu"}}},
+        ]
+    )
+    assert [(p.text, p.barge_in) for p in reply.spoken_parts] == [
+        ("Willkommen. Sie sprechen mit einem automatischen Sprachassistenten.", False),
+        ("Wie kann ich Ihnen helfen?", True),
+    ]
+    assert not reply.barge_in  # not every part may be talked over
+    made_here = BotReply("Entschuldigung.", barge_in=False)
+    assert [(p.text, p.barge_in) for p in made_here.spoken_parts] == [("Entschuldigung.", False)]

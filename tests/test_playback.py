@@ -101,3 +101,22 @@ async def test_without_marks_a_prompt_ends_when_its_audio_would():
     await asyncio.wait_for(done.wait(), 3)
     assert time.monotonic() - started >= 0.38
     await player.close()
+
+
+async def test_barge_in_follows_the_prompt_the_caller_hears_not_the_one_being_sent():
+    """The disclosure's audio is still out there (its mark not back) while the menu is sent: no barge-in yet."""
+    sink = RecordingSink()
+
+    async def on_finished(prompt):
+        pass
+
+    player = Player(sink, on_finished)
+    player.play("Disclosure.", sentences(("Disclosure.", 0.2)), barge_in=False)
+    menu = player.play("Menu.", sentences(("Menu.", 1.0)), barge_in=True)
+    while player.current is not menu or not menu.frames_sent:
+        await asyncio.sleep(0.01)
+    assert not player.barge_in_allowed  # the caller still hears the end of the disclosure
+    first_mark = next(name for _, kind, name in sink.sent if kind == "mark")
+    await player.mark_acknowledged(first_mark)
+    assert player.barge_in_allowed  # now the menu
+    await player.close()

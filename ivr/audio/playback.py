@@ -113,7 +113,14 @@ class Player:
 
     @property
     def barge_in_allowed(self) -> bool:
-        prompt = self.current or next(iter(self._pending_marks.values()), None)
+        """Whether the prompt the caller hears now may be interrupted.
+
+        That is the oldest prompt whose audio is out but not yet acknowledged as
+        played, else the one being sent: the player moves on to the next prompt
+        (the menu) while the far end still plays the last of the previous one
+        (the AI disclosure), which must not be cut by the menu's flag.
+        """
+        prompt = next(iter(self._pending_marks.values()), None) or self.current
         return prompt is None or prompt.barge_in
 
     def play(self, text: str, chunks: AsyncIterator[SpeechChunk], barge_in: bool = True, meta: Any = None) -> Prompt:

@@ -20,8 +20,21 @@ class Handoff:
 
 
 @dataclass(frozen=True)
+class ReplyPart:
+    """One of Rasa's messages in a reply, spoken as a prompt of its own.
+
+    Parts carry their own barge-in flag so that a greeting can keep the AI
+    disclosure uninterruptible while the menu after it takes voice and keys at
+    once (issue 18: a caller pressing 0 waited for the whole menu).
+    """
+
+    text: str
+    barge_in: bool = True
+
+
+@dataclass(frozen=True)
 class BotReply:
-    """One turn's worth of bot output, merged from Rasa's messages."""
+    """One turn's worth of bot output, merged from Rasa's messages (`parts` keeps them apart for speaking)."""
 
     text: str = ""
     barge_in: bool = True
@@ -30,6 +43,14 @@ class BotReply:
     expect: str | None = None  # yes_no | digits | menu: restricts ASR, tells how keys are read
     dtmf: dict[str, str] = field(default_factory=dict)  # menu key -> message for the dialog ("1" -> "/place_order")
     repeat_last: bool = False
+    parts: tuple[ReplyPart, ...] = ()  # empty: the whole text is one part with `barge_in`
+
+    @property
+    def spoken_parts(self) -> tuple[ReplyPart, ...]:
+        """What the line says, in order: Rasa's messages, or the whole text for replies the IVR made itself."""
+        if not self.parts:
+            return (ReplyPart(self.text, self.barge_in),) if self.text else ()
+        return self.parts
 
     @property
     def is_silent(self) -> bool:
@@ -38,19 +59,26 @@ class BotReply:
 
     @classmethod
     def from_messages(cls, messages: list[dict[str, Any]]) -> BotReply:
+        # Rasa's collecting channel sends a response's text and its `custom` as two messages in a
+        # row: a part's flags are in the custom messages after its text, up to the next text.
         texts: list[str] = []
+        part_flags: list[bool] = []
         flags: dict[str, Any] = {}
         for message in messages:
             if message.get("text"):
                 texts.append(str(message["text"]).strip())
+                part_flags.append(True)
             custom = message.get("custom")
             if isinstance(custom, dict) and isinstance(custom.get("ivr"), dict):
                 flags.update(custom["ivr"])
+                if "barge_in" in custom["ivr"] and part_flags:
+                    part_flags[-1] = bool(custom["ivr"]["barge_in"])
+        parts = tuple(ReplyPart(text, barge) for text, barge in zip(texts, part_flags, strict=True))
         handoff = flags.get("handoff")
         expect = flags.get("expect")
         return cls(
             text=" ".join(texts),
-            barge_in=bool(flags.get("barge_in", True)),
+            barge_in=all(part_flags) and bool(flags.get("barge_in", True)),  # every part allows it
             hangup=bool(flags.get("hangup", False)),
             handoff=Handoff(str(handoff.get("reason", "unspecified")), str(handoff.get("queue") or "default"))
             if isinstance(handoff, dict)
@@ -60,6 +88,7 @@ class BotReply:
             if isinstance(flags.get("dtmf"), dict)
             else {},
             repeat_last=bool(flags.get("repeat_last", False)),
+            parts=parts,
         )
 
 

@@ -65,6 +65,12 @@ class AcdState:
             1 for a in self.agents.values() if a.state in STAFFED and a.user.sees(tenant) and a.user.works(queue)
         )
 
+    def ringing(self, call_id: str) -> bool:
+        """An agent's phone rings with this call (offered, not yet answered): the caller hears music, not
+        an announcement of a wait that is about to end."""
+        call = self.calls.get(call_id)
+        return call is not None and call.agent is not None and call.connected_at is None
+
     def handle_time(self, tenant: str, queue: str) -> float:
         samples = self._handle_times.get((tenant, queue))
         return sum(samples) / len(samples) if samples else self.settings.default_handle_time_s

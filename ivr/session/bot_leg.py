@@ -4,8 +4,14 @@ Recognized speech, completed keypad input and no-input timeouts become dialog
 turns. The turns run one at a time, in order, in a task of their own (never in
 the ASR worker: a slow turn must not delay recognizing what the caller says
 next; what they say meanwhile is queued, not lost). Replies are spoken on the
-line; a reply that hands off ends the bot leg: the call goes to our own agent
-queue (the queue leg) or back to the telephony side.
+line, one prompt per part (Rasa message) with the part's own barge-in flag: the
+AI disclosure cannot be interrupted, the menu after it can, by voice and keys.
+A key pressed during a prompt that cannot be interrupted is held and acted on
+the moment that prompt ends (cutting the rest), so "0" in the greeting reaches
+a person without waiting for the menu (issue 18). A reply that hands off ends
+the bot leg: the call enters our own agent queue (the queue leg) as the
+handoff sentence starts, so a free agent is offered it at once, or goes back
+to the telephony side once the sentence is said.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ivr.audio.playback import Prompt
-from ivr.dialog.payloads import BotReply, DialogTurn
+from ivr.dialog.payloads import BotReply, DialogTurn, Handoff
 from ivr.session.events import HandBack
 from ivr.session.leg import CallContext, Heard, Latency, LineControl, PromptMeta
 from ivr.session.limits import TokenBucket
@@ -58,6 +64,7 @@ class BotLeg:
         self._digits = ""  # keypad digits collected for a prompt that expects a number
         self._digit_timer: asyncio.TimerHandle | None = None
         self._hangup_after: Prompt | None = None
+        self._held = ""  # keys pressed during a prompt that cannot be interrupted, acted on as it ends
         self._handoff: asyncio.Task | None = None  # storing the context package for the agent
         self._turns: deque[TurnRequest] = deque()
         self._pending = 0  # turns queued or running
@@ -73,8 +80,8 @@ class BotLeg:
         return self._no_input is not None
 
     async def greet(self) -> None:
-        """Answer: greet (never barge-able: it carries the AI disclosure)."""
-        self._speak(await self.conversation.start(), barge_in=False)
+        """Answer: greet. Its first part is never barge-able (it carries the AI disclosure); the menu after it is."""
+        self._speak(await self.conversation.start(), lock_first=True)
 
     # ---- Leg -------------------------------------------------------------------------
 
@@ -108,7 +115,11 @@ class BotLeg:
         """Keys go to the dialog one by one, except on a prompt that expects digits:
         those are collected until #, the inter-digit timeout or `limits.max_dtmf_digits` keys."""
         self._cancel_no_input()
-        if self.line.speaking and self.line.barge_in_allowed:
+        if self.line.speaking and not self.line.barge_in_allowed:
+            if not self.done:
+                self._held += key  # the disclosure plays on; the key acts the moment it ends
+            return
+        if self.line.speaking:
             await self._barge_in(f"[dtmf {key}]")
         last = self.conversation.last_reply
         if last is not None and last.expect == "digits" and key != "*":
@@ -128,6 +139,10 @@ class BotLeg:
         if self._hangup_after is prompt:
             meta: PromptMeta = prompt.meta
             await self._end_after_reply(meta.reply or BotReply(prompt.text))
+        elif self._held and not self.done and (not self.line.speaking or self.line.barge_in_allowed):
+            keys, self._held = self._held, ""
+            # A task of its own: barging in stops the player, which may be what reports this prompt.
+            self.line.spawn(self._act_on_held(keys))
         elif not self.line.speaking:
             self._arm_no_input()
 
@@ -138,6 +153,11 @@ class BotLeg:
             self._digit_timer.cancel()
 
     # ---- barge-in, keys -------------------------------------------------------------
+
+    async def _act_on_held(self, keys: str) -> None:
+        """Keys held through the disclosure, now that it is over: they cut the rest (the menu) and count."""
+        for key in keys:
+            await self.on_key(key)
 
     async def _barge_in(self, partial: str) -> None:
         if await self.line.barge_in(partial):
@@ -215,22 +235,36 @@ class BotLeg:
                 return
             self._speak(turn, latency=latency)
 
-    def _speak(self, turn: DialogTurn, barge_in: bool | None = None, latency: Latency | None = None) -> None:
+    def _speak(self, turn: DialogTurn, lock_first: bool = False, latency: Latency | None = None) -> None:
+        """Say the reply, part by part; `lock_first`: its first part cannot be interrupted whatever it says."""
         reply = turn.reply
         self.line.set_grammar(reply.expect)
         if reply.handoff:
             # Not one of the call's tasks: a caller hanging up now must not cancel storing the package.
             self._handoff = asyncio.create_task(self.conversation.hand_off(turn))
-        if not reply.text:
+        parts = reply.spoken_parts
+        if not parts:
             if reply.hangup or reply.handoff:
                 self.line.spawn(self._end_after_reply(reply))
             else:
                 self._arm_no_input()
             return
-        allowed = reply.barge_in if barge_in is None else barge_in and reply.barge_in
-        prompt = self.line.say(reply.text, allowed, PromptMeta(reply=reply, latency=latency))
-        if reply.hangup or reply.handoff:
-            self._hangup_after = prompt
+        prompts = [
+            self.line.say(part.text, part.barge_in and not (lock_first and i == 0),
+                          PromptMeta(reply=reply, latency=latency if i == 0 else None))
+            for i, part in enumerate(parts)
+        ]  # fmt: skip
+        if reply.handoff and self.settings.handoff_mode(self.ctx.tenant) == "queue":
+            # Into the queue now, while the caller hears the handoff sentence: a free agent rings at once.
+            self._enter_queue_now(reply.handoff)
+        elif reply.hangup or reply.handoff:
+            self._hangup_after = prompts[-1]
+
+    def _enter_queue_now(self, handoff: Handoff) -> None:
+        self.done = True
+        self._held = ""
+        self._cancel_no_input()
+        self.line.spawn(self._to_queue(handoff))
 
     async def _end_after_reply(self, reply: BotReply) -> None:
         if not reply.handoff:
@@ -238,19 +272,24 @@ class BotLeg:
             return
         self.done = True
         self._cancel_no_input()
-        handoff_id = await self._handoff if self._handoff else None
         handoff = reply.handoff
         if self.settings.handoff_mode(self.ctx.tenant) == "queue":
-            await self.conversation.note(
-                "[queue]", {"reason": handoff.reason, "handoff_id": handoff_id, "queue": handoff.queue}
-            )
-            self.line.set_grammar(None)
-            leg = QueueLeg(self.ctx, self.line, handoff_id, handoff.reason, handoff.queue)
-            self.line.attach(leg)
-            # A task of its own: this runs in the player's or a turn's task, and waiting
-            # plays prompts that those tasks must deliver.
-            self.line.spawn(leg.enter())
+            await self._to_queue(handoff)
             return
+        handoff_id = await self._handoff if self._handoff else None
         # The telephony side has the agents: hand the call back with the handoff id, and the
         # provider continues its own routing (e.g. the next TwiML verb after <Stream>).
         await self.line.hand_back(HandBack(handoff_id, handoff.reason, handoff.queue))
+
+    async def _to_queue(self, handoff: Handoff) -> None:
+        """The call becomes a queue leg: the caller waits for one of our agents."""
+        handoff_id = await self._handoff if self._handoff else None
+        await self.conversation.note(
+            "[queue]", {"reason": handoff.reason, "handoff_id": handoff_id, "queue": handoff.queue}
+        )
+        self.line.set_grammar(None)
+        leg = QueueLeg(self.ctx, self.line, handoff_id, handoff.reason, handoff.queue)
+        self.line.attach(leg)
+        # A task of its own: this may run in the player's or a turn's task, and waiting
+        # plays prompts that those tasks must deliver.
+        self.line.spawn(leg.enter())

@@ -308,9 +308,9 @@ class Line:
 
     async def _prompt_finished(self, prompt: Prompt) -> None:
         await self._store_prompt(prompt)
-        if self._ignoring and self.endpointer.in_speech and not self.player.speaking:
-            # The caller started during a prompt that could not be interrupted and is
-            # still talking now that it is over: from here on it is their turn.
+        if self._ignoring and self.endpointer.in_speech and (not self.player.speaking or self.player.barge_in_allowed):
+            # The caller started during a prompt that could not be interrupted and is still
+            # talking now that it is over (what follows, the menu, may be): from here on it is their turn.
             self._ignoring = False
             self._turn_started_wall = time.time()
             self._leg.on_speech_started()
@@ -328,7 +328,8 @@ class Line:
             stored["heard"] = heard
         start = prompt.started_wall or time.time()
         end = start + prompt.frames_sent * 0.02
-        await self.conversation.bot_said(meta.reply or BotReply(prompt.text), start, end, stored)
+        # The prompt's own text: a reply of several parts is several prompts, each its own line.
+        await self.conversation.bot_said(BotReply(prompt.text), start, end, stored)
 
     # ---- the end -------------------------------------------------------------------
 

@@ -7,7 +7,10 @@ telecom law requires, and then every `announce_every_s`), plays hold music,
 offers a callback when the wait is long, and never lets anybody wait forever:
 with nobody staffing the queue, after `max_wait_s`, or when the caller asks
 (key 1 or "call back") the call ends with a stored callback request, or a
-ticket when the caller's number is unknown. When an agent answers, the call's
+ticket when the caller's number is unknown. While an agent's phone rings with
+the call the caller hears music instead of an announcement: the wait is about
+to end, and a free agent is offered the call as the handoff sentence starts
+(issue 18), not after a welcome and a position. When an agent answers, the call's
 leg becomes an `AgentLeg` (ivr/session/agent_leg.py); when the agent is lost
 or transfers the call, it comes back here and waits again.
 """
@@ -30,6 +33,7 @@ from ivr.storage import EventName
 log = logging.getLogger("ivr.session.queue")
 
 CALLBACK_KEY = "1"
+RING_POLL_S = 0.05  # how often music for a ringing agent checks whether the ring is over
 # Callers the dialog flagged get served first: an urgent ticket, a failure of ours, an angry caller.
 PRIORITY_BY_REASON = {"urgent": 10, "dialog_unavailable": 5, "angry": 5}
 
@@ -96,6 +100,9 @@ class QueueLeg:
                     await self._take_callback(say.waited_too_long(self.language))
                     return
                 if announce:
+                    await self._while_ringing()
+                    if self.state != "waiting":
+                        return
                     await self._say(self._announcement(first, intro))
                     first, intro = False, None
                 if self.state != "waiting":
@@ -104,6 +111,24 @@ class QueueLeg:
                 announce = True
         except asyncio.CancelledError:
             pass
+
+    async def _while_ringing(self) -> None:
+        """Music while an agent's phone rings; it gives way when the ring ends unanswered (declined, timed out).
+
+        Answered, the agent leg stops it. The music may be queued behind the handoff sentence: it is
+        stopped only once it plays, so that sentence is never cut for it.
+        """
+        if not self.acd.ringing(self.call_id):
+            return
+        seconds = self.settings.ring_timeout_s + 1.0
+        audio = hold_music.play(self.settings.hold_music, self.line.sample_rate, seconds)
+        music = self.line.play(hold_music.LABEL, audio, True, PromptMeta(music=True))
+        while self.state == "waiting" and self.acd.ringing(self.call_id) and not music.done.is_set():
+            await _wait(music.done, RING_POLL_S)
+        while self.state == "waiting" and music.first_frame_at is None and not music.done.is_set():
+            await _wait(music.done, RING_POLL_S)
+        if self.state == "waiting" and not music.done.is_set():
+            await self.line.stop()
 
     def _announcement(self, first: bool, intro: str | None) -> str:
         position = self.acd.position(self.call_id)
@@ -245,3 +270,11 @@ class QueueLeg:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
         self._loop_task = None
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until `event` is set, at most `seconds` (the ACD does not tell a caller that a ring ended: polled)."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
