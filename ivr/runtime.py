@@ -150,6 +150,8 @@ class Runtime:
         """Load every model the tenants need (raises ModelMissing naming the fix) and the hold music."""
         if self.settings.queue.hold_music:
             hold_audio(self.settings.queue.hold_music, 16000)  # a bad file stops start-up, not the first waiting caller
+        for tenant in self.settings.tenants.values():  # speech models first: a missing one is named before a voice
+            self.vosk.get(self._locate("vosk", self.settings.models.asr[tenant.language]))
         for tenant in self.settings.tenants.values():
             self.synthesizer(self.settings.voice_for(tenant))  # before the recognizers: the voices speak their warm-up
         for number, tenant in self.settings.tenants.items():
