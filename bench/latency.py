@@ -158,8 +158,21 @@ def start_ivr(rasa_url: str, settings: Path, work: Path, tag: str) -> tuple[subp
     return proc, url, log
 
 
-def write_settings(work: Path, hangover_ms: int, no_input_s: float, tts_cache_entries: int | None) -> Path:
+def wait_prerendered(url: str, timeout_s: float = 600.0) -> float | None:
+    """Seconds until `ivr serve` has synthesized its fixed prompts (a node is warm before it takes traffic)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        state = healthz(url).get("prompts", {}).get("prerender")
+        if state != "running":
+            return round(time.monotonic() - started, 1) if state == "done" else None
+        time.sleep(1)
+    raise SystemExit(f"prompts still prerendering after {timeout_s:.0f} s")
+
+
+def write_settings(work: Path, hangover_ms: int, no_input_s: float, tts_cache_entries: int | None,
+                   prerender: bool = True) -> Path:  # fmt: skip
     data = yaml.safe_load(TEST_SETTINGS.read_text(encoding="utf-8"))
+    data.setdefault("models", {})["prerender_prompts"] = prerender  # the tests turn it off, the product has it on
     data["vad"]["hangover_ms"] = hangover_ms
     data["timeouts"]["no_input_s"] = no_input_s
     data["timeouts"]["max_call_s"] = max(data["timeouts"].get("max_call_s", 0), 1800)
@@ -498,6 +511,9 @@ def print_report(levels: list[dict[str, Any]]) -> None:
     print(f"{'turns not made':<16}" + "".join(f"{lvl['turns_not_made']:>22}" for lvl in levels))
     print(f"{'turns > 2 s':<16}" + "".join(f"{lvl['metrics']['turns_over_2s']:>22}" for lvl in levels))
     print(f"{'calls refused':<16}" + "".join(f"{lvl['metrics']['refused_calls']:>22}" for lvl in levels))
+    cells = [f"{lvl['prompts']['synthesized']} / {lvl['prompts']['prerendered_hits']}" if lvl.get("prompts") else "-"
+             for lvl in levels]  # fmt: skip
+    print(f"{'Piper / prerendr':<16}" + "".join(f"{c:>22}" for c in cells))
     print(f"{'CPU % per call':<16}" + "".join(f"{fmt(lvl['capacity']['cpu_pct_per_call']):>22}" for lvl in levels))
     print(f"{'computed limit':<16}" + "".join(f"{fmt(lvl['capacity']['computed_limit']):>22}" for lvl in levels))
 
@@ -550,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--idle-wait", type=float, default=300.0, help="longest wait for --idle-pct (s); then measure anyway"
     )
+    parser.add_argument("--prerender", choices=("on", "off"), default="on",
+                        help="models.prerender_prompts (on: each level waits until the fixed prompts are made)")  # fmt: skip
     parser.add_argument("--warmup-calls", type=int, default=1, choices=(0, 1),
                         help="one call before each level's measurement (0: the level's first call meets a cold server)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
@@ -564,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="ivr-bench-"))
     print(f"work dir: {work}", flush=True)
-    settings = write_settings(work, args.hangover_ms, args.no_input_s, args.tts_cache)
+    settings = write_settings(work, args.hangover_ms, args.no_input_s, args.tts_cache, args.prerender == "on")
     from ivr.models.catalogue import locate
     from ivr.settings import load_settings
 
@@ -610,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== N={n}: starting ivr serve ...", flush=True)
             ivr_proc, ivr_url, ivr_log = start_ivr(rasa_url, settings, work, f"n{n}")
             ws_url = ivr_url.replace("http://", "ws://") + "/media"
+            prerender_s = wait_prerendered(ivr_url)
+            if prerender_s is not None:
+                print(f"   fixed prompts prerendered after {prerender_s} s", flush=True)
             warm = asyncio.run(run_level(ws_url, args.warmup_calls, wavs, 1, (0, 0), args.call_timeout, rng))
             if warm:
                 print(f"   warm-up call: client latency {warm[0]['client_latency_ms']} ms", flush=True)
@@ -634,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
                 "max_lateness_ms_before": before["max_lateness_ms"],
                 "active_calls_after": after["active_calls"],
             }
+            prompts = {  # sentences a caller waited for Piper for, and those played from the prerendered prompts
+                key: after["prompts"][key] - before["prompts"][key] for key in ("synthesized", "prerendered_hits")
+            } if "prompts" in after else None  # fmt: skip
             level = {
                 "calls": n,
                 "wall_s": round(wall, 1),
@@ -648,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
                 "capacity": capacity(resources, calls, wall),
                 "machine_cpu_before_pct": idle_before,
                 "pacing": pacing,
+                "prompts": prompts,
+                "prerender_s": prerender_s,
                 "warmup": warm[0] if warm else None,
                 "per_call": calls,
             }

@@ -70,6 +70,7 @@ def make_app(runtime: Runtime) -> web.Application:
                 "late_frames": stats.late_frames,
                 "max_lateness_ms": round(stats.max_lateness_ms, 1),
                 "underruns": stats.underruns,
+                "prompts": runtime.prompt_health(),
                 **({"sip": runtime.sip_health()} if runtime.sip_health else {}),
                 **({"dialog": runtime.dialog_health()} if runtime.dialog_health else {}),
                 "storage": runtime.write_behind.health(),

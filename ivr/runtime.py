@@ -13,8 +13,9 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from ivr.audio.codecs import ASR_RATE
 from ivr.audio.playback import PacingStats
 from ivr.audio.recognizer_pool import RecognizerPool, line_noise
 from ivr.audio.tts import Synthesizer, load_voice
+from ivr.dialog.fixed_prompts import fixed_texts, response_variations
 from ivr.dialog.rasa_client import RasaClient
 from ivr.models.catalogue import locate
 from ivr.queue.acd import Acd
@@ -37,8 +39,9 @@ log = logging.getLogger("ivr.runtime")
 
 
 WORKER_NICENESS = 5
-# Warm recognizers are built on spare CPU only: at niceness 15 a build gets a tenth of what a call's decoding
-# gets of a busy core, so a replacement built while a call starts does not slow that call's first turn.
+# Warm recognizers and prerendered prompts are made on spare CPU only: at niceness 15 a build gets a tenth of
+# what a call's decoding gets of a busy core, so a replacement built while a call starts does not slow that
+# call's first turn.
 WARM_UP_NICENESS = 15
 # What a new recognizer decodes before its first call, in the model's language: speech reaches the graph
 # states a caller's first turn needs, where noise warms little more than the silence loop (docs/performance.md).
@@ -71,7 +74,7 @@ class Runtime:
     dialog: RasaClient
     asr_pool: ThreadPoolExecutor = field(default_factory=lambda: _worker_pool(4, "asr"))
     tts_pool: ThreadPoolExecutor = field(default_factory=lambda: _worker_pool(2, "tts"))
-    warm_up_pool: ThreadPoolExecutor = field(default_factory=lambda: _worker_pool(1, "asr-warm", WARM_UP_NICENESS))
+    warm_up_pool: ThreadPoolExecutor = field(default_factory=lambda: _worker_pool(1, "warm-up", WARM_UP_NICENESS))
     vosk: VoskModels = field(default_factory=VoskModels)
     synthesizers: dict[Path, Synthesizer] = field(default_factory=dict)
     recognizer_pools: dict[Path, RecognizerPool] = field(default_factory=dict)  # warm recognizers per Vosk model
@@ -81,6 +84,7 @@ class Runtime:
     dialog_health: Callable[[], dict[str, Any]] | None = None  # set when `ivr serve` supervises Rasa
     sessions: set[Any] = field(default_factory=set)  # the CallSessions on the line, for shutdown and the ASR backlog
     _located: dict[tuple[str, str], Path] = field(default_factory=dict)
+    _prerendering: Future[int] | None = None  # set by `prerender`
 
     def __post_init__(self) -> None:
         # Calls write through this; other readers and writers (agents, reports) use `storage` directly.
@@ -140,10 +144,14 @@ class Runtime:
         return synthesizer.synthesize_sentence(WARM_UP_SENTENCES[language], ASR_RATE)
 
     def synthesizer(self, voice: str) -> Synthesizer:
-        path = self._locate("piper", voice)
+        return self.synthesizer_at(self._locate("piper", voice))
+
+    def synthesizer_at(self, path: Path) -> Synthesizer:
         if path not in self.synthesizers:
             model = load_voice(path, self.settings.models.onnx_threads)
-            self.synthesizers[path] = Synthesizer(model, self.tts_pool, self.settings.models.tts_cache_entries)
+            self.synthesizers[path] = Synthesizer(
+                model, self.tts_pool, self.settings.models.tts_cache_entries, path.name
+            )
         return self.synthesizers[path]
 
     def preload(self) -> None:
@@ -157,6 +165,60 @@ class Runtime:
         for number, tenant in self.settings.tenants.items():
             self.recognizer_pool(tenant.language)
             log.info("tenant.ready", extra={"tenant": number, "language": tenant.language})
+
+    def prerender(self, domain: Path) -> Future[int]:
+        """Synthesize every tenant's fixed prompts in the background (after the warm-ups queued by `preload`).
+
+        Returns what resolves to the number of sentences rendered. A sentence a caller needs before its turn
+        here is synthesized for that caller as before; the prerendered copy then serves the next ones.
+        """
+        result: Future[int] = Future()
+        if not self.settings.models.prerender_prompts:
+            result.set_result(0)
+            return result
+        self._prerendering = result
+        responses = response_variations(domain)
+        work: dict[Path, list[str]] = {}
+        for tenant in self.settings.tenants.values():
+            path = self._locate("piper", self.settings.voice_for(tenant))
+            work.setdefault(path, []).extend(fixed_texts(responses, tenant))
+        queue = [(self.synthesizer_at(path), text) for path, texts in work.items() for text in dict.fromkeys(texts)]
+        self.warm_up_pool.submit(self._prerender_next, queue, 0, time.monotonic(), result)
+        return result
+
+    def _prerender_next(self, queue: list[tuple[Synthesizer, str]], rendered: int, started: float,
+                        result: Future[int]) -> None:  # fmt: skip
+        """One text per task, then the next is queued: a recognizer warm-up asked for meanwhile goes first."""
+        if queue:
+            synthesizer, text = queue.pop(0)
+            try:
+                rendered += synthesizer.prerender(text)
+            except Exception:  # a text Piper cannot say: its callers get it synthesized (and the same error) later
+                log.exception("prompts.prerender_failed", extra={"voice": synthesizer.name})
+            try:
+                self.warm_up_pool.submit(self._prerender_next, queue, rendered, started, result)
+                return
+            except RuntimeError:  # the pool is shut down (the server stops): what is rendered stays
+                queue.clear()
+        log.info("prompts.prerendered", extra={"sentences": rendered, "seconds": round(time.monotonic() - started, 1),
+                                               "kbytes": self.prerendered_bytes // 1024})  # fmt: skip
+        result.set_result(rendered)
+
+    @property
+    def prerendered_bytes(self) -> int:
+        return sum(s.prerendered_bytes for s in self.synthesizers.values())
+
+    def prompt_health(self) -> dict[str, Any]:
+        """/healthz: whether the fixed prompts are ready, and how often a caller still waited for Piper."""
+        voices = self.synthesizers.values()
+        return {
+            "prerender": "off" if self._prerendering is None else "done" if self._prerendering.done() else "running",
+            "prerendered": sum(s.prerendered for s in voices),
+            "prerendered_kbytes": self.prerendered_bytes // 1024,
+            "synthesized": sum(s.synthesized for s in voices),
+            "cache_hits": sum(s.cache_hits for s in voices),
+            "prerendered_hits": sum(s.prerendered_hits for s in voices),
+        }
 
     async def shut_down_calls(self, timeout_s: float) -> None:
         """Stopping: every call ends properly (waiting callers get a callback) within `timeout_s`, else hard."""

@@ -100,6 +100,7 @@ class Server:
         # one another: side by side, start-up takes as long as the slowest of them (Rasa), not their sum.
         await _all_or_none([asyncio.to_thread(self.runtime.preload),
                             *(child.start() for child in (self.actions, self.rasa) if child is not None)])  # fmt: skip
+        self.runtime.prerender(self.project.domain)  # in the background: calls are taken meanwhile
         children = {child.name: child for child in (self.rasa, self.actions) if child is not None}
         if children:
             self.runtime.dialog_health = lambda: {name: child.health() for name, child in children.items()}

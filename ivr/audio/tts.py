@@ -3,7 +3,9 @@
 Piper's ONNX session is limited to `onnx_threads` threads so that two cores
 serve many calls instead of one call grabbing both. Sentences are synthesized
 one at a time in a thread pool: the first sentence plays while the next is
-being made. Repeating prompts (greetings, reprompts) hit an LRU cache.
+being made. Repeating prompts (greetings, reprompts) hit an LRU cache; the
+fixed prompts of every tenant are rendered once at start-up (`prerender`) and
+kept apart from it, so dynamic replies never push them out.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from ivr.audio.codecs import resample
 from ivr.errors import ModelMissing
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+# Prerendered prompts are kept at 16 kHz: telephony (8 kHz) and the browser (16 kHz) are made from it by
+# resampling (about a millisecond per sentence), at a third of the memory of Piper's 22.05 kHz.
+PRERENDER_RATE = 16000
 
 
 def split_sentences(text: str) -> list[str]:
@@ -64,13 +69,17 @@ class SpeechChunk:
 class Synthesizer:
     """Text → PCM16 at any rate, one sentence at a time, with a prompt cache."""
 
-    def __init__(self, voice: PiperVoice, executor: Executor | None = None, cache_entries: int = 256):
+    def __init__(self, voice: PiperVoice, executor: Executor | None = None, cache_entries: int = 256, name: str = ""):
         self.voice = voice
+        self.name = name  # the voice's file name, for logs
         self.executor = executor
         self.cache_entries = cache_entries
         self._cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._cache_lock = threading.Lock()  # the cache is shared by the pool's threads
+        self._prerendered: dict[str, bytes] = {}  # sentence → PCM16 at PRERENDER_RATE; written by `prerender`
         self.cache_hits = 0
+        self.prerendered_hits = 0
+        self.synthesized = 0  # sentences Piper had to make while a caller waited (or for `prerender`)
 
     @property
     def native_rate(self) -> int:
@@ -85,16 +94,42 @@ class Synthesizer:
                 self._cache.move_to_end(key)
                 self.cache_hits += 1
                 return cached
-        # ONNX Runtime sessions may run from several threads at once.
-        parts = [chunk.audio_int16_array for chunk in self.voice.synthesize(sentence)]
-        audio = np.concatenate(parts).astype(np.int16).tobytes() if parts else b""
-        pcm = resample(audio, self.native_rate, rate)
+        prerendered = self._prerendered.get(sentence)
+        if prerendered is not None:
+            self.prerendered_hits += 1
+            pcm = resample(prerendered, PRERENDER_RATE, rate)
+        else:
+            pcm = resample(self._synthesize(sentence), self.native_rate, rate)
         if self.cache_entries:
             with self._cache_lock:
                 self._cache[key] = pcm
                 while len(self._cache) > self.cache_entries:
                     self._cache.popitem(last=False)
         return pcm
+
+    def _synthesize(self, sentence: str) -> bytes:
+        """Blocking: Piper, at the voice's own rate. ONNX Runtime sessions may run from several threads at once."""
+        self.synthesized += 1
+        parts = [chunk.audio_int16_array for chunk in self.voice.synthesize(sentence)]
+        return np.concatenate(parts).astype(np.int16).tobytes() if parts else b""
+
+    def prerender(self, text: str) -> int:
+        """Blocking: render `text`'s sentences for later (start-up, in a low-priority thread); returns how many were new."""
+        new = 0
+        for sentence in split_sentences(text):
+            if sentence not in self._prerendered:
+                self._prerendered[sentence] = resample(self._synthesize(sentence), self.native_rate, PRERENDER_RATE)
+                new += 1
+        return new
+
+    @property
+    def prerendered(self) -> int:
+        """Sentences rendered ahead of their first use."""
+        return len(self._prerendered)
+
+    @property
+    def prerendered_bytes(self) -> int:
+        return sum(map(len, self._prerendered.values()))
 
     async def stream(self, text: str, rate: int) -> AsyncIterator[SpeechChunk]:
         """Yield sentences as soon as each is synthesized (off the event loop)."""

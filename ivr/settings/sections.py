@@ -201,6 +201,9 @@ class ModelSettings:
     )
     onnx_threads: integer(ge=1, le=16) = 1
     tts_cache_entries: integer(ge=0) = 256
+    # Every tenant's fixed prompts (domain responses, FAQ answers) synthesized at start-up, in the background at low
+    # priority, so that none costs the caller Piper's ~300 ms the first time it is said (ivr/dialog/fixed_prompts.py).
+    prerender_prompts: StrictBool = True
 
     _check_languages = validator("asr", "tts", allow_reuse=True)(_every_language)
 
