@@ -38,6 +38,7 @@ import aiohttp  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from bench.agent_client import AgentClient  # noqa: E402
 from bench.latency import (  # noqa: E402  (process handling, /proc sampling and machine facts are shared)
     MODEL_ENV,
     ProcSampler,
@@ -322,17 +323,13 @@ class PhoneCaller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-class AgentDesk:
+class AgentDesk(AgentClient):
     """An agent on /agent/ws: logs in, goes available, accepts the first offer, streams while connected."""
 
     def __init__(self, url: str, username: str, rng: np.random.Generator):
-        self.url = url
-        self.username = username
+        super().__init__(url, username, PASSWORD)
         self.source = Source(rng)
         self.detector = Detector()
-        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # cookies for 127.0.0.1
-        self.state: str | None = None
-        self.states: asyncio.Queue[str] = asyncio.Queue()
         self.dispositions: list[str] = []
         self.call_id: str | None = None
         self.offered_at: float | None = None
@@ -343,69 +340,42 @@ class AgentDesk:
         self.transcripts = {"partial": 0, "final": 0}
         self.errors: list[str] = []
         self.halt = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
 
-    async def login(self) -> None:
-        async with self.session.post(
-            f"{self.url}/agent/login", json={"username": self.username, "password": PASSWORD}
-        ) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"login {self.username}: HTTP {resp.status} {await resp.text()}")
-        self.ws = await self.session.ws_connect(f"{self.url.replace('http://', 'ws://')}/agent/ws", heartbeat=None)
-        self._tasks.append(asyncio.create_task(self._receive()))
-        await self._until_state("offline")
-        await self.ws.send_json({"type": "state", "state": "available"})
-        await self._until_state("available")
+    def on_audio(self, pcm: bytes, now: float) -> None:
+        if self.connected.is_set():
+            self.detector.feed(pcm, now)
 
-    async def _until_state(self, wanted: str, timeout: float = 20) -> None:
-        async def wait() -> None:
-            while await self.states.get() != wanted:
-                pass
-
-        await asyncio.wait_for(wait(), timeout)
-
-    async def _receive(self) -> None:
-        async for msg in self.ws:
-            now = time.monotonic()
-            if msg.type == aiohttp.WSMsgType.BINARY:
-                if self.connected.is_set():
-                    self.detector.feed(msg.data, now)
-                continue
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                continue
-            data = json.loads(msg.data)
-            kind = data.get("type")
-            if kind == "hello":
-                self.dispositions = list(data.get("dispositions") or [])
-            elif kind == "state":
-                self.state = data["state"]
-                self.states.put_nowait(self.state)
-            elif kind == "offer" and self.call_id is None:
-                self.call_id = data["call_id"]
-                self.offered_at = now
-                await self.ws.send_json({"type": "accept", "call_id": self.call_id})
-            elif kind == "connected":
-                self.connected_at = now
-                self.connected.set()
-                self._tasks.append(asyncio.create_task(stream(self.ws, self.source, self.halt)))
-            elif kind == "transcript":
-                self.transcripts["final" if data.get("final") else "partial"] += 1
-            elif kind == "ended":
-                self.ended.set()
-            elif kind == "wrapup_saved":
-                self.wrapped.set()
-            elif kind == "error":
-                self.errors.append(f"{data.get('request')}: {data.get('message')}")
+    async def on_message(self, data: dict[str, Any], now: float) -> None:
+        kind = data.get("type")
+        if kind == "hello":
+            self.dispositions = list(data.get("dispositions") or [])
+        elif kind == "offer" and self.call_id is None:
+            self.call_id = data["call_id"]
+            self.offered_at = now
+            await self.send({"type": "accept", "call_id": self.call_id})
+        elif kind == "connected":
+            self.connected_at = now
+            self.connected.set()
+            assert self.ws is not None
+            self.tasks.append(asyncio.create_task(stream(self.ws, self.source, self.halt)))
+        elif kind == "transcript":
+            self.transcripts["final" if data.get("final") else "partial"] += 1
+        elif kind == "ended":
+            self.ended.set()
+        elif kind == "wrapup_saved":
+            self.wrapped.set()
+        elif kind == "error":
+            self.errors.append(f"{data.get('request')}: {data.get('message')}")
 
     async def finish(self) -> None:
         """Hang up, store the wrap-up, log out."""
         self.halt.set()
         try:
-            if self.connected.is_set() and not self.ws.closed:
-                await self.ws.send_json({"type": "hangup"})
+            if self.connected.is_set() and self.ws is not None and not self.ws.closed:
+                await self.send({"type": "hangup"})
                 await asyncio.wait_for(self.ended.wait(), 15)
-                await self.ws.send_json({"type": "wrapup", "disposition": (self.dispositions or ["resolved"])[0],
-                                         "notes": "bench/agent_audio.py"})  # fmt: skip
+                await self.send({"type": "wrapup", "disposition": (self.dispositions or ["resolved"])[0],
+                                 "notes": "bench/agent_audio.py"})  # fmt: skip
                 await asyncio.wait_for(self.wrapped.wait(), 15)
         except asyncio.TimeoutError:
             self.errors.append("hangup/wrapup not confirmed within 15 s")
@@ -414,12 +384,7 @@ class AgentDesk:
 
     async def close(self) -> None:
         self.halt.set()
-        if getattr(self, "ws", None) is not None and not self.ws.closed:
-            await self.ws.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.session.close()
+        await super().close()
 
 
 class LoopLag:

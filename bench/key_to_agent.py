@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 import yaml  # noqa: E402
 
+from bench.agent_client import AgentClient  # noqa: E402
 from bench.latency import machine_facts, rasa_model, start_dialog, start_ivr, stop  # noqa: E402
 from ivr.caller import Caller  # noqa: E402
 from tests.agents import DE, PASSWORDS, basic  # noqa: E402
@@ -64,51 +65,17 @@ def write_settings(work: Path) -> Path:
     return path
 
 
-class Agent:
+class Agent(AgentClient):
     """One desktop on /agent/ws: available, notes when each offer arrives, declines it."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))  # cookies for 127.0.0.1
+        super().__init__(url, AGENT, PASSWORDS[AGENT])
         self.offers: asyncio.Queue[tuple[str, float]] = asyncio.Queue()  # (call id, wall time)
-        self.states: asyncio.Queue[str] = asyncio.Queue()
-        self._task: asyncio.Task | None = None
 
-    async def login(self) -> None:
-        login = {"username": AGENT, "password": PASSWORDS[AGENT]}
-        async with self.session.post(f"{self.url}/agent/login", json=login) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"login {AGENT}: HTTP {resp.status}")
-        self.ws = await self.session.ws_connect(f"{self.url.replace('http://', 'ws://')}/agent/ws", heartbeat=None)
-        self._task = asyncio.create_task(self._receive())
-        await self.ws.send_json({"type": "state", "state": "available"})
-        await self.until_state("available")
-
-    async def until_state(self, wanted: str, timeout: float = 20) -> None:
-        async def wait() -> None:
-            while await self.states.get() != wanted:
-                pass
-
-        await asyncio.wait_for(wait(), timeout)
-
-    async def _receive(self) -> None:
-        async for msg in self.ws:
-            if msg.type != aiohttp.WSMsgType.TEXT:
-                continue
-            data = json.loads(msg.data)
-            if data.get("type") == "offer":
-                self.offers.put_nowait((str(data["call_id"]), time.time()))
-                await self.ws.send_json({"type": "decline", "call_id": data["call_id"]})
-            elif data.get("type") == "state":
-                self.states.put_nowait(str(data["state"]))
-
-    async def close(self) -> None:
-        if not self.ws.closed:
-            await self.ws.close()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self.session.close()
+    async def on_message(self, data: dict[str, Any], now: float) -> None:
+        if data.get("type") == "offer":
+            self.offers.put_nowait((str(data["call_id"]), time.time()))
+            await self.send({"type": "decline", "call_id": data["call_id"]})
 
 
 class KeyCaller(Caller):
