@@ -24,8 +24,8 @@ from ivr.audio.asr import Recognizer, VoskModels
 from ivr.audio.codecs import ASR_RATE
 from ivr.audio.playback import PacingStats
 from ivr.audio.recognizer_pool import RecognizerPool, line_noise
-from ivr.audio.tts import Synthesizer, load_voice
-from ivr.dialog.fixed_prompts import fixed_texts, response_variations
+from ivr.audio.tts import Synthesizer, load_voice, split_sentences
+from ivr.dialog.fixed_prompts import fixed_sentences, response_variations
 from ivr.dialog.rasa_client import RasaClient
 from ivr.models.catalogue import locate
 from ivr.queue.acd import Acd
@@ -181,18 +181,18 @@ class Runtime:
         work: dict[Path, list[str]] = {}
         for tenant in self.settings.tenants.values():
             path = self._locate("piper", self.settings.voice_for(tenant))
-            work.setdefault(path, []).extend(fixed_texts(responses, tenant))
-        queue = [(self.synthesizer_at(path), text) for path, texts in work.items() for text in dict.fromkeys(texts)]
+            work.setdefault(path, []).extend(fixed_sentences(responses, tenant, split_sentences))
+        queue = [(self.synthesizer_at(path), s) for path, sentences in work.items() for s in dict.fromkeys(sentences)]
         self.warm_up_pool.submit(self._prerender_next, queue, 0, time.monotonic(), result)
         return result
 
     def _prerender_next(self, queue: list[tuple[Synthesizer, str]], rendered: int, started: float,
                         result: Future[int]) -> None:  # fmt: skip
-        """One text per task, then the next is queued: a recognizer warm-up asked for meanwhile goes first."""
+        """One sentence per task, then the next is queued: a recognizer warm-up asked for meanwhile goes first."""
         if queue:
-            synthesizer, text = queue.pop(0)
+            synthesizer, sentence = queue.pop(0)
             try:
-                rendered += synthesizer.prerender(text)
+                rendered += synthesizer.prerender(sentence)
             except Exception:  # a text Piper cannot say: its callers get it synthesized (and the same error) later
                 log.exception("prompts.prerender_failed", extra={"voice": synthesizer.name})
             try:

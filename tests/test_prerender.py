@@ -11,7 +11,7 @@ from ruamel.yaml import YAML
 from ivr.audio.codecs import rms
 from ivr.audio.tts import PRERENDER_RATE, Synthesizer, split_sentences
 from ivr.caller import Caller
-from ivr.dialog.fixed_prompts import fixed_texts, response_variations
+from ivr.dialog.fixed_prompts import fixed_sentences, response_variations
 from ivr.errors import ConfigError
 from ivr.settings import load_settings
 from ivr.tenants import Tenant
@@ -22,23 +22,24 @@ from tests.speech import synthesizer
 DOMAIN = ROOT / "dialogs" / "domain"
 
 
-def test_a_tenants_fixed_texts_are_its_language_with_its_company_and_answers():
-    responses = response_variations(DOMAIN)
+def sentences_of(tenant: Tenant, domain=DOMAIN) -> list[str]:
+    return fixed_sentences(response_variations(domain), tenant, split_sentences)
+
+
+def test_a_tenants_fixed_sentences_are_its_language_with_its_company_and_answers():
     de = Tenant(company="Muster GmbH", language="de", faq={"opening_hours": {"de": "Mo bis Fr.", "en": "Mon to Fri."}})
-    texts = fixed_texts(responses, de)
-    assert "Willkommen bei Muster GmbH. Sie sprechen mit einem automatischen Sprachassistenten." in texts
-    assert "Mo bis Fr." in texts and "Mon to Fri." not in texts  # the answer in the tenant's language
-    assert not any("{" in text for text in texts)  # what a caller fills (order numbers, products) is left out
-    assert not any("automated assistant" in text for text in texts)  # no English variation for a German tenant
-    # The custom greeting's response is fixed only for a tenant that has a greeting.
-    assert not any(text.endswith("Sie sprechen mit einem automatischen Sprachassistenten.") and "Willkommen" not in text
-                   for text in texts)  # fmt: skip
+    said = sentences_of(de)
+    assert {"Willkommen bei Muster GmbH.", "Sie sprechen mit einem automatischen Sprachassistenten."} <= set(said)
+    assert "Mo bis Fr." in said and "Mon to Fri." not in said  # the answer in the tenant's language
+    assert not any("automated assistant" in s for s in said)  # no English variation for a German tenant
+    # A reply about the caller's order: its fixed sentences are there, the one naming the order is not.
+    assert {"Ich fasse zusammen:", "Soll ich die Bestellung so aufgeben?"} <= set(said)
+    assert not any("{" in s or "fasse zusammen: " in s or "Bestellnummer ist" in s for s in said)
+    assert len(said) == len(set(said))
     en = Tenant(company="Acme Ltd", language="en", greeting="Hello from Acme.")
-    texts = fixed_texts(responses, en)
-    assert "Hello from Acme. You are speaking with an automated assistant." in texts
-    assert "Welcome to Acme Ltd. You are speaking with an automated assistant." in texts
-    assert not any("Sprachassistent" in text for text in texts)
-    assert len(texts) == len(set(texts))
+    said = sentences_of(en)
+    assert {"Hello from Acme.", "Welcome to Acme Ltd.", "You are speaking with an automated assistant."} <= set(said)
+    assert not any("Sprachassistent" in s for s in said)
 
 
 def test_a_variation_without_its_own_language_falls_back_to_the_default(tmp_path):
@@ -47,14 +48,13 @@ def test_a_variation_without_its_own_language_falls_back_to_the_default(tmp_path
         "  utter_only_german:\n  - text: Nur auf Deutsch.\n"
         "  utter_both:\n  - text: Beides.\n  - condition: [{type: slot, name: language, value: en}]\n    text: Both.\n"
     )
-    texts = fixed_texts(response_variations(tmp_path / "domain.yml"), Tenant(company="X", language="en"))
-    assert texts == ["Nur auf Deutsch.", "Both."]
+    assert sentences_of(Tenant(company="X", language="en"), tmp_path / "domain.yml") == ["Nur auf Deutsch.", "Both."]
 
 
 def test_a_prerendered_sentence_is_played_without_piper_at_any_rate():
     synth = Synthesizer(synthesizer().voice)  # a cache of its own
-    assert synth.prerender("Please hold the line. An agent will be with you shortly.") == 2
-    assert synth.prerender("Please hold the line.") == 0  # already there
+    assert synth.prerender("Please hold the line.") and synth.prerender("An agent will be with you shortly.")
+    assert not synth.prerender("Please hold the line.")  # already there
     made = synth.synthesized
     assert made == 2 and synth.prerendered == 2
     seconds = len(synth.synthesize_sentence("Please hold the line.", PRERENDER_RATE)) / 2 / PRERENDER_RATE

@@ -113,14 +113,12 @@ class Synthesizer:
         parts = [chunk.audio_int16_array for chunk in self.voice.synthesize(sentence)]
         return np.concatenate(parts).astype(np.int16).tobytes() if parts else b""
 
-    def prerender(self, text: str) -> int:
-        """Blocking: render `text`'s sentences for later (start-up, in a low-priority thread); returns how many were new."""
-        new = 0
-        for sentence in split_sentences(text):
-            if sentence not in self._prerendered:
-                self._prerendered[sentence] = resample(self._synthesize(sentence), self.native_rate, PRERENDER_RATE)
-                new += 1
-        return new
+    def prerender(self, sentence: str) -> bool:
+        """Blocking: render one sentence (as `split_sentences` cuts them) for later; False if it already was."""
+        if sentence in self._prerendered:
+            return False
+        self._prerendered[sentence] = resample(self._synthesize(sentence), self.native_rate, PRERENDER_RATE)
+        return True
 
     @property
     def prerendered(self) -> int:

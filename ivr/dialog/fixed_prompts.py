@@ -1,10 +1,10 @@
 """The fixed things a tenant's callers hear, so that they can be synthesized before the first call.
 
-A fixed prompt is every response text of the Rasa domain in the tenant's
+A fixed prompt is every sentence of the Rasa domain's responses in the tenant's
 language whose placeholders the tenant alone fills (`{company}`, `{greeting}`),
-and every FAQ answer the tenant configured. What depends on the caller (an
-order number, a product, a quantity) stays dynamic and is synthesized when
-said. Rendering these once at start-up takes Piper's ~300 ms per new sentence
+and every FAQ answer the tenant configured. A sentence that depends on the
+caller (an order number, a product, a quantity) stays dynamic and is
+synthesized when said. Rendering these once at start-up takes Piper's ~300 ms per new sentence
 off the first time each one is said (docs/performance.md).
 
 Which variation a tenant hears follows the domain's convention
@@ -15,7 +15,7 @@ for that language, the unconditioned one is for languages without their own.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,24 +56,25 @@ def _texts_for(variations: list[dict[str, Any]], language: str) -> Iterator[str]
             yield variation["text"]
 
 
-def _filled(text: str, values: dict[str, str]) -> str | None:
-    """`text` with the tenant's placeholders filled; None if a placeholder depends on the caller."""
-    if any(name not in values for name in _PLACEHOLDER.findall(text)):
-        return None
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+def _filled(text: str, values: dict[str, str]) -> str:
+    """`text` with the tenant's placeholders filled; the caller's (`{order_number}`) stay as they are."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
 
-def fixed_texts(responses: dict[str, list[dict[str, Any]]], tenant: Tenant) -> list[str]:
-    """What `tenant`'s callers can hear that no caller changes, in the tenant's language, in domain order."""
+def fixed_sentences(responses: dict[str, list[dict[str, Any]]], tenant: Tenant,
+                    split: Callable[[str], list[str]]) -> list[str]:  # fmt: skip
+    """What `tenant`'s callers can hear that no caller changes, sentence by sentence as `split` (the synthesizer's)
+    cuts them, in the tenant's language, in domain order.
+
+    A reply that names the caller's order still opens or ends with fixed sentences ("Ich fasse zusammen:",
+    "Ist das richtig?"): those are fixed too, so even a dynamic reply's first audio is often ready.
+    """
     values = {"company": tenant.company}
     if tenant.greeting:
         values["greeting"] = tenant.greeting
-    texts: list[str] = []
-    for variations in responses.values():
-        texts.extend(t for t in map(lambda text: _filled(text, values), _texts_for(variations, tenant.language)) if t)
+    texts = [
+        _filled(text, values) for variations in responses.values() for text in _texts_for(variations, tenant.language)
+    ]
     texts.extend(answer for topic in FAQ_TOPICS if (answer := tenant.faq_answer(topic, tenant.language)))
-    return _unique(texts)
-
-
-def _unique(texts: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(texts))
+    sentences = (sentence for text in texts for sentence in split(text))
+    return list(dict.fromkeys(s for s in sentences if not _PLACEHOLDER.search(s)))
