@@ -156,7 +156,8 @@ class AdmissionSettings:
 
     `max_calls` unset: `calls_per_core` × the machine's cores. 3 per core is what
     docs/performance.md measured on 2 cores with the Korean Vosk model: p95 reply
-    latency 1.5-2.6 s at 5 calls, 5.5 s at 10 and 14 s at 20. Below the limit a
+    latency 1.1 s at 5 calls and 4.7 s at 10 (2026-12-06, warm recognizers and
+    prerendered prompts; before them 2.7 s and 6.4 s). Below the limit a
     call is still refused while the event loop runs late or the recognizers
     are behind (load the count does not show: long turns, a slow disk), and
     while calls start faster than `starts_per_s` (a burst of INVITEs). Refused
