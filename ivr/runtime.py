@@ -85,6 +85,7 @@ class Runtime:
     sessions: set[Any] = field(default_factory=set)  # the CallSessions on the line, for shutdown and the ASR backlog
     _located: dict[tuple[str, str], Path] = field(default_factory=dict)
     _prerendering: Future[int] | None = None  # set by `prerender`
+    _prerender_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         # Calls write through this; other readers and writers (agents, reports) use `storage` directly.
@@ -176,18 +177,17 @@ class Runtime:
         if not self.settings.models.prerender_prompts:
             result.set_result(0)
             return result
-        self._prerendering = result
         responses = response_variations(domain)
         work: dict[Path, list[str]] = {}
         for tenant in self.settings.tenants.values():
             path = self._locate("piper", self.settings.voice_for(tenant))
             work.setdefault(path, []).extend(fixed_sentences(responses, tenant, split_sentences))
         queue = [(self.synthesizer_at(path), s) for path, sentences in work.items() for s in dict.fromkeys(sentences)]
-        self.warm_up_pool.submit(self._prerender_next, queue, 0, time.monotonic(), result)
+        self._prerendering = result
+        self.warm_up_pool.submit(self._prerender_next, queue, 0, time.monotonic())
         return result
 
-    def _prerender_next(self, queue: list[tuple[Synthesizer, str]], rendered: int, started: float,
-                        result: Future[int]) -> None:  # fmt: skip
+    def _prerender_next(self, queue: list[tuple[Synthesizer, str]], rendered: int, started: float) -> None:
         """One sentence per task, then the next is queued: a recognizer warm-up asked for meanwhile goes first."""
         if queue:
             synthesizer, sentence = queue.pop(0)
@@ -196,13 +196,13 @@ class Runtime:
             except Exception:  # a text Piper cannot say: its callers get it synthesized (and the same error) later
                 log.exception("prompts.prerender_failed", extra={"voice": synthesizer.name})
             try:
-                self.warm_up_pool.submit(self._prerender_next, queue, rendered, started, result)
+                self.warm_up_pool.submit(self._prerender_next, queue, rendered, started)
                 return
             except RuntimeError:  # the pool is shut down (the server stops): what is rendered stays
                 queue.clear()
         log.info("prompts.prerendered", extra={"sentences": rendered, "seconds": round(time.monotonic() - started, 1),
                                                "kbytes": self.prerendered_bytes // 1024})  # fmt: skip
-        result.set_result(rendered)
+        self._end_prerender(rendered)
 
     @property
     def prerendered_bytes(self) -> int:
@@ -240,4 +240,15 @@ class Runtime:
         await self.storage.close()
         self.asr_pool.shutdown(wait=False, cancel_futures=True)
         self.tts_pool.shutdown(wait=False, cancel_futures=True)
-        self.warm_up_pool.shutdown(wait=False, cancel_futures=True)
+        self.stop_warming_up()
+
+    def stop_warming_up(self) -> None:
+        """No more warm recognizers or prerendered prompts; prerendering ends with what it has made."""
+        self.warm_up_pool.shutdown(wait=False, cancel_futures=True)  # the queued next sentence is cancelled
+        self._end_prerender(sum(s.prerendered for s in self.synthesizers.values()))
+
+    def _end_prerender(self, rendered: int) -> None:
+        """Resolve `prerender`'s future once, from the warm-up thread or from `stop_warming_up`."""
+        with self._prerender_lock:
+            if self._prerendering is not None and not self._prerendering.done():
+                self._prerendering.set_result(rendered)

