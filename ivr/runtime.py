@@ -29,6 +29,7 @@ from ivr.dialog.fixed_prompts import fixed_sentences, response_variations
 from ivr.dialog.rasa_client import RasaClient
 from ivr.models.catalogue import locate
 from ivr.queue.acd import Acd
+from ivr.queue.announcements import fixed_announcements
 from ivr.queue.hold_music import hold_audio
 from ivr.session.admission import Admission, AdmissionLimits
 from ivr.settings import Settings
@@ -168,7 +169,7 @@ class Runtime:
             log.info("tenant.ready", extra={"tenant": number, "language": tenant.language})
 
     def prerender(self, domain: Path) -> Future[int]:
-        """Synthesize every tenant's fixed prompts in the background (after the warm-ups queued by `preload`).
+        """Synthesize every tenant's fixed prompts and queue announcements in the background (after the warm-ups).
 
         Returns what resolves to the number of sentences rendered. A sentence a caller needs before its turn
         here is synthesized for that caller as before; the prerendered copy then serves the next ones.
@@ -182,6 +183,7 @@ class Runtime:
         for tenant in self.settings.tenants.values():
             path = self._locate("piper", self.settings.voice_for(tenant))
             work.setdefault(path, []).extend(fixed_sentences(responses, tenant, split_sentences))
+            work[path].extend(s for text in fixed_announcements(tenant.language) for s in split_sentences(text))
         queue = [(self.synthesizer_at(path), s) for path, sentences in work.items() for s in dict.fromkeys(sentences)]
         self._prerendering = result
         self.warm_up_pool.submit(self._prerender_next, queue, 0, time.monotonic())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ivr.audio.tts import split_sentences
 from ivr.errors import ConfigError
 from ivr.queue import announcements as say
 from ivr.queue.hold_music import hold_audio, load_wav, tone_loop
@@ -85,3 +86,14 @@ def test_hold_music_file_is_resampled_to_the_line(tmp_path):
         wav.writeframes(b"\x10\x00\x10\x00" * 16000)  # 1 s stereo
     pcm = load_wav(path, 8000)
     assert abs(len(pcm) - 2 * 8000) <= 4  # 1 s mono at 8 kHz
+
+
+@pytest.mark.parametrize("language", ["de", "en"])
+def test_what_waiting_callers_hear_is_prerendered_but_their_numbers(language):
+    fixed = {s for text in say.fixed_announcements(language) for s in split_sentences(text)}
+    for text, naming_a_number in [(say.position_and_wait(3, 200, language), 0), (say.position_and_wait(1, 20, language), 0),
+                                  (say.nobody_available(language), 0), (say.welcome(language), 0),
+                                  (say.callback_taken("+4930123456", language), 1),
+                                  (say.ticket_taken("123456", language), 2)]:  # fmt: skip
+        assert len([s for s in split_sentences(text) if s not in fixed]) == naming_a_number, text
+    assert split_sentences(say.position_and_wait(6, None, language))[0] not in fixed  # position 6: made when said

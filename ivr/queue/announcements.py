@@ -63,21 +63,29 @@ def wants_callback(text: str) -> bool:
     return bool(_CALLBACK_WORDS.search(text.lower()))
 
 
+_CERTAINLY = {"de": "Gerne.", "en": "Certainly."}
+_GOODBYE = {"de": "Auf Wiederhören.", "en": "Goodbye."}
+_AGAIN = {"de": "Ich wiederhole:", "en": "Again:"}
+
+
 def callback_taken(number: str, language: str) -> str:
     digits = spoken_digits(number)
-    if language == "de":
-        return (
-            f"Gerne. Wir rufen Sie unter der Nummer {digits} zurück, sobald ein Mitarbeiter frei ist. Auf Wiederhören."
-        )
-    return f"Certainly. We will call you back on {digits} as soon as an agent is free. Goodbye."
+    lang = "de" if language == "de" else "en"
+    if lang == "de":
+        taken = f"Wir rufen Sie unter der Nummer {digits} zurück, sobald ein Mitarbeiter frei ist."
+    else:
+        taken = f"We will call you back on {digits} as soon as an agent is free."
+    return f"{_CERTAINLY[lang]} {taken} {_GOODBYE[lang]}"
 
 
 def ticket_taken(ticket_number: str, language: str) -> str:
     digits = spoken_digits(ticket_number)
-    if language == "de":
-        return (f"Wir haben Ihr Anliegen unter der Vorgangsnummer {digits} aufgenommen und melden uns bei Ihnen. "
-                f"Ich wiederhole: {digits}. Auf Wiederhören.")  # fmt: skip
-    return f"We have recorded your request under reference number {digits} and will get back to you. Again: {digits}. Goodbye."
+    lang = "de" if language == "de" else "en"
+    if lang == "de":
+        taken = f"Wir haben Ihr Anliegen unter der Vorgangsnummer {digits} aufgenommen und melden uns bei Ihnen."
+    else:
+        taken = f"We have recorded your request under reference number {digits} and will get back to you."
+    return f"{taken} {_AGAIN[lang]} {digits}. {_GOODBYE[lang]}"
 
 
 def nobody_available(language: str) -> str:
@@ -109,3 +117,19 @@ def transferring(language: str) -> str:
 def service_ending(language: str) -> str:
     """The server is being shut down while the caller waits: said before the callback (or ticket) line."""
     return "Wir müssen dieses Gespräch leider beenden." if language == "de" else "We have to end this call now."
+
+
+def fixed_announcements(language: str) -> list[str]:
+    """What waiting callers hear that no caller changes, for prerendering at start-up (ivr/runtime.py).
+
+    Positions 1-5 with the waits up to ten minutes cover most queue announcements; the sentences of the
+    callback and ticket lines around the caller's number are fixed too.
+    """
+    lang = "de" if language == "de" else "en"
+    waits = [None, 30.0, *(60.0 * minutes for minutes in range(1, 11))]
+    return [
+        welcome(language), callback_offer(language), nobody_available(language), waited_too_long(language),
+        reconnecting(language), transferring(language), service_ending(language),
+        _CERTAINLY[lang], _GOODBYE[lang], _AGAIN[lang],
+        *(position_and_wait(position, wait, language) for position in range(1, 6) for wait in waits),
+    ]  # fmt: skip
