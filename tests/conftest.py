@@ -21,6 +21,11 @@ import pytest
 from ivr.dialog import channel_token
 from ivr.localhost import free_port, wait_http
 
+# pydantic 1's hypothesis plugin registers a strategy for each constrained type (the settings' integer(...)) built
+# on a compiled function hypothesis cannot inspect: `pytest tests/test_wire_fuzz.py` alone failed to collect. The
+# fuzzers build their own strategies and need no plugin.
+os.environ.setdefault("HYPOTHESIS_NO_PLUGINS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SETTINGS = ROOT / "tests" / "data" / "ivr.test.yml"
 MODEL_ENV = {
