@@ -173,6 +173,7 @@ def write_settings(work: Path, hangover_ms: int, no_input_s: float, tts_cache_en
                    prerender: bool = True) -> Path:  # fmt: skip
     data = yaml.safe_load(TEST_SETTINGS.read_text(encoding="utf-8"))
     data.setdefault("models", {})["prerender_prompts"] = prerender  # the tests turn it off, the product has it on
+    data.get("asr", {}).pop("warm_recognizers", None)  # the tests turn the pool off; the product default has it
     data["vad"]["hangover_ms"] = hangover_ms
     data["timeouts"]["no_input_s"] = no_input_s
     data["timeouts"]["max_call_s"] = max(data["timeouts"].get("max_call_s", 0), 1800)

@@ -245,8 +245,11 @@ class Runtime:
         self.stop_warming_up()
 
     def stop_warming_up(self) -> None:
-        """No more warm recognizers or prerendered prompts; prerendering ends with what it has made."""
+        """No more warm recognizers (the idle ones are freed now) or prerendered prompts; prerendering ends with
+        what it has made."""
         self.warm_up_pool.shutdown(wait=False, cancel_futures=True)  # the queued next sentence is cancelled
+        for pool in self.recognizer_pools.values():
+            pool.close()
         self._end_prerender(sum(s.prerendered for s in self.synthesizers.values()))
 
     def _end_prerender(self, rendered: int) -> None:

@@ -81,6 +81,20 @@ def test_a_recognizer_is_retired_after_its_calls(executor):
     assert second is not None and second is not first and second.calls == 0
 
 
+def test_a_closed_pool_frees_its_recognizers_and_keeps_none(executor):
+    pool = RecognizerPool(MODEL, executor, size=2, warm_audio=lambda: silence(0.2))
+    pool.fill()
+    wait_until(lambda: pool.idle == 2)
+    in_a_call = pool.take()
+    assert in_a_call is not None
+    pool.close()
+    assert pool.idle == 0 and pool.take() is None
+    pool.give_back(in_a_call)  # the call that was on ends after the close
+    assert pool.idle == 0 and pool.stats["retired"] == 1
+    executor.submit(lambda: None).result()  # a replacement that was being built is not kept either
+    assert pool.idle == 0
+
+
 def test_zero_disables_the_pool(executor):
     pool = RecognizerPool(MODEL, executor, size=0)
     pool.fill()

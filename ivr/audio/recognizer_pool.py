@@ -143,6 +143,19 @@ class RecognizerPool:
         if not keep:
             self.fill()
 
+    def close(self) -> None:
+        """The runtime stops: free the idle recognizers now and build or keep no more.
+
+        Kaldi's memory is invisible to Python's garbage collector, which frees a
+        runtime's reference cycles only on a full collection; waiting for that,
+        every closed runtime kept its recognizers (tests start dozens).
+        """
+        with self._lock:
+            self.size = 0
+            self._idle.clear()
+            self._audio = None
+            self._warm_audio = line_noise  # the runtime's callback: no reference back to it
+
     def _build(self) -> None:
         """In a worker thread: build one recognizer, warm it up, make it available."""
         try:
@@ -158,5 +171,6 @@ class RecognizerPool:
             return
         with self._lock:
             self._building -= 1
-            self._idle.append(Pooled(rec))
             self.stats["built"] += 1
+            if self.size > 0:  # not closed meanwhile
+                self._idle.append(Pooled(rec))
