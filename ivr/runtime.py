@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -184,15 +185,17 @@ class Runtime:
             path = self._locate("piper", self.settings.voice_for(tenant))
             work.setdefault(path, []).extend(fixed_sentences(responses, tenant, split_sentences))
             work[path].extend(s for text in fixed_announcements(tenant.language) for s in split_sentences(text))
-        queue = [(self.synthesizer_at(path), s) for path, sentences in work.items() for s in dict.fromkeys(sentences)]
+        queue = deque(
+            (self.synthesizer_at(path), s) for path, sentences in work.items() for s in dict.fromkeys(sentences)
+        )
         self._prerendering = result
         self.warm_up_pool.submit(self._prerender_next, queue, 0, time.monotonic())
         return result
 
-    def _prerender_next(self, queue: list[tuple[Synthesizer, str]], rendered: int, started: float) -> None:
+    def _prerender_next(self, queue: deque[tuple[Synthesizer, str]], rendered: int, started: float) -> None:
         """One sentence per task, then the next is queued: a recognizer warm-up asked for meanwhile goes first."""
         if queue:
-            synthesizer, sentence = queue.pop(0)
+            synthesizer, sentence = queue.popleft()
             try:
                 rendered += synthesizer.prerender(sentence)
             except Exception:  # a text Piper cannot say: its callers get it synthesized (and the same error) later
@@ -207,15 +210,20 @@ class Runtime:
         self._end_prerender(rendered)
 
     @property
+    def prerendered(self) -> int:
+        return sum(s.prerendered for s in self.synthesizers.values())
+
+    @property
     def prerendered_bytes(self) -> int:
         return sum(s.prerendered_bytes for s in self.synthesizers.values())
 
     def prompt_health(self) -> dict[str, Any]:
-        """/healthz: whether the fixed prompts are ready, and how often a caller still waited for Piper."""
+        """/healthz: whether the fixed prompts are ready, and how often Piper ran (prerendering included: what
+        `synthesized` grows by once prerendering is done is what callers waited for)."""
         voices = self.synthesizers.values()
         return {
             "prerender": "off" if self._prerendering is None else "done" if self._prerendering.done() else "running",
-            "prerendered": sum(s.prerendered for s in voices),
+            "prerendered": self.prerendered,
             "prerendered_kbytes": self.prerendered_bytes // 1024,
             "synthesized": sum(s.synthesized for s in voices),
             "cache_hits": sum(s.cache_hits for s in voices),
@@ -250,7 +258,7 @@ class Runtime:
         self.warm_up_pool.shutdown(wait=False, cancel_futures=True)  # the queued next sentence is cancelled
         for pool in self.recognizer_pools.values():
             pool.close()
-        self._end_prerender(sum(s.prerendered for s in self.synthesizers.values()))
+        self._end_prerender(self.prerendered)
 
     def _end_prerender(self, rendered: int) -> None:
         """Resolve `prerender`'s future once, from the warm-up thread or from `stop_warming_up`."""

@@ -79,7 +79,7 @@ class Synthesizer:
         self._prerendered: dict[str, bytes] = {}  # sentence → PCM16 at PRERENDER_RATE; written by `prerender`
         self.cache_hits = 0
         self.prerendered_hits = 0
-        self.synthesized = 0  # sentences Piper had to make while a caller waited (or for `prerender`)
+        self.synthesized = 0  # sentences Piper made: for `prerender`, or while a caller waited
 
     @property
     def native_rate(self) -> int:

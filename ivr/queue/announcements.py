@@ -63,29 +63,33 @@ def wants_callback(text: str) -> bool:
     return bool(_CALLBACK_WORDS.search(text.lower()))
 
 
+# The callback and ticket lines: fixed sentences around the caller's number, so the fixed ones can be prerendered.
 _CERTAINLY = {"de": "Gerne.", "en": "Certainly."}
 _GOODBYE = {"de": "Auf Wiederhören.", "en": "Goodbye."}
 _AGAIN = {"de": "Ich wiederhole:", "en": "Again:"}
+_CALLBACK = {
+    "de": "Wir rufen Sie unter der Nummer {digits} zurück, sobald ein Mitarbeiter frei ist.",
+    "en": "We will call you back on {digits} as soon as an agent is free.",
+}
+_TICKET = {
+    "de": "Wir haben Ihr Anliegen unter der Vorgangsnummer {digits} aufgenommen und melden uns bei Ihnen.",
+    "en": "We have recorded your request under reference number {digits} and will get back to you.",
+}
+
+
+def _lang(language: str) -> str:
+    """German for German callers, English for everyone else (as every announcement here)."""
+    return "de" if language == "de" else "en"
 
 
 def callback_taken(number: str, language: str) -> str:
-    digits = spoken_digits(number)
-    lang = "de" if language == "de" else "en"
-    if lang == "de":
-        taken = f"Wir rufen Sie unter der Nummer {digits} zurück, sobald ein Mitarbeiter frei ist."
-    else:
-        taken = f"We will call you back on {digits} as soon as an agent is free."
-    return f"{_CERTAINLY[lang]} {taken} {_GOODBYE[lang]}"
+    digits, lang = spoken_digits(number), _lang(language)
+    return f"{_CERTAINLY[lang]} {_CALLBACK[lang].format(digits=digits)} {_GOODBYE[lang]}"
 
 
 def ticket_taken(ticket_number: str, language: str) -> str:
-    digits = spoken_digits(ticket_number)
-    lang = "de" if language == "de" else "en"
-    if lang == "de":
-        taken = f"Wir haben Ihr Anliegen unter der Vorgangsnummer {digits} aufgenommen und melden uns bei Ihnen."
-    else:
-        taken = f"We have recorded your request under reference number {digits} and will get back to you."
-    return f"{taken} {_AGAIN[lang]} {digits}. {_GOODBYE[lang]}"
+    digits, lang = spoken_digits(ticket_number), _lang(language)
+    return f"{_TICKET[lang].format(digits=digits)} {_AGAIN[lang]} {digits}. {_GOODBYE[lang]}"
 
 
 def nobody_available(language: str) -> str:
@@ -125,7 +129,7 @@ def fixed_announcements(language: str) -> list[str]:
     Positions 1-5 with the waits up to ten minutes cover most queue announcements; the sentences of the
     callback and ticket lines around the caller's number are fixed too.
     """
-    lang = "de" if language == "de" else "en"
+    lang = _lang(language)
     waits = [None, 30.0, *(60.0 * minutes for minutes in range(1, 11))]
     return [
         welcome(language), callback_offer(language), nobody_available(language), waited_too_long(language),
